@@ -1,0 +1,120 @@
+"""moto server with the test-only additions this project's tests need.
+
+Pinned to the moto version in hack/moto-requirements.txt (5.2.5). Started as
+`python moto_ext.py -H 127.0.0.1 -p PORT`; every argument goes to moto's own server.
+
+Additions:
+1. ECS SubmitTaskStateChange / SubmitContainerStateChange (stock moto answers 500): lets a test
+   play the ECS agent and end a task with a container exit code, the way a real agent reports it.
+2. CreateLaunchTemplateVersion stores UserData as moto's create_launch_template does, so Auto
+   Scaling launches from later template versions work (stock moto fails them with a 500).
+3. ECS task state transitions are frozen (manual progression): stock moto advances a task one
+   step towards STOPPED on every DescribeTasks, so an operator's own polling would end tasks.
+"""
+
+import datetime
+
+from moto.ec2.models.launch_templates import LaunchTemplate
+from moto.ec2.utils import parse_user_data
+from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.core.responses import ActionResult
+from moto.moto_api import state_manager
+from moto.server import main
+
+_create_version = LaunchTemplate.create_version
+
+
+def _create_version_with_user_data(self, data, description):
+    if isinstance(data.get("UserData"), str):
+        data = dict(data)
+        data["UserData"] = parse_user_data(data["UserData"])
+    return _create_version(self, data, description)
+
+
+LaunchTemplate.create_version = _create_version_with_user_data
+
+
+def _find_task(backend, cluster_str, task_str):
+    cluster = backend._get_cluster(cluster_str)
+    task_id = (task_str or "").split("/")[-1]
+    for arn, task in backend.tasks.get(cluster.name, {}).items():
+        if arn.endswith(task_id):
+            return cluster, task
+    raise ValueError(f"task {task_str} not found in cluster {cluster.name}")
+
+
+def _stop(backend, cluster, task, reason):
+    """Moves a task to STOPPED and releases its resources exactly once."""
+    if task.last_status == "STOPPED":
+        return
+    if task.container_instance_arn:
+        instances = backend.container_instances.get(cluster.name, {})
+        instance = instances.get(task.container_instance_arn.split("/")[-1])
+        if instance is not None:
+            backend.update_container_instance_resources(
+                instance, task.resource_requirements, removing=True
+            )
+        backend.update_cluster_resources(cluster, -1, task_state="RUNNING")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    task.last_status = "STOPPED"
+    task.desired_status = "STOPPED"
+    task.stopped_reason = reason or "Essential container in task exited"
+    task.stop_code = "EssentialContainerExited"
+    task.stopping_at = now
+    task.stopped_at = now
+    task.execution_stopped_at = now
+
+
+def _apply_containers(task, containers):
+    for reported in containers or []:
+        name = reported.get("containerName")
+        for container in task.containers:
+            if name is None or container.name == name:
+                if reported.get("exitCode") is not None:
+                    container.exitCode = int(reported["exitCode"])
+                if reported.get("status"):
+                    container.last_status = reported["status"]
+                if reported.get("reason"):
+                    container.reason = reported["reason"]
+
+
+def submit_task_state_change(self):
+    cluster, task = _find_task(
+        self.ecs_backend, self._get_param("cluster", "default"), self._get_param("task")
+    )
+    _apply_containers(task, self._get_param("containers"))
+    status = self._get_param("status")
+    if status == "STOPPED":
+        _stop(self.ecs_backend, cluster, task, self._get_param("reason"))
+    elif status:
+        task.last_status = status
+    return ActionResult({"acknowledgment": "ACK"})
+
+
+def submit_container_state_change(self):
+    cluster, task = _find_task(
+        self.ecs_backend, self._get_param("cluster", "default"), self._get_param("task")
+    )
+    _apply_containers(
+        task,
+        [
+            {
+                "containerName": self._get_param("containerName"),
+                "exitCode": self._get_param("exitCode"),
+                "status": self._get_param("status"),
+                "reason": self._get_param("reason"),
+            }
+        ],
+    )
+    return ActionResult({"acknowledgment": "ACK"})
+
+
+EC2ContainerServiceResponse.submit_task_state_change = submit_task_state_change
+EC2ContainerServiceResponse.submit_container_state_change = submit_container_state_change
+
+state_manager.set_transition(
+    model_name="ecs::task", transition={"progression": "manual", "times": 1_000_000}
+)
+
+if __name__ == "__main__":
+    main()

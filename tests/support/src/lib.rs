@@ -1,0 +1,51 @@
+//! Test support for ecs-worker-operator: real local components, no mocks.
+//!
+//! - [`control_plane`]: a real kube-apiserver + etcd (built from Go modules by
+//!   `hack/k8s-tools.sh`, cached by version), started once per test binary on free loopback
+//!   ports, with generated certificates and an admin kubeconfig.
+//! - [`moto`]: the moto AWS emulator in server mode from the project's venv, with the test-only
+//!   extension in `python/moto_ext.py`.
+//! - [`agent`]: plays the ECS agent against moto (register instances, end tasks with an exit
+//!   code, deregister instances that left their group).
+//!
+//! Every process started here is killed when the test binary exits (normally, by panic, or by
+//! signal: children get `PR_SET_PDEATHSIG`), and temporary directories are removed.
+
+pub mod agent;
+pub mod control_plane;
+pub mod moto;
+mod process;
+
+pub use control_plane::{ControlPlane, TestNamespace};
+pub use moto::Moto;
+
+use std::path::PathBuf;
+
+/// The repository root (this crate lives in `tests/support`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root exists")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; callers retry on the rare reuse race).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
+/// Runs a `hack/` script and returns the last line it printed (the path it reports).
+pub(crate) fn hack_output(script: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(repo_root().join("hack").join(script))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "hack/{script} failed: {}", out.status);
+    let text = String::from_utf8(out.stdout)?;
+    text.lines()
+        .last()
+        .map(|l| l.trim().to_string())
+        .ok_or_else(|| anyhow::anyhow!("hack/{script} printed nothing"))
+}
