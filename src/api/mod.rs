@@ -1,0 +1,581 @@
+//! The `EcsSelfTerminatingWorker` custom resource (`ecsworker.dev/v1alpha1`): spec, status,
+//! defaults and admission rules. Everything a user writes or reads lives here; nothing here
+//! talks to a server.
+//!
+//! Admission rules are in the schema (OpenAPI + CEL `x-kubernetes-validations`) so `kubectl
+//! apply` refuses a bad manifest with a message naming the field; what only the controller can
+//! check is in [`validate`].
+
+pub mod conditions;
+pub mod validate;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Finalizer that guards the deletion of the AWS resources a worker owns.
+pub const FINALIZER: &str = "ecsworker.dev/cleanup";
+/// Annotation that runs the cycle now (any new value triggers once; see `status.lastTrigger`).
+pub const TRIGGER_ANNOTATION: &str = "ecsworker.dev/run-now";
+/// API group.
+pub const GROUP: &str = "ecsworker.dev";
+
+/// A queue-driven batch worker on AWS ECS-on-EC2 whose EC2 capacity is zero while there is no work.
+///
+/// The operator creates an SQS queue (and dead-letter queue), an ECS cluster, a task definition,
+/// a launch template, an Auto Scaling group kept at zero, IAM roles and a log group. On each tick
+/// of the schedule, when the queue holds work, it scales the group up, waits for the instances to
+/// join the cluster, runs the worker task, and brings capacity back to zero when the worker has
+/// drained the queue.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ecsworker.dev",
+    version = "v1alpha1",
+    kind = "EcsSelfTerminatingWorker",
+    plural = "ecsselfterminatingworkers",
+    singular = "ecsselfterminatingworker",
+    shortname = "ecsworker",
+    shortname = "ecsworkers",
+    shortname = "estw",
+    category = "ecsworker",
+    namespaced,
+    status = "EcsSelfTerminatingWorkerStatus",
+    printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceType"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".status.schedule"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Queue", type_ = "integer", json_path = ".status.queue.visible"),
+    printcolumn(name = "Last Run", type_ = "string", json_path = ".status.lastRun.outcome"),
+    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.cronRate) != has(self.schedule)").message("set exactly one of spec.cronRate (e.g. 7_HOURS) or spec.schedule (a 5-field cron expression)"))]
+#[x_kube(validation = Rule::new("!(self.gpu && self.arm)").message("spec.gpu and spec.arm cannot both be true: there is no GPU arm64 ECS-optimized AMI; choose one"))]
+#[serde(rename_all = "camelCase")]
+pub struct EcsSelfTerminatingWorkerSpec {
+    /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
+    /// (the original's `EC2_INSTANCE_TYPE`).
+    #[schemars(length(min = 3, max = 64), regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"))]
+    pub instance_type: String,
+
+    /// Run on GPU instances: selects the GPU (NVIDIA) ECS-optimized AMI and reserves one GPU for
+    /// the worker container (the original's `GPU_ENABLED`).
+    #[serde(default)]
+    pub gpu: bool,
+
+    /// Run on arm64 (Graviton) instances: selects the arm64 ECS-optimized AMI (the original's
+    /// `ARM_INSTANCE`). Cannot be combined with `gpu`.
+    #[serde(default)]
+    pub arm: bool,
+
+    /// Soft memory limit of the worker container in MiB (`memoryReservation`; the original's
+    /// `ECS_TASK_DEFINITION_MEMORY_LIMIT`). Set it close to the instance's memory to run one
+    /// task per instance.
+    #[schemars(range(min = 1, max = 4_194_304))]
+    pub memory_limit_mib: i32,
+
+    /// AWS region of every resource, e.g. `us-east-1` (the original's `AWS_DEFAULT_REGION`).
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: String,
+
+    /// Credentials the operator uses for this worker's AWS calls (the original's
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`). When absent, the operator's own default
+    /// credential chain is used (IRSA, EKS Pod Identity, environment). The keys never reach the
+    /// task definition: the worker task gets an IAM task role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSpec>,
+
+    /// Tick rate in the original's format, `NUMBER_UNIT` upper snake case: `7_HOURS`,
+    /// `1_HOUR`, `1_MINUTE`, `2_SECONDS` (the original's `CRON_RATE`). Exactly one of
+    /// `cronRate` and `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}_(SECOND|MINUTE|HOUR|DAY)S?$"))]
+    pub cron_rate: Option<String>,
+
+    /// Standard 5-field cron expression in UTC (`minute hour day-of-month month day-of-week`),
+    /// e.g. `*/15 * * * *`. Exactly one of `cronRate` and `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 256))]
+    pub schedule: Option<String>,
+
+    /// Pause scheduling: no new run starts; a run in progress finishes; nothing is deleted.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Container image of the worker (the image built from `worker/`, or your own based on it).
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+
+    /// Command of the worker container; the image's entrypoint/command when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub command: Option<Vec<String>>,
+
+    /// Extra plain environment variables of the worker container. Do not put secrets here:
+    /// they are visible in the task definition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub env: Vec<EnvVar>,
+
+    /// The work queue (SQS) and its dead-letter queue.
+    #[serde(default)]
+    pub queue: QueueSpec,
+
+    /// How much capacity a run starts and how long it may take to join.
+    #[serde(default)]
+    pub scaling: ScalingSpec,
+
+    /// The most instances one run may start (the original: 1).
+    #[serde(default = "default_max_instances")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_instances: i32,
+
+    /// Settings the worker process inside the task receives.
+    #[serde(default)]
+    pub worker: WorkerSettings,
+
+    /// Where instances run. When absent, the default VPC's default subnets are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+
+    /// ECS-optimized AMI family.
+    #[serde(default)]
+    pub ami_family: AmiFamily,
+
+    /// Existing IAM roles to use instead of the ones the operator creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<IamSpec>,
+
+    /// Days the worker's CloudWatch logs are kept.
+    #[serde(default = "default_log_retention_days")]
+    #[x_kube(validation = Rule::new("self in [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]").message("spec.logRetentionDays must be one of CloudWatch Logs' values: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653"))]
+    pub log_retention_days: i32,
+
+    /// Extra tags on every AWS resource (keys starting with `aws:` or `ecsworker.dev/` are reserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 40))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecsworker.dev/') && size(k) <= 128 && size(self[k]) <= 256)").message("spec.tags: keys must not start with aws: or ecsworker.dev/, keys at most 128 and values at most 256 characters"))]
+    pub tags: BTreeMap<String, String>,
+
+    /// What deleting this object does to its AWS resources.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_max_instances() -> i32 {
+    1
+}
+fn default_log_retention_days() -> i32 {
+    30
+}
+
+/// Where the operator finds AWS credentials for this worker.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSpec {
+    /// A Secret in the worker's namespace with keys `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
+    pub secret_ref: SecretRef,
+}
+
+/// A Secret in the same namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A plain environment variable of the worker container.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub struct EnvVar {
+    /// Variable name. Names starting with `WORKER_` or `AWS_` are set by the operator and reserved.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), length(max = 255))]
+    #[x_kube(validation = Rule::new("!self.startsWith('WORKER_') && !self.startsWith('AWS_') && !self.startsWith('ECS_')").message("env names starting with WORKER_, AWS_ or ECS_ are reserved for the operator"))]
+    pub name: String,
+    /// Value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// The SQS work queue.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Seconds a received message stays invisible to other receivers (the original: 2 h). The
+    /// worker extends it while a handler runs.
+    #[serde(default = "default_visibility")]
+    #[schemars(range(min = 0, max = 43200))]
+    pub visibility_timeout_seconds: i32,
+    /// Seconds a message is kept (the original: 1 day).
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 60, max = 1_209_600))]
+    pub message_retention_seconds: i32,
+    /// Long-poll wait of the worker's receives, in seconds.
+    #[serde(default = "default_wait")]
+    #[schemars(range(min = 0, max = 20))]
+    pub receive_wait_time_seconds: i32,
+    /// Dead-letter queue for messages that keep failing.
+    #[serde(default)]
+    pub dead_letter: DeadLetterSpec,
+}
+
+fn default_visibility() -> i32 {
+    7200
+}
+fn default_retention() -> i32 {
+    86400
+}
+fn default_wait() -> i32 {
+    20
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec {
+            visibility_timeout_seconds: default_visibility(),
+            message_retention_seconds: default_retention(),
+            receive_wait_time_seconds: default_wait(),
+            dead_letter: DeadLetterSpec::default(),
+        }
+    }
+}
+
+/// The dead-letter queue.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterSpec {
+    /// Create a dead-letter queue and redrive failing messages to it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Receives after which a message moves to the dead-letter queue.
+    #[serde(default = "default_max_receive")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_receive_count: i32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_receive() -> i32 {
+    5
+}
+
+impl Default for DeadLetterSpec {
+    fn default() -> Self {
+        DeadLetterSpec { enabled: true, max_receive_count: default_max_receive() }
+    }
+}
+
+/// How a run sizes and waits for its capacity.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSpec {
+    /// Visible messages needed at a tick to start a run.
+    #[serde(default = "default_min_messages")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub min_messages: i32,
+    /// One instance per this many visible messages, up to `maxInstances`.
+    #[serde(default = "default_messages_per_instance")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub messages_per_instance: i32,
+    /// Seconds to wait for instances to join the ECS cluster before scaling back to zero
+    /// (the original: 300).
+    #[serde(default = "default_join_timeout")]
+    #[schemars(range(min = 30, max = 3600))]
+    pub join_timeout_seconds: i32,
+}
+
+fn default_min_messages() -> i32 {
+    1
+}
+fn default_messages_per_instance() -> i32 {
+    100
+}
+fn default_join_timeout() -> i32 {
+    300
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        ScalingSpec {
+            min_messages: default_min_messages(),
+            messages_per_instance: default_messages_per_instance(),
+            join_timeout_seconds: default_join_timeout(),
+        }
+    }
+}
+
+/// Settings passed to the worker process (see worker/README.md).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSettings {
+    /// Handler command line run per message (`WORKER_HANDLER`); the image's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub handler: Option<String>,
+    /// Messages handled in parallel by one worker.
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: i32,
+    /// Consecutive empty long polls (with nothing in flight) before the worker exits.
+    #[serde(default = "default_empty_receives")]
+    #[schemars(range(min = 1, max = 100))]
+    pub empty_receives: i32,
+    /// How the worker removes capacity when done.
+    #[serde(default)]
+    pub termination: TerminationMode,
+}
+
+fn default_concurrency() -> i32 {
+    1
+}
+fn default_empty_receives() -> i32 {
+    2
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            handler: None,
+            concurrency: default_concurrency(),
+            empty_receives: default_empty_receives(),
+            termination: TerminationMode::default(),
+        }
+    }
+}
+
+/// How a finished worker removes its capacity.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TerminationMode {
+    /// Terminate its own instance with a desired-capacity decrement (each instance removes only itself).
+    #[default]
+    Instance,
+    /// Set the group's desired capacity to 0 (the original's behaviour).
+    Group,
+    /// Leave it to the operator.
+    None,
+}
+
+/// Where instances run.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Subnet ids for the Auto Scaling group; the default VPC's default subnets when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(s, s.matches('^subnet-[0-9a-f]{8,17}$'))").message("spec.network.subnetIds entries look like subnet-0123456789abcdef0"))]
+    pub subnet_ids: Vec<String>,
+    /// Security group ids for the instances; the operator creates an egress-only group when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new("self.all(s, s.matches('^sg-[0-9a-f]{8,17}$'))").message("spec.network.securityGroupIds entries look like sg-0123456789abcdef0"))]
+    pub security_group_ids: Vec<String>,
+    /// Request a public IPv4 address for instances (needed without a NAT gateway or VPC endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_public_ip: Option<bool>,
+}
+
+/// ECS-optimized AMI family.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AmiFamily {
+    /// Amazon Linux 2023.
+    #[default]
+    AmazonLinux2023,
+    /// Amazon Linux 2 (the original's choice).
+    AmazonLinux2,
+}
+
+/// Existing IAM resources to use instead of creating them.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IamSpec {
+    /// Instance profile for the EC2 instances (must allow joining ECS clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/.+$')").message("spec.iam.instanceProfileArn must be an IAM instance profile ARN"))]
+    pub instance_profile_arn: Option<String>,
+    /// Role the worker task assumes (must allow receiving/deleting from the queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("spec.iam.taskRoleArn must be an IAM role ARN"))]
+    pub task_role_arn: Option<String>,
+    /// Role ECS uses to pull the image and write logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("spec.iam.executionRoleArn must be an IAM role ARN"))]
+    pub execution_role_arn: Option<String>,
+}
+
+/// What deleting the object does to its AWS resources.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Delete everything, except a queue that still holds messages: it is kept, with an Event.
+    #[default]
+    Delete,
+    /// Delete everything, including a queue that still holds messages.
+    DeleteWithMessages,
+    /// Keep every AWS resource (capacity is still scaled to zero).
+    Retain,
+}
+
+/// Observed state, written only by the operator.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EcsSelfTerminatingWorkerStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Provisioned`, `Degraded` (Kubernetes condition convention).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Provisioning / Idle / ScalingUp / Running / ScalingDown / Suspended / Failed / Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The effective schedule, e.g. `rate(7 hours)` or `cron(*/15 * * * *)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// When the next tick is due (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+    /// Queue depth last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueDepth>,
+    /// Ids, ARNs and URLs of every AWS resource the worker owns.
+    #[serde(default)]
+    pub resources: AwsResources,
+    /// The run in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_run: Option<RunStatus>,
+    /// The last finished run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+    /// Value of the `ecsworker.dev/run-now` annotation last handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trigger: Option<String>,
+}
+
+/// Coarse state of a worker, for humans and printer columns.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Provisioning,
+    Idle,
+    ScalingUp,
+    Running,
+    ScalingDown,
+    Suspended,
+    Failed,
+    Deleting,
+}
+
+/// Message counts of the queue.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueDepth {
+    /// Messages available (`ApproximateNumberOfMessages`).
+    pub visible: i64,
+    /// Messages received and not yet deleted (`ApproximateNumberOfMessagesNotVisible`).
+    pub in_flight: i64,
+    /// Messages in the dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<i64>,
+}
+
+/// AWS resources owned by the worker.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnet_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_template_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_template_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition_arn: Option<String>,
+}
+
+/// The run in progress.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// Run id; the worker tasks carry it as `startedBy` and it is the RunTask client token.
+    pub id: String,
+    /// When scale-up started.
+    pub scale_up_at: Time,
+    /// Instances asked for.
+    pub instances: i32,
+    /// Visible messages when the run started.
+    pub messages_before: i64,
+    /// When the worker tasks were started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_started_at: Option<Time>,
+}
+
+/// A finished run.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// Succeeded, Failed (a task exited non-zero) or ScaleUpTimedOut.
+    pub outcome: RunOutcome,
+    /// When scale-up started.
+    pub scale_up_at: Time,
+    /// When the worker tasks started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the run ended.
+    pub stopped_at: Time,
+    /// Instances used.
+    pub instances: i32,
+    /// Exit code of the worker (the highest of the run's tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Stop reason reported by ECS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// Visible messages when the run started.
+    pub messages_before: i64,
+    /// Visible messages when the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_after: Option<i64>,
+}
+
+/// How a run ended.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Succeeded,
+    Failed,
+    ScaleUpTimedOut,
+}
+
+impl EcsSelfTerminatingWorker {
+    /// Reads a condition by type.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

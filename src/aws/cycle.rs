@@ -1,0 +1,213 @@
+//! Reads the run-cycle state of one worker from AWS and executes the cycle's actions.
+//!
+//! Observation is cheap when idle: the queue depth and the group (two reads); the cluster's
+//! container instances and tasks are read only while capacity is up or a run is recorded.
+
+use super::AwsClients;
+use super::error::{AwsError, ErrorKind, SdkResultExt};
+use crate::api::{EcsSelfTerminatingWorkerStatus, QueueDepth};
+use crate::plan::cycle::{Action, ContainerInstanceState, GroupInstance, GroupState, Observed, TaskState};
+use crate::plan::desired::Names;
+use aws_sdk_sqs::types::QueueAttributeName;
+
+/// Observes queue, group, container instances and tasks.
+pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatingWorkerStatus) -> Result<Observed, AwsError> {
+    let queue_url = status
+        .resources
+        .queue_url
+        .as_deref()
+        .ok_or_else(|| AwsError { service: "sqs", operation: "GetQueueAttributes", code: "NotProvisioned".into(), message: "queue not provisioned yet".into(), kind: ErrorKind::NotFound })?;
+    let attrs = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .aws("sqs", "GetQueueAttributes")?;
+    let count = |k: QueueAttributeName| attrs.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let queue = QueueDepth {
+        visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+        in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        dead_letter: None,
+    };
+
+    let groups = aws
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&names.auto_scaling_group)
+        .send()
+        .await
+        .aws("autoscaling", "DescribeAutoScalingGroups")?;
+    let g = groups.auto_scaling_groups().first().ok_or_else(|| AwsError {
+        service: "autoscaling",
+        operation: "DescribeAutoScalingGroups",
+        code: "NotFound".into(),
+        message: format!("group {} not found", names.auto_scaling_group),
+        kind: ErrorKind::NotFound,
+    })?;
+    let group = GroupState {
+        desired: g.desired_capacity().unwrap_or(0),
+        instances: g
+            .instances()
+            .iter()
+            .filter_map(|i| {
+                Some(GroupInstance {
+                    id: i.instance_id()?.to_string(),
+                    lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                })
+            })
+            .collect(),
+    };
+
+    let mut observed = Observed { queue, group, container_instances: Vec::new(), tasks: Vec::new() };
+    let capacity_up = observed.group.desired > 0 || !observed.group.instances.is_empty();
+    if !capacity_up && status.current_run.is_none() {
+        return Ok(observed);
+    }
+
+    let ecs = &aws.ecs;
+    let cluster = &names.cluster;
+    let arns = ecs.list_container_instances().cluster(cluster).send().await.aws("ecs", "ListContainerInstances")?.container_instance_arns().to_vec();
+    if !arns.is_empty() {
+        let out = ecs
+            .describe_container_instances()
+            .cluster(cluster)
+            .set_container_instances(Some(arns))
+            .send()
+            .await
+            .aws("ecs", "DescribeContainerInstances")?;
+        observed.container_instances = out
+            .container_instances()
+            .iter()
+            .filter_map(|c| {
+                Some(ContainerInstanceState {
+                    arn: c.container_instance_arn()?.to_string(),
+                    ec2_instance_id: c.ec2_instance_id()?.to_string(),
+                    status: c.status().unwrap_or_default().to_string(),
+                    running_tasks: c.running_tasks_count() + c.pending_tasks_count(),
+                })
+            })
+            .collect();
+    }
+
+    let mut task_arns = ecs
+        .list_tasks()
+        .cluster(cluster)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .send()
+        .await
+        .aws("ecs", "ListTasks")?
+        .task_arns()
+        .to_vec();
+    if let Some(run) = &status.current_run {
+        let stopped = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .started_by(&run.id)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+            .send()
+            .await
+            .aws("ecs", "ListTasks")?;
+        task_arns.extend(stopped.task_arns().iter().cloned());
+    }
+    task_arns.sort();
+    task_arns.dedup();
+    for chunk in task_arns.chunks(100) {
+        let out = ecs.describe_tasks().cluster(cluster).set_tasks(Some(chunk.to_vec())).send().await.aws("ecs", "DescribeTasks")?;
+        observed.tasks.extend(out.tasks().iter().map(|t| TaskState {
+            arn: t.task_arn().unwrap_or_default().to_string(),
+            started_by: t.started_by().map(str::to_string),
+            container_instance_arn: t.container_instance_arn().map(str::to_string),
+            last_status: t.last_status().unwrap_or_default().to_string(),
+            exit_code: t.containers().iter().find_map(|c| c.exit_code()),
+            stop_reason: t.stopped_reason().map(str::to_string),
+            started_at: t.started_at().or(t.created_at()).and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
+            stopped_at: t.stopped_at().and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
+        }));
+    }
+    Ok(observed)
+}
+
+/// Executes the cycle's actions in order.
+pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Result<(), AwsError> {
+    for action in actions {
+        match action {
+            Action::SetDesiredCapacity(n) => {
+                aws.autoscaling
+                    .set_desired_capacity()
+                    .auto_scaling_group_name(&names.auto_scaling_group)
+                    .desired_capacity(*n)
+                    .honor_cooldown(false)
+                    .send()
+                    .await
+                    .aws("autoscaling", "SetDesiredCapacity")?;
+            }
+            Action::TerminateInstance { instance_id } => {
+                let r = aws
+                    .autoscaling
+                    .terminate_instance_in_auto_scaling_group()
+                    .instance_id(instance_id)
+                    .should_decrement_desired_capacity(true)
+                    .send()
+                    .await
+                    .aws("autoscaling", "TerminateInstanceInAutoScalingGroup");
+                match r {
+                    Ok(_) => {}
+                    // Already gone (the worker removed itself first): nothing left to do.
+                    Err(e) if e.is(ErrorKind::NotFound) || e.is(ErrorKind::InvalidParameter) => {
+                        tracing::debug!(instance_id, error = %e, "instance already left the group");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Action::RunTasks { run_id, count } => {
+                let out = aws
+                    .ecs
+                    .run_task()
+                    .cluster(&names.cluster)
+                    .task_definition(&names.task_family)
+                    .count(*count)
+                    .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
+                    .started_by(run_id)
+                    .client_token(client_token(names, run_id))
+                    .placement_constraints(
+                        aws_sdk_ecs::types::PlacementConstraint::builder()
+                            .r#type(aws_sdk_ecs::types::PlacementConstraintType::DistinctInstance)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .aws("ecs", "RunTask")?;
+                if out.tasks().is_empty() && !out.failures().is_empty() {
+                    let reasons: Vec<String> = out.failures().iter().map(|f| format!("{}: {}", f.arn().unwrap_or("-"), f.reason().unwrap_or("-"))).collect();
+                    return Err(AwsError::unexpected("ecs", "RunTask", format!("no task placed: {}", reasons.join("; "))));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RunTask idempotency token: unique per worker and run, at most 64 characters.
+pub fn client_token(names: &Names, run_id: &str) -> String {
+    let mut token = format!("{}-{}", names.base, run_id);
+    token.truncate(64);
+    token
+}
+
+/// Stops every task of the worker's cluster (the worker returns unfinished messages to the
+/// queue on SIGTERM). A missing cluster means there is nothing to stop.
+pub async fn stop_all_tasks(aws: &AwsClients, names: &Names) -> Result<(), AwsError> {
+    let listed = aws.ecs.list_tasks().cluster(&names.cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Running).send().await.aws("ecs", "ListTasks");
+    let arns = match listed {
+        Ok(out) => out.task_arns().to_vec(),
+        Err(e) if e.is(ErrorKind::NotFound) || e.code.contains("ClusterNotFound") => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for arn in arns {
+        aws.ecs.stop_task().cluster(&names.cluster).task(arn).reason("EcsSelfTerminatingWorker deleted").send().await.aws("ecs", "StopTask")?;
+    }
+    Ok(())
+}

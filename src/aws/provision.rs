@@ -1,0 +1,789 @@
+//! Ensures and deletes the AWS resources one worker owns.
+//!
+//! Every `ensure_*` looks before it creates (by deterministic name, see
+//! [`crate::plan::desired::Names`]), so a crash between "create" and "record in status" is
+//! adopted on the next reconcile instead of duplicated, and a resource deleted out of band is
+//! created again. What "matches the spec" means is decided in `plan::desired` (attributes,
+//! fingerprints); this module only reads, compares with that, and writes.
+
+use super::error::{AwsError, ErrorKind, SdkResultExt};
+use super::AwsClients;
+use crate::api::{AwsResources, DeletionPolicy, EcsSelfTerminatingWorkerSpec};
+use crate::plan::desired::{self, Names, CONTAINER_NAME, FINGERPRINT_TAG};
+use std::collections::{BTreeMap, HashMap};
+
+/// What one `ensure_all` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Resources created because they did not exist (first provisioning or repair).
+    pub created: Vec<&'static str>,
+    /// Resources changed to match the spec.
+    pub updated: Vec<&'static str>,
+}
+
+impl Report {
+    pub fn is_noop(&self) -> bool {
+        self.created.is_empty() && self.updated.is_empty()
+    }
+}
+
+/// Why provisioning cannot go on until something outside AWS errors changes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("no subnets: spec.network.subnetIds is empty and region {0} has no default VPC; set spec.network.subnetIds")]
+    NoNetwork(String),
+}
+
+/// Where deletion stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    /// Everything owned is gone (or retained by policy); `retained` lists queues kept.
+    Done { retained: Vec<String> },
+    /// Waiting for something AWS does asynchronously (instances terminating).
+    Waiting(String),
+}
+
+/// Ensures/deletes one worker's resources.
+pub struct Provisioner<'a> {
+    pub aws: &'a AwsClients,
+    pub names: &'a Names,
+    pub spec: &'a EcsSelfTerminatingWorkerSpec,
+    pub tags: BTreeMap<String, String>,
+}
+
+fn build_err(service: &'static str, e: impl std::fmt::Display) -> AwsError {
+    AwsError::unexpected(service, "Build", e.to_string())
+}
+
+impl Provisioner<'_> {
+    /// Ensures every resource in dependency order and fills `res` with their ids.
+    pub async fn ensure_all(&self, res: &mut AwsResources) -> Result<Report, ProvisionError> {
+        let mut report = Report::default();
+        // Network first: without subnets nothing else is worth creating.
+        let subnets = self.subnets().await?;
+        let dlq_arn = if self.spec.queue.dead_letter.enabled {
+            let (url, arn) = self
+                .ensure_queue(&self.names.dead_letter_queue, desired::dead_letter_queue_attributes(), "DeadLetterQueue", &mut report)
+                .await?;
+            res.dead_letter_queue_url = Some(url);
+            res.dead_letter_queue_arn = Some(arn.clone());
+            Some(arn)
+        } else {
+            res.dead_letter_queue_url = None;
+            res.dead_letter_queue_arn = None;
+            None
+        };
+        let attrs = desired::queue_attributes(self.spec, dlq_arn.as_deref());
+        let (queue_url, queue_arn) = self.ensure_queue(&self.names.queue, attrs, "Queue", &mut report).await?;
+        res.queue_url = Some(queue_url.clone());
+        res.queue_arn = Some(queue_arn.clone());
+
+        let log_group_arn = self.ensure_log_group(&mut report).await?;
+        res.log_group = Some(self.names.log_group.clone());
+
+        let cluster_arn = self.ensure_cluster(&mut report).await?;
+        res.cluster_arn = Some(cluster_arn.clone());
+
+        let iam = self.spec.iam.clone().unwrap_or_default();
+        let group_arn = format!(
+            "arn:aws:autoscaling:{}:*:autoScalingGroup:*:autoScalingGroupName/{}",
+            self.spec.region, self.names.auto_scaling_group
+        );
+        let instance_profile_arn = match iam.instance_profile_arn {
+            Some(arn) => arn,
+            None => {
+                let role = self
+                    .ensure_role(&self.names.instance_role, "ec2.amazonaws.com", &desired::instance_policy(&cluster_arn), "InstanceRole", &mut report)
+                    .await?;
+                res.instance_role_arn = Some(role);
+                self.ensure_instance_profile(&mut report).await?
+            }
+        };
+        res.instance_profile_arn = Some(instance_profile_arn.clone());
+        let task_role_arn = match iam.task_role_arn {
+            Some(arn) => arn,
+            None => {
+                self.ensure_role(&self.names.task_role, "ecs-tasks.amazonaws.com", &desired::task_policy(&queue_arn, &group_arn, &cluster_arn), "TaskRole", &mut report)
+                    .await?
+            }
+        };
+        res.task_role_arn = Some(task_role_arn.clone());
+        let execution_role_arn = match iam.execution_role_arn {
+            Some(arn) => arn,
+            None => {
+                self.ensure_role(&self.names.execution_role, "ecs-tasks.amazonaws.com", &desired::execution_policy(&log_group_arn), "ExecutionRole", &mut report)
+                    .await?
+            }
+        };
+        res.execution_role_arn = Some(execution_role_arn.clone());
+
+        let security_groups = match self.spec.network.as_ref().map(|n| n.security_group_ids.clone()).unwrap_or_default() {
+            given if !given.is_empty() => {
+                res.security_group_id = None;
+                given
+            }
+            _ => {
+                let sg = self.ensure_security_group(&subnets.vpc_id, &mut report).await?;
+                res.security_group_id = Some(sg.clone());
+                vec![sg]
+            }
+        };
+        res.subnet_ids = subnets.ids.clone();
+
+        let image_id = self.ami().await?;
+        let lt = desired::LaunchTemplateSpec {
+            image_id,
+            instance_type: self.spec.instance_type.clone(),
+            instance_profile_arn,
+            security_group_ids: security_groups,
+            user_data: desired::user_data(&self.names.cluster, self.spec.gpu),
+            assign_public_ip: self.spec.network.as_ref().and_then(|n| n.assign_public_ip),
+        };
+        let (lt_id, lt_version) = self.ensure_launch_template(&lt, &mut report).await?;
+        res.launch_template_id = Some(lt_id.clone());
+        res.launch_template_version = Some(lt_version);
+
+        self.ensure_group(&lt_id, &subnets.ids, &mut report).await?;
+        res.auto_scaling_group_name = Some(self.names.auto_scaling_group.clone());
+
+        let td = desired::task_definition(
+            self.spec,
+            &desired::TaskInputs { names: self.names, queue_url: &queue_url, task_role_arn: &task_role_arn, execution_role_arn: &execution_role_arn },
+        );
+        res.task_definition_arn = Some(self.ensure_task_definition(&td, &mut report).await?);
+        Ok(report)
+    }
+
+    // ---- network -------------------------------------------------------------------------
+
+    async fn subnets(&self) -> Result<Subnets, ProvisionError> {
+        let ec2 = &self.aws.ec2;
+        let given = self.spec.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default();
+        if !given.is_empty() {
+            let out = ec2.describe_subnets().set_subnet_ids(Some(given.clone())).send().await.aws("ec2", "DescribeSubnets")?;
+            let vpc_id = out.subnets().iter().find_map(|s| s.vpc_id()).map(str::to_string).unwrap_or_default();
+            return Ok(Subnets { vpc_id, ids: given });
+        }
+        let vpcs = ec2
+            .describe_vpcs()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("is-default").values("true").build())
+            .send()
+            .await
+            .aws("ec2", "DescribeVpcs")?;
+        let Some(vpc_id) = vpcs.vpcs().iter().find_map(|v| v.vpc_id()).map(str::to_string) else {
+            return Err(ProvisionError::NoNetwork(self.spec.region.clone()));
+        };
+        let subnets = ec2
+            .describe_subnets()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(&vpc_id).build())
+            .filters(aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build())
+            .send()
+            .await
+            .aws("ec2", "DescribeSubnets")?;
+        let mut ids: Vec<String> = subnets.subnets().iter().filter_map(|s| s.subnet_id()).map(str::to_string).collect();
+        ids.sort();
+        if ids.is_empty() {
+            return Err(ProvisionError::NoNetwork(self.spec.region.clone()));
+        }
+        Ok(Subnets { vpc_id, ids })
+    }
+
+    async fn ensure_security_group(&self, vpc_id: &str, report: &mut Report) -> Result<String, AwsError> {
+        let ec2 = &self.aws.ec2;
+        let found = ec2
+            .describe_security_groups()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values(&self.names.security_group).build())
+            .filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(vpc_id).build())
+            .send()
+            .await
+            .aws("ec2", "DescribeSecurityGroups")?;
+        if let Some(id) = found.security_groups().iter().find_map(|g| g.group_id()) {
+            return Ok(id.to_string());
+        }
+        let out = ec2
+            .create_security_group()
+            .group_name(&self.names.security_group)
+            .description("ecs-worker-operator worker instances: egress only")
+            .vpc_id(vpc_id)
+            .tag_specifications(self.ec2_tags(aws_sdk_ec2::types::ResourceType::SecurityGroup))
+            .send()
+            .await
+            .aws("ec2", "CreateSecurityGroup")?;
+        report.created.push("SecurityGroup");
+        out.group_id().map(str::to_string).ok_or_else(|| AwsError::unexpected("ec2", "CreateSecurityGroup", "no group id"))
+    }
+
+    fn ec2_tags(&self, resource_type: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(resource_type)
+            .set_tags(Some(self.tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect()))
+            .build()
+    }
+
+    // ---- queues and logs ------------------------------------------------------------------
+
+    async fn ensure_queue(
+        &self,
+        name: &str,
+        attributes: BTreeMap<String, String>,
+        what: &'static str,
+        report: &mut Report,
+    ) -> Result<(String, String), AwsError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = &self.aws.sqs;
+        let url = match sqs.get_queue_url().queue_name(name).send().await.aws("sqs", "GetQueueUrl") {
+            Ok(out) => out.queue_url().map(str::to_string),
+            Err(e) if e.is(ErrorKind::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let url = match url {
+            Some(url) => {
+                let observed = sqs
+                    .get_queue_attributes()
+                    .queue_url(&url)
+                    .attribute_names(QueueAttributeName::All)
+                    .send()
+                    .await
+                    .aws("sqs", "GetQueueAttributes")?;
+                let observed = observed.attributes().cloned().unwrap_or_default();
+                let get = |k: &str| observed.get(&QueueAttributeName::from(k)).map(String::as_str);
+                let mut changed: HashMap<QueueAttributeName, String> = HashMap::new();
+                for (k, v) in &attributes {
+                    let same = if k == "RedrivePolicy" { desired::same_redrive(get(k), Some(v)) } else { get(k) == Some(v.as_str()) };
+                    if !same {
+                        changed.insert(QueueAttributeName::from(k.as_str()), v.clone());
+                    }
+                }
+                if !attributes.contains_key("RedrivePolicy") && get("RedrivePolicy").is_some_and(|p| !p.is_empty()) {
+                    changed.insert(QueueAttributeName::RedrivePolicy, String::new());
+                }
+                if !changed.is_empty() {
+                    sqs.set_queue_attributes().queue_url(&url).set_attributes(Some(changed)).send().await.aws("sqs", "SetQueueAttributes")?;
+                    report.updated.push(what);
+                }
+                if let Some(arn) = get("QueueArn") {
+                    return Ok((url, arn.to_string()));
+                }
+                url
+            }
+            None => {
+                let attrs = attributes.into_iter().map(|(k, v)| (QueueAttributeName::from(k.as_str()), v)).collect();
+                let out = sqs
+                    .create_queue()
+                    .queue_name(name)
+                    .set_attributes(Some(attrs))
+                    .set_tags(Some(self.tags.clone().into_iter().collect()))
+                    .send()
+                    .await
+                    .aws("sqs", "CreateQueue")?;
+                report.created.push(what);
+                out.queue_url().map(str::to_string).ok_or_else(|| AwsError::unexpected("sqs", "CreateQueue", "no queue url"))?
+            }
+        };
+        let out = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .aws("sqs", "GetQueueAttributes")?;
+        let arn = out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| AwsError::unexpected("sqs", "GetQueueAttributes", "no QueueArn"))?;
+        Ok((url, arn))
+    }
+
+    async fn ensure_log_group(&self, report: &mut Report) -> Result<String, AwsError> {
+        let logs = &self.aws.logs;
+        let name = &self.names.log_group;
+        let found = logs.describe_log_groups().log_group_name_prefix(name).send().await.aws("logs", "DescribeLogGroups")?;
+        let existing = found.log_groups().iter().find(|g| g.log_group_name() == Some(name.as_str())).cloned();
+        let arn = match existing {
+            Some(g) => {
+                if g.retention_in_days() != Some(self.spec.log_retention_days) {
+                    logs.put_retention_policy().log_group_name(name).retention_in_days(self.spec.log_retention_days).send().await.aws("logs", "PutRetentionPolicy")?;
+                    report.updated.push("LogGroup");
+                }
+                g.arn().map(|a| a.trim_end_matches(":*").to_string())
+            }
+            None => {
+                logs.create_log_group().log_group_name(name).set_tags(Some(self.tags.clone().into_iter().collect())).send().await.aws("logs", "CreateLogGroup")?;
+                logs.put_retention_policy().log_group_name(name).retention_in_days(self.spec.log_retention_days).send().await.aws("logs", "PutRetentionPolicy")?;
+                report.created.push("LogGroup");
+                None
+            }
+        };
+        Ok(arn.unwrap_or_else(|| format!("arn:aws:logs:{}:*:log-group:{name}", self.spec.region)))
+    }
+
+    // ---- IAM ------------------------------------------------------------------------------
+
+    fn iam_tags(&self) -> Result<Vec<aws_sdk_iam::types::Tag>, AwsError> {
+        self.tags
+            .iter()
+            .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().map_err(|e| build_err("iam", e)))
+            .collect()
+    }
+
+    async fn ensure_role(&self, name: &str, service: &str, policy: &str, what: &'static str, report: &mut Report) -> Result<String, AwsError> {
+        let iam = &self.aws.iam;
+        let arn = match iam.get_role().role_name(name).send().await.aws("iam", "GetRole") {
+            Ok(out) => out.role().map(|r| r.arn().to_string()),
+            Err(e) if e.is(ErrorKind::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let arn = match arn {
+            Some(arn) => {
+                match iam.get_role_policy().role_name(name).policy_name("worker").send().await.aws("iam", "GetRolePolicy") {
+                    Ok(_) => return Ok(arn),
+                    Err(e) if e.is(ErrorKind::NotFound) => report.updated.push(what),
+                    Err(e) => return Err(e),
+                }
+                arn
+            }
+            None => {
+                let out = iam
+                    .create_role()
+                    .role_name(name)
+                    .assume_role_policy_document(desired::trust_policy(service))
+                    .description("ecs-worker-operator")
+                    .set_tags(Some(self.iam_tags()?))
+                    .send()
+                    .await
+                    .aws("iam", "CreateRole")?;
+                report.created.push(what);
+                out.role().map(|r| r.arn().to_string()).ok_or_else(|| AwsError::unexpected("iam", "CreateRole", "no role"))?
+            }
+        };
+        iam.put_role_policy().role_name(name).policy_name("worker").policy_document(policy).send().await.aws("iam", "PutRolePolicy")?;
+        Ok(arn)
+    }
+
+    async fn ensure_instance_profile(&self, report: &mut Report) -> Result<String, AwsError> {
+        let iam = &self.aws.iam;
+        let name = &self.names.instance_profile;
+        let profile = match iam.get_instance_profile().instance_profile_name(name).send().await.aws("iam", "GetInstanceProfile") {
+            Ok(out) => out.instance_profile().cloned(),
+            Err(e) if e.is(ErrorKind::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let profile = match profile {
+            Some(p) => p,
+            None => {
+                let out = iam
+                    .create_instance_profile()
+                    .instance_profile_name(name)
+                    .set_tags(Some(self.iam_tags()?))
+                    .send()
+                    .await
+                    .aws("iam", "CreateInstanceProfile")?;
+                report.created.push("InstanceProfile");
+                out.instance_profile().cloned().ok_or_else(|| AwsError::unexpected("iam", "CreateInstanceProfile", "no profile"))?
+            }
+        };
+        if !profile.roles().iter().any(|r| r.role_name() == self.names.instance_role) {
+            iam.add_role_to_instance_profile()
+                .instance_profile_name(name)
+                .role_name(&self.names.instance_role)
+                .send()
+                .await
+                .aws("iam", "AddRoleToInstanceProfile")?;
+        }
+        Ok(profile.arn().to_string())
+    }
+
+    // ---- compute ----------------------------------------------------------------------------
+
+    async fn ami(&self) -> Result<String, AwsError> {
+        let out = self.aws.ssm.get_parameter().name(desired::ami_parameter(self.spec)).send().await.aws("ssm", "GetParameter")?;
+        out.parameter()
+            .and_then(|p| p.value())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::unexpected("ssm", "GetParameter", "no AMI id"))
+    }
+
+    async fn ensure_launch_template(&self, lt: &desired::LaunchTemplateSpec, report: &mut Report) -> Result<(String, i64), AwsError> {
+        use aws_sdk_ec2::types::*;
+        let ec2 = &self.aws.ec2;
+        let fingerprint = lt.fingerprint();
+        let found = ec2
+            .describe_launch_templates()
+            .filters(Filter::builder().name("launch-template-name").values(&self.names.launch_template).build())
+            .send()
+            .await
+            .aws("ec2", "DescribeLaunchTemplates")?;
+        let existing = found.launch_templates().first().cloned();
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(&lt.image_id)
+            .instance_type(InstanceType::from(lt.instance_type.as_str()))
+            .iam_instance_profile(LaunchTemplateIamInstanceProfileSpecificationRequest::builder().arn(&lt.instance_profile_arn).build())
+            .user_data(&lt.user_data)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(LaunchTemplateHttpTokensState::Required)
+                    .http_put_response_hop_limit(2)
+                    .build(),
+            )
+            .tag_specifications(
+                LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(self.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+                    .build(),
+            );
+        data = match lt.assign_public_ip {
+            Some(public) => data.network_interfaces(
+                LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .associate_public_ip_address(public)
+                    .set_groups(Some(lt.security_group_ids.clone()))
+                    .build(),
+            ),
+            None => data.set_security_group_ids(Some(lt.security_group_ids.clone())),
+        };
+        let data = data.build();
+        match existing {
+            Some(t) => {
+                let id = t.launch_template_id().unwrap_or_default().to_string();
+                let latest = t.latest_version_number().unwrap_or(1);
+                let versions = ec2
+                    .describe_launch_template_versions()
+                    .launch_template_id(&id)
+                    .versions(latest.to_string())
+                    .send()
+                    .await
+                    .aws("ec2", "DescribeLaunchTemplateVersions")?;
+                let current = versions.launch_template_versions().first().and_then(|v| v.version_description());
+                if current == Some(fingerprint.as_str()) {
+                    return Ok((id, latest));
+                }
+                // New instances start from the new version; running ones are left alone.
+                let out = ec2
+                    .create_launch_template_version()
+                    .launch_template_id(&id)
+                    .version_description(&fingerprint)
+                    .launch_template_data(data)
+                    .send()
+                    .await
+                    .aws("ec2", "CreateLaunchTemplateVersion")?;
+                report.updated.push("LaunchTemplate");
+                Ok((id, out.launch_template_version().and_then(|v| v.version_number()).unwrap_or(latest + 1)))
+            }
+            None => {
+                let out = ec2
+                    .create_launch_template()
+                    .launch_template_name(&self.names.launch_template)
+                    .version_description(&fingerprint)
+                    .launch_template_data(data)
+                    .tag_specifications(self.ec2_tags(ResourceType::LaunchTemplate))
+                    .send()
+                    .await
+                    .aws("ec2", "CreateLaunchTemplate")?;
+                report.created.push("LaunchTemplate");
+                let t = out.launch_template().ok_or_else(|| AwsError::unexpected("ec2", "CreateLaunchTemplate", "no template"))?;
+                Ok((t.launch_template_id().unwrap_or_default().to_string(), t.latest_version_number().unwrap_or(1)))
+            }
+        }
+    }
+
+    async fn ensure_group(&self, launch_template_id: &str, subnets: &[String], report: &mut Report) -> Result<(), AwsError> {
+        use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+        let asg = &self.aws.autoscaling;
+        let name = &self.names.auto_scaling_group;
+        let found = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.aws("autoscaling", "DescribeAutoScalingGroups")?;
+        let lt = LaunchTemplateSpecification::builder().launch_template_id(launch_template_id).version("$Latest").build();
+        let zones = subnets.join(",");
+        match found.auto_scaling_groups().first() {
+            Some(g) => {
+                let mut observed_subnets: Vec<&str> = g.vpc_zone_identifier().unwrap_or_default().split(',').filter(|s| !s.is_empty()).collect();
+                observed_subnets.sort();
+                let lt_ok = g.launch_template().and_then(|l| l.launch_template_id()) == Some(launch_template_id)
+                    && g.launch_template().and_then(|l| l.version()) == Some("$Latest");
+                if g.max_size() != Some(self.spec.max_instances) || observed_subnets != subnets || !lt_ok || g.min_size() != Some(0) {
+                    asg.update_auto_scaling_group()
+                        .auto_scaling_group_name(name)
+                        .min_size(0)
+                        .max_size(self.spec.max_instances)
+                        .launch_template(lt)
+                        .vpc_zone_identifier(zones)
+                        .send()
+                        .await
+                        .aws("autoscaling", "UpdateAutoScalingGroup")?;
+                    report.updated.push("AutoScalingGroup");
+                }
+            }
+            None => {
+                asg.create_auto_scaling_group()
+                    .auto_scaling_group_name(name)
+                    .launch_template(lt)
+                    .min_size(0)
+                    .max_size(self.spec.max_instances)
+                    .desired_capacity(0)
+                    .vpc_zone_identifier(zones)
+                    .set_tags(Some(
+                        self.tags
+                            .iter()
+                            .map(|(k, v)| {
+                                Tag::builder()
+                                    .key(k)
+                                    .value(v)
+                                    .propagate_at_launch(true)
+                                    .resource_id(name)
+                                    .resource_type("auto-scaling-group")
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .send()
+                    .await
+                    .aws("autoscaling", "CreateAutoScalingGroup")?;
+                report.created.push("AutoScalingGroup");
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_cluster(&self, report: &mut Report) -> Result<String, AwsError> {
+        let ecs = &self.aws.ecs;
+        let name = &self.names.cluster;
+        let found = ecs.describe_clusters().clusters(name).send().await.aws("ecs", "DescribeClusters")?;
+        if let Some(arn) = found.clusters().iter().find(|c| c.status() == Some("ACTIVE")).and_then(|c| c.cluster_arn()) {
+            return Ok(arn.to_string());
+        }
+        let out = ecs
+            .create_cluster()
+            .cluster_name(name)
+            .set_tags(Some(self.tags.iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build()).collect()))
+            .send()
+            .await
+            .aws("ecs", "CreateCluster")?;
+        report.created.push("Cluster");
+        out.cluster().and_then(|c| c.cluster_arn()).map(str::to_string).ok_or_else(|| AwsError::unexpected("ecs", "CreateCluster", "no cluster"))
+    }
+
+    async fn ensure_task_definition(&self, td: &desired::TaskDefinitionSpec, report: &mut Report) -> Result<String, AwsError> {
+        use aws_sdk_ecs::types::*;
+        let ecs = &self.aws.ecs;
+        let fingerprint = td.fingerprint();
+        let current = match ecs.describe_task_definition().task_definition(&td.family).include(TaskDefinitionField::Tags).send().await.aws("ecs", "DescribeTaskDefinition") {
+            Ok(out) => out.task_definition().and_then(|d| {
+                let arn = d.task_definition_arn()?.to_string();
+                let active = d.status() == Some(&TaskDefinitionStatus::Active);
+                let fp = out.tags().iter().find(|t| t.key() == Some(FINGERPRINT_TAG)).and_then(|t| t.value()).map(str::to_string);
+                Some((arn, active, fp))
+            }),
+            // ECS answers ClientException for a family with no revision.
+            Err(e) if e.is(ErrorKind::NotFound) || e.code == "ClientException" => None,
+            Err(e) => return Err(e),
+        };
+        if let Some((arn, true, Some(fp))) = &current
+            && *fp == fingerprint
+        {
+            return Ok(arn.clone());
+        }
+        let mut container = ContainerDefinition::builder()
+            .name(CONTAINER_NAME)
+            .image(&td.image)
+            .essential(true)
+            .memory_reservation(td.memory_reservation)
+            .set_command(td.command.clone())
+            .set_environment(Some(td.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect()))
+            .log_configuration(
+                LogConfiguration::builder()
+                    .log_driver(LogDriver::Awslogs)
+                    .options("awslogs-group", &td.log_group)
+                    .options("awslogs-region", &td.region)
+                    .options("awslogs-stream-prefix", "worker")
+                    .build()
+                    .map_err(|e| build_err("ecs", e))?,
+            );
+        if td.gpu {
+            container = container.resource_requirements(
+                ResourceRequirement::builder().r#type(ResourceType::Gpu).value("1").build().map_err(|e| build_err("ecs", e))?,
+            );
+        }
+        let mut tags: Vec<Tag> = self.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        tags.push(Tag::builder().key(FINGERPRINT_TAG).value(&fingerprint).build());
+        let out = ecs
+            .register_task_definition()
+            .family(&td.family)
+            .task_role_arn(&td.task_role_arn)
+            .execution_role_arn(&td.execution_role_arn)
+            .network_mode(NetworkMode::Bridge)
+            .container_definitions(container.build())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .aws("ecs", "RegisterTaskDefinition")?;
+        let arn = out
+            .task_definition()
+            .and_then(|d| d.task_definition_arn())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::unexpected("ecs", "RegisterTaskDefinition", "no arn"))?;
+        match current {
+            // Running tasks keep their (now inactive) revision; new runs use the new one.
+            Some((old, true, _)) => {
+                ecs.deregister_task_definition().task_definition(old).send().await.aws("ecs", "DeregisterTaskDefinition")?;
+                report.updated.push("TaskDefinition");
+            }
+            _ => report.created.push("TaskDefinition"),
+        }
+        Ok(arn)
+    }
+
+    // ---- deletion ---------------------------------------------------------------------------
+
+    /// Deletes what the worker owns, in reverse dependency order. Idempotent: call until
+    /// [`Deletion::Done`]; NotFound counts as done.
+    pub async fn delete_all(&self) -> Result<Deletion, AwsError> {
+        let asg = &self.aws.autoscaling;
+        let group = &self.names.auto_scaling_group;
+        // Capacity first, whatever the policy: nothing keeps billing after the object is gone.
+        let found = asg.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await.aws("autoscaling", "DescribeAutoScalingGroups")?;
+        if let Some(g) = found.auto_scaling_groups().first() {
+            if g.desired_capacity() != Some(0) || g.min_size() != Some(0) {
+                asg.update_auto_scaling_group()
+                    .auto_scaling_group_name(group)
+                    .min_size(0)
+                    .desired_capacity(0)
+                    .send()
+                    .await
+                    .aws("autoscaling", "UpdateAutoScalingGroup")?;
+            }
+            if !g.instances().is_empty() {
+                return Ok(Deletion::Waiting(format!("waiting for {} instance(s) to terminate", g.instances().len())));
+            }
+        }
+        if self.spec.deletion_policy == DeletionPolicy::Retain {
+            return Ok(Deletion::Done { retained: vec![self.names.queue.clone(), self.names.dead_letter_queue.clone()] });
+        }
+        if found.auto_scaling_groups().first().is_some() {
+            ignore_not_found(asg.delete_auto_scaling_group().auto_scaling_group_name(group).force_delete(true).send().await.aws("autoscaling", "DeleteAutoScalingGroup"))?;
+        }
+        self.delete_cluster_and_tasks().await?;
+        let ec2 = &self.aws.ec2;
+        ignore_not_found(ec2.delete_launch_template().launch_template_name(&self.names.launch_template).send().await.aws("ec2", "DeleteLaunchTemplate"))?;
+        let sgs = ec2
+            .describe_security_groups()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values(&self.names.security_group).build())
+            .filters(aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", desired::OWNER_TAG)).values(self.tags.get(desired::OWNER_TAG).cloned().unwrap_or_default()).build())
+            .send()
+            .await
+            .aws("ec2", "DescribeSecurityGroups")?;
+        for id in sgs.security_groups().iter().filter_map(|g| g.group_id()) {
+            ignore_not_found(ec2.delete_security_group().group_id(id).send().await.aws("ec2", "DeleteSecurityGroup"))?;
+        }
+        self.delete_iam().await?;
+        ignore_not_found(self.aws.logs.delete_log_group().log_group_name(&self.names.log_group).send().await.aws("logs", "DeleteLogGroup"))?;
+        let mut retained = Vec::new();
+        for name in [&self.names.queue, &self.names.dead_letter_queue] {
+            if let Some(kept) = self.delete_queue(name).await? {
+                retained.push(kept);
+            }
+        }
+        Ok(Deletion::Done { retained })
+    }
+
+    async fn delete_cluster_and_tasks(&self) -> Result<(), AwsError> {
+        let ecs = &self.aws.ecs;
+        let cluster = &self.names.cluster;
+        let clusters = ecs.describe_clusters().clusters(cluster).send().await.aws("ecs", "DescribeClusters")?;
+        if clusters.clusters().iter().any(|c| c.status() == Some("ACTIVE")) {
+            let instances = ecs.list_container_instances().cluster(cluster).send().await.aws("ecs", "ListContainerInstances")?;
+            for arn in instances.container_instance_arns() {
+                ignore_not_found(
+                    ecs.deregister_container_instance().cluster(cluster).container_instance(arn).force(true).send().await.aws("ecs", "DeregisterContainerInstance"),
+                )?;
+            }
+            ignore_not_found(ecs.delete_cluster().cluster(cluster).send().await.aws("ecs", "DeleteCluster"))?;
+        }
+        let defs = ecs
+            .list_task_definitions()
+            .family_prefix(&self.names.task_family)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .aws("ecs", "ListTaskDefinitions")?;
+        for arn in defs.task_definition_arns() {
+            // The prefix also matches longer family names; only this worker's family goes.
+            if arn.rsplit('/').next().and_then(|f| f.rsplit_once(':')).map(|(f, _)| f) == Some(self.names.task_family.as_str()) {
+                ignore_not_found(ecs.deregister_task_definition().task_definition(arn).send().await.aws("ecs", "DeregisterTaskDefinition"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_iam(&self) -> Result<(), AwsError> {
+        let iam = &self.aws.iam;
+        let given = self.spec.iam.clone().unwrap_or_default();
+        if given.instance_profile_arn.is_none() {
+            ignore_not_found(
+                iam.remove_role_from_instance_profile()
+                    .instance_profile_name(&self.names.instance_profile)
+                    .role_name(&self.names.instance_role)
+                    .send()
+                    .await
+                    .aws("iam", "RemoveRoleFromInstanceProfile"),
+            )?;
+            ignore_not_found(iam.delete_instance_profile().instance_profile_name(&self.names.instance_profile).send().await.aws("iam", "DeleteInstanceProfile"))?;
+        }
+        let roles = [
+            (given.instance_profile_arn.is_none(), &self.names.instance_role),
+            (given.task_role_arn.is_none(), &self.names.task_role),
+            (given.execution_role_arn.is_none(), &self.names.execution_role),
+        ];
+        for (owned, role) in roles {
+            if owned {
+                ignore_not_found(iam.delete_role_policy().role_name(role).policy_name("worker").send().await.aws("iam", "DeleteRolePolicy"))?;
+                ignore_not_found(iam.delete_role().role_name(role).send().await.aws("iam", "DeleteRole"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a queue unless it still holds messages and the policy protects them; returns
+    /// the queue's name when it was kept.
+    async fn delete_queue(&self, name: &str) -> Result<Option<String>, AwsError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = &self.aws.sqs;
+        let url = match sqs.get_queue_url().queue_name(name).send().await.aws("sqs", "GetQueueUrl") {
+            Ok(out) => out.queue_url().map(str::to_string),
+            Err(e) if e.is(ErrorKind::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(url) = url else { return Ok(None) };
+        if self.spec.deletion_policy != DeletionPolicy::DeleteWithMessages {
+            let out = sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .aws("sqs", "GetQueueAttributes")?;
+            let held: i64 = out.attributes().map(|a| a.values().filter_map(|v| v.parse::<i64>().ok()).sum()).unwrap_or(0);
+            if held > 0 {
+                return Ok(Some(name.to_string()));
+            }
+        }
+        ignore_not_found(sqs.delete_queue().queue_url(url).send().await.aws("sqs", "DeleteQueue"))?;
+        Ok(None)
+    }
+}
+
+struct Subnets {
+    vpc_id: String,
+    ids: Vec<String>,
+}
+
+fn ignore_not_found<T>(r: Result<T, AwsError>) -> Result<(), AwsError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.is(ErrorKind::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,172 @@
+//! The kube-runtime wiring: one `Controller` over `EcsSelfTerminatingWorker` objects, the
+//! shared [`Context`], per-object error backoff, Events and status patches.
+//!
+//! - [`reconcile`]: apply (validate -> credentials -> provision -> run cycle -> status) and
+//!   cleanup (the finalizer's deletion of everything owned);
+//! - [`credentials`]: the worker's Secret, read without ever exposing its values.
+
+pub mod credentials;
+pub mod reconcile;
+
+use crate::api::EcsSelfTerminatingWorker;
+use crate::aws::ClientFactory;
+use crate::metrics::{Metrics, ReasonLabels};
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Field manager of every status write (server-side apply).
+pub const MANAGER: &str = "ecs-worker-operator";
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch one namespace only (all when None).
+    pub namespace: Option<String>,
+    /// Reconcile only objects matching this label selector (shard a fleet over deployments).
+    pub label_selector: Option<String>,
+    /// Re-check every owned AWS resource at least this often while nothing changes
+    /// (out-of-band deletions are repaired within this time).
+    pub drift_interval: Duration,
+    /// Name of this replica in Events (`reportingInstance`).
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { namespace: None, label_selector: None, drift_interval: Duration::from_secs(300), instance: None }
+    }
+}
+
+/// Per-object memory that is safe to lose (a restart only costs one extra AWS check).
+#[derive(Default)]
+struct ObjectMemory {
+    failures: u32,
+    /// Generation and time of the last complete provisioning check.
+    ensured: Option<(i64, Instant)>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub aws: ClientFactory,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: Config,
+    memory: Mutex<HashMap<ObjectRef<EcsSelfTerminatingWorker>, ObjectMemory>>,
+    clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl Context {
+    pub fn new(client: Client, aws: ClientFactory, metrics: Arc<Metrics>, config: Config) -> Context {
+        let reporter = Reporter { controller: MANAGER.into(), instance: config.instance.clone() };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            aws,
+            metrics,
+            config,
+            memory: Mutex::new(HashMap::new()),
+            clock: Box::new(Timestamp::now),
+        }
+    }
+
+    /// Replaces the clock (simulations and tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Context {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn memory<T>(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>, f: impl FnOnce(&mut ObjectMemory) -> T) -> T {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        f(memory.entry(obj.clone()).or_default())
+    }
+
+    /// Whether the full provisioning check is due for this generation.
+    pub(crate) fn ensure_due(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>, generation: i64) -> bool {
+        let interval = self.config.drift_interval;
+        self.memory(obj, |m| match m.ensured {
+            Some((g, at)) => g != generation || at.elapsed() >= interval,
+            None => true,
+        })
+    }
+
+    pub(crate) fn ensured(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>, generation: i64) {
+        self.memory(obj, |m| m.ensured = Some((generation, Instant::now())));
+    }
+
+    pub(crate) fn forget_ensured(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>) {
+        self.memory(obj, |m| m.ensured = None);
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let api: Api<EcsSelfTerminatingWorker> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let mut wc = watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.config.label_selector {
+        wc = wc.labels(selector);
+    }
+    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+        tracing::error!(error = %e, "cannot list EcsSelfTerminatingWorkers: is the CRD installed (crds/) and RBAC granted (deploy/)?");
+    }
+    Controller::new(api, wc)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Requeue with per-object exponential backoff (5 s doubling to 5 min, with jitter), so one
+/// failing object neither hot-loops nor delays the others.
+fn error_policy(obj: Arc<EcsSelfTerminatingWorker>, err: &reconcile::Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.get_or_create(&ReasonLabels { reason: err.metric_label().into() }).inc();
+    let failures = ctx.memory(&ObjectRef::from(obj.as_ref()), |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    let delay = backoff(failures, rand::random::<f64>());
+    tracing::warn!(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Delay after `failures` consecutive failures; `jitter` in [0, 1) adds up to 20 %.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = 5.0 * 2f64.powi(failures.saturating_sub(1).min(10) as i32);
+    let capped = base.min(300.0);
+    Duration::from_secs_f64(capped * (1.0 + 0.2 * jitter.clamp(0.0, 1.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1, 0.0), Duration::from_secs(5));
+        assert_eq!(backoff(2, 0.0), Duration::from_secs(10));
+        assert_eq!(backoff(4, 0.0), Duration::from_secs(40));
+        assert_eq!(backoff(30, 0.0), Duration::from_secs(300));
+        assert!(backoff(30, 0.99) <= Duration::from_secs(360));
+    }
+}

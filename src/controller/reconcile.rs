@@ -1,0 +1,370 @@
+//! One reconcile of one worker: validate -> credentials -> provision -> run cycle -> status.
+//!
+//! The finalizer wraps [`apply`] and [`cleanup`], two idempotent functions. Decisions come
+//! from `api::validate` and `plan`; AWS is touched only through `aws`; this file wires them,
+//! turns errors into conditions and Events, and writes the status (server-side apply).
+
+use super::{Context, MANAGER, credentials};
+use crate::api::conditions::{self, event, reason};
+use crate::api::{EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase, RunOutcome, TRIGGER_ANNOTATION};
+use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
+use crate::aws::{AwsClients, AwsError, ErrorKind};
+use crate::metrics::{OutcomeLabels, WorkerLabels};
+use crate::plan::desired::{self, Names};
+use crate::plan::cycle;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a reconcile failed (retried with backoff by the error policy).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("object has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// Stable label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Aws(e) => match e.kind {
+                ErrorKind::Throttling => "aws_throttling",
+                ErrorKind::Transient => "aws_unavailable",
+                ErrorKind::AccessDenied => "aws_access_denied",
+                ErrorKind::InvalidParameter => "aws_invalid_parameter",
+                ErrorKind::NotFound => "aws_not_found",
+                ErrorKind::Other => "aws_error",
+            },
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Entry point of the controller for one object.
+pub async fn reconcile(obj: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.inc();
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<EcsSelfTerminatingWorker> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            Finalizer::Apply(w) => apply(w, ctx.clone()).await,
+            Finalizer::Cleanup(w) => cleanup(w, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.memory(&ObjectRef::from(obj.as_ref()), |m| m.failures = 0);
+    }
+    result
+}
+
+/// What one apply pass works on.
+struct Pass<'a> {
+    ctx: &'a Context,
+    worker: &'a EcsSelfTerminatingWorker,
+    api: Api<EcsSelfTerminatingWorker>,
+    status: EcsSelfTerminatingWorkerStatus,
+    now: Time,
+}
+
+impl Pass<'_> {
+    fn generation(&self) -> Option<i64> {
+        self.worker.metadata.generation
+    }
+
+    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let generation = self.generation();
+        conditions::set(&mut self.status.conditions, type_, ok, reason, message, generation, self.now.clone());
+    }
+
+    /// Publishes an Event; failures to record are logged, never fatal.
+    async fn event(&self, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.ctx.recorder.publish(&ev, &self.worker.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not record Event");
+        }
+    }
+
+    /// Records a problem as `Degraded`/`Ready=False` with a Warning Event, once per change.
+    async fn problem(&mut self, reason: &str, message: String, phase: Phase) {
+        let already = self.worker.condition(conditions::DEGRADED).is_some_and(|c| {
+            c.status == "True" && c.reason == reason && c.message == message && c.observed_generation == self.generation()
+        });
+        self.condition(conditions::DEGRADED, true, reason, message.clone());
+        self.condition(conditions::READY, false, reason, message.clone());
+        self.status.phase = Some(phase);
+        if !already {
+            self.event(true, reason, message).await;
+        }
+    }
+
+    /// Writes the status when it changed (server-side apply, one field manager).
+    async fn save(&mut self) -> Result<()> {
+        self.status.observed_generation = self.generation();
+        if self.worker.status.as_ref() == Some(&self.status) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "ecsworker.dev/v1alpha1",
+            "kind": "EcsSelfTerminatingWorker",
+            "status": self.status,
+        });
+        self.api
+            .patch_status(&self.worker.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+        Ok(())
+    }
+}
+
+fn aws_reason(e: &AwsError) -> &'static str {
+    match e.kind {
+        ErrorKind::AccessDenied => reason::ACCESS_DENIED,
+        ErrorKind::InvalidParameter => reason::INVALID_PARAMETER,
+        ErrorKind::Throttling | ErrorKind::Transient => reason::AWS_UNAVAILABLE,
+        ErrorKind::NotFound | ErrorKind::Other => reason::AWS_ERROR,
+    }
+}
+
+fn aws_message(e: &AwsError) -> String {
+    match e.kind {
+        ErrorKind::AccessDenied => format!("{e}; grant {}:{} to the operator's AWS identity (see deploy/aws/)", e.service, e.operation),
+        ErrorKind::InvalidParameter => format!("{e}; check the spec fields this call uses"),
+        _ => e.to_string(),
+    }
+}
+
+/// Makes AWS match the spec and advances the run cycle.
+async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = worker.namespace().ok_or(Error::NoNamespace)?;
+    let name = worker.name_any();
+    let oref = ObjectRef::from(worker.as_ref());
+    let mut pass = Pass {
+        ctx: &ctx,
+        worker: &worker,
+        api: Api::namespaced(ctx.client.clone(), &ns),
+        status: worker.status.clone().unwrap_or_default(),
+        now: Time(ctx.now()),
+    };
+    let spec = &worker.spec;
+
+    // 1. What only the controller can check. Invalid: terminal, zero AWS calls.
+    let schedule = match crate::api::validate::validate(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            pass.problem(reason::INVALID_SPEC, e.to_string(), Phase::Failed).await;
+            pass.save().await?;
+            return Ok(Action::await_change());
+        }
+    };
+    pass.status.schedule = Some(schedule.to_string());
+
+    // 2. Credentials.
+    let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
+        Ok(k) => k,
+        Err(e) => {
+            let r = match e {
+                credentials::CredentialsError::NotFound { .. } => reason::SECRET_NOT_FOUND,
+                _ => reason::SECRET_INVALID,
+            };
+            pass.problem(r, e.to_string(), Phase::Failed).await;
+            pass.save().await?;
+            // Secrets are not watched: look again soon.
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let aws = ctx.aws.clients(&spec.region, keys).await;
+    let names = Names::new(&ns, &name);
+
+    // 3. Provisioning, when the spec changed or the drift check is due.
+    let generation = worker.metadata.generation.unwrap_or(0);
+    let provisioned = conditions::is_true(&pass.status.conditions, conditions::PROVISIONED);
+    if !provisioned || ctx.ensure_due(&oref, generation) {
+        if !provisioned {
+            pass.status.phase = Some(Phase::Provisioning);
+        }
+        let provisioner = Provisioner { aws: &aws, names: &names, spec, tags: desired::tags(&ns, &name, spec) };
+        match provisioner.ensure_all(&mut pass.status.resources).await {
+            Ok(report) => {
+                ctx.ensured(&oref, generation);
+                if !provisioned {
+                    pass.event(false, event::PROVISIONED, "every AWS resource exists and is tagged".into()).await;
+                } else if !report.created.is_empty() {
+                    pass.event(true, event::REPAIRED, format!("re-created resources deleted outside the operator: {}", report.created.join(", "))).await;
+                } else if !report.updated.is_empty() {
+                    pass.event(false, event::PROVISIONED, format!("updated to match the spec: {}", report.updated.join(", "))).await;
+                }
+                pass.condition(conditions::PROVISIONED, true, reason::PROVISIONED, "every AWS resource exists and matches the spec");
+            }
+            Err(ProvisionError::NoNetwork(region)) => {
+                let msg = ProvisionError::NoNetwork(region).to_string();
+                pass.condition(conditions::PROVISIONED, false, reason::NO_NETWORK, msg.clone());
+                pass.problem(reason::NO_NETWORK, msg, Phase::Failed).await;
+                pass.save().await?;
+                return Ok(Action::await_change());
+            }
+            Err(ProvisionError::Aws(e)) => return fail(pass, e).await,
+        }
+    }
+
+    // 4. The run cycle.
+    let observed = match crate::aws::cycle::observe(&aws, &names, &pass.status).await {
+        Ok(o) => o,
+        Err(e) => {
+            // Something owned vanished mid-cycle: check everything on the next pass.
+            if e.is(ErrorKind::NotFound) {
+                ctx.forget_ensured(&oref);
+            }
+            return fail(pass, e).await;
+        }
+    };
+    let trigger = worker.annotations().get(TRIGGER_ANNOTATION).cloned();
+    let decision = cycle::decide(&cycle::Input {
+        spec,
+        schedule: &schedule,
+        status: &pass.status,
+        observed: &observed,
+        trigger: trigger.as_deref(),
+        now: pass.now.0,
+    });
+    if let Err(e) = crate::aws::cycle::execute(&aws, &names, &decision.actions).await {
+        return fail(pass, e).await;
+    }
+    for ev in &decision.events {
+        pass.event(ev.warning, ev.reason, ev.message.clone()).await;
+    }
+    record_run_metrics(&ctx, &pass.status, &decision);
+    ctx.metrics
+        .queue_depth
+        .get_or_create(&WorkerLabels { namespace: ns.clone(), name: name.clone() })
+        .set(observed.queue.visible);
+    pass.status.queue = Some(observed.queue);
+    pass.status.phase = Some(decision.phase);
+    pass.status.current_run = decision.current_run.clone();
+    pass.status.last_run = decision.last_run.clone();
+    pass.status.next_run_time = decision.next_run_time.map(Time);
+    pass.status.last_trigger = decision.last_trigger.clone();
+    match &decision.degraded {
+        Some((true, r, message)) => pass.condition(conditions::DEGRADED, true, r, message.clone()),
+        Some((false, r, message)) => pass.condition(conditions::DEGRADED, false, r, message.clone()),
+        None => {
+            // Provisioning and spec problems are resolved once we get here.
+            let stale = pass.status.conditions.iter().any(|c| {
+                c.type_ == conditions::DEGRADED
+                    && c.status == "True"
+                    && ![reason::SCALE_UP_TIMED_OUT, reason::RUN_FAILED].contains(&c.reason.as_str())
+            });
+            if stale || !pass.status.conditions.iter().any(|c| c.type_ == conditions::DEGRADED) {
+                pass.condition(conditions::DEGRADED, false, reason::AS_EXPECTED, "no problem seen");
+            }
+        }
+    }
+    pass.condition(conditions::READY, true, reason::PROVISIONED, "provisioned; the run cycle follows the schedule");
+    pass.save().await?;
+    Ok(Action::requeue(decision.requeue_after))
+}
+
+/// Records an AWS failure as a condition and an Event; retryable ones go to the backoff.
+async fn fail(mut pass: Pass<'_>, e: AwsError) -> Result<Action> {
+    let r = aws_reason(&e);
+    pass.problem(r, aws_message(&e), pass.status.phase.unwrap_or(Phase::Provisioning)).await;
+    pass.save().await?;
+    if e.is_retryable() {
+        Err(e.into())
+    } else {
+        // A user must act (permissions, a refused value): look again later, not in a loop.
+        Ok(Action::requeue(Duration::from_secs(300)))
+    }
+}
+
+fn record_run_metrics(ctx: &Context, before: &EcsSelfTerminatingWorkerStatus, decision: &cycle::Decision) {
+    let Some(run) = &decision.last_run else { return };
+    if before.last_run.as_ref().map(|r| &r.id) == Some(&run.id) {
+        return;
+    }
+    let outcome = match run.outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Failed => "failed",
+        RunOutcome::ScaleUpTimedOut => "scale_up_timed_out",
+    };
+    ctx.metrics.runs.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    let seconds = (run.stopped_at.0.as_second() - run.scale_up_at.0.as_second()).max(0) as f64;
+    ctx.metrics.run_duration.observe(seconds);
+    ctx.metrics.instance_seconds.inc_by(seconds * f64::from(run.instances.max(0)));
+}
+
+/// The finalizer: removes everything the worker owns, then lets the object go.
+async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = worker.namespace().ok_or(Error::NoNamespace)?;
+    let name = worker.name_any();
+    let mut pass = Pass {
+        ctx: &ctx,
+        worker: &worker,
+        api: Api::namespaced(ctx.client.clone(), &ns),
+        status: worker.status.clone().unwrap_or_default(),
+        now: Time(ctx.now()),
+    };
+    let spec = &worker.spec;
+    // A spec that never validated never created anything.
+    if crate::api::validate::validate(spec).is_err() {
+        return Ok(Action::await_change());
+    }
+    let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
+        Ok(k) => k,
+        Err(e) => {
+            let msg = format!("cannot delete AWS resources: {e}");
+            pass.problem(reason::SECRET_NOT_FOUND, msg, Phase::Deleting).await;
+            pass.save().await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let aws: AwsClients = ctx.aws.clients(&spec.region, keys).await;
+    let names = Names::new(&ns, &name);
+    let provisioner = Provisioner { aws: &aws, names: &names, spec, tags: desired::tags(&ns, &name, spec) };
+    crate::aws::cycle::stop_all_tasks(&aws, &names).await?;
+    match provisioner.delete_all().await {
+        Ok(Deletion::Waiting(why)) => {
+            pass.status.phase = Some(Phase::Deleting);
+            pass.condition(conditions::READY, false, reason::DELETING, why);
+            pass.save().await?;
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Ok(Deletion::Done { retained }) => {
+            for queue in retained {
+                pass.event(true, event::QUEUE_RETAINED, format!("queue {queue} still holds messages and was kept (deletionPolicy {:?}); delete it yourself or set deletionPolicy: DeleteWithMessages", spec.deletion_policy)).await;
+            }
+            pass.event(false, event::DELETED, "every owned AWS resource was removed".into()).await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let r = aws_reason(&e);
+            pass.problem(r, format!("deleting: {}", aws_message(&e)), Phase::Deleting).await;
+            pass.save().await?;
+            Err(e.into())
+        }
+    }
+}

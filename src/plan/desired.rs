@@ -1,0 +1,363 @@
+//! The AWS resources a worker's spec asks for, computed without I/O: deterministic names within
+//! AWS limits, owner tags, the ECS-optimized AMI parameter, instance user data, queue
+//! attributes, launch template data and the task definition, each with a fingerprint so the
+//! AWS layer can tell "unchanged" from "needs a new revision" without guessing.
+
+use crate::api::{AmiFamily, EcsSelfTerminatingWorkerSpec, TerminationMode};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Tag naming the owning object, `namespace/name`. Every resource carries it.
+pub const OWNER_TAG: &str = "ecsworker.dev/owner";
+/// Tag saying which tool manages the resource.
+pub const MANAGED_BY_TAG: &str = "ecsworker.dev/managed-by";
+/// Value of [`MANAGED_BY_TAG`].
+pub const MANAGED_BY: &str = "ecs-worker-operator";
+/// Tag holding a resource's desired-state fingerprint (task definitions).
+pub const FINGERPRINT_TAG: &str = "ecsworker.dev/fingerprint";
+/// Name of the worker container in the task definition.
+pub const CONTAINER_NAME: &str = "worker";
+
+/// Names of every resource of one worker. Deterministic from namespace/name, unique per
+/// object (a hash of `namespace/name` ends the base), within every AWS length limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// `ecsw-<namespace>-<name, truncated>-<hash8>`, at most 40 characters.
+    pub base: String,
+    pub queue: String,
+    pub dead_letter_queue: String,
+    pub log_group: String,
+    pub instance_role: String,
+    pub instance_profile: String,
+    pub task_role: String,
+    pub execution_role: String,
+    pub security_group: String,
+    pub launch_template: String,
+    pub auto_scaling_group: String,
+    pub cluster: String,
+    pub task_family: String,
+}
+
+impl Names {
+    pub fn new(namespace: &str, name: &str) -> Names {
+        let hash = hex(&Sha256::digest(format!("{namespace}/{name}").as_bytes()))[..8].to_string();
+        let readable: String = format!("{namespace}-{name}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+            .take(26)
+            .collect();
+        let base = format!("ecsw-{}-{hash}", readable.trim_end_matches('-'));
+        Names {
+            queue: base.clone(),
+            dead_letter_queue: format!("{base}-dlq"),
+            log_group: format!("/ecs-worker/{namespace}/{name}"),
+            instance_role: format!("{base}-instance"),
+            instance_profile: format!("{base}-instance"),
+            task_role: format!("{base}-task"),
+            execution_role: format!("{base}-exec"),
+            security_group: base.clone(),
+            launch_template: base.clone(),
+            auto_scaling_group: base.clone(),
+            cluster: base.clone(),
+            task_family: base.clone(),
+            base,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A short, stable digest of any serializable desired state.
+pub fn fingerprint<T: serde::Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    hex(&Sha256::digest(&json))[..16].to_string()
+}
+
+/// Tags on every resource: the user's, then the owner and managed-by tags (which win).
+pub fn tags(namespace: &str, name: &str, spec: &EcsSelfTerminatingWorkerSpec) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.clone();
+    tags.insert(OWNER_TAG.into(), format!("{namespace}/{name}"));
+    tags.insert(MANAGED_BY_TAG.into(), MANAGED_BY.into());
+    tags
+}
+
+/// The public SSM parameter holding the recommended ECS-optimized AMI id.
+pub fn ami_parameter(spec: &EcsSelfTerminatingWorkerSpec) -> &'static str {
+    match (spec.ami_family, spec.gpu, spec.arm) {
+        (AmiFamily::AmazonLinux2023, true, _) => "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id",
+        (AmiFamily::AmazonLinux2023, false, true) => "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id",
+        (AmiFamily::AmazonLinux2023, false, false) => "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+        (AmiFamily::AmazonLinux2, true, _) => "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id",
+        (AmiFamily::AmazonLinux2, false, true) => "/aws/service/ecs/optimized-ami/amazon-linux-2/arm64/recommended/image_id",
+        (AmiFamily::AmazonLinux2, false, false) => "/aws/service/ecs/optimized-ami/amazon-linux-2/recommended/image_id",
+    }
+}
+
+/// Base64 user data that joins the instance to the worker's cluster.
+pub fn user_data(cluster: &str, gpu: bool) -> String {
+    let mut script = format!("#!/bin/bash\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={cluster}\nECS_ENABLE_CONTAINER_METADATA=true\n");
+    if gpu {
+        script.push_str("ECS_ENABLE_GPU_SUPPORT=true\n");
+    }
+    script.push_str("EOF\n");
+    base64::engine::general_purpose::STANDARD.encode(script)
+}
+
+/// SQS attributes of the work queue (`redrive` = dead-letter queue ARN when enabled).
+pub fn queue_attributes(spec: &EcsSelfTerminatingWorkerSpec, redrive_to: Option<&str>) -> BTreeMap<String, String> {
+    let q = &spec.queue;
+    let mut a = BTreeMap::from([
+        ("VisibilityTimeout".to_string(), q.visibility_timeout_seconds.to_string()),
+        ("MessageRetentionPeriod".to_string(), q.message_retention_seconds.to_string()),
+        ("ReceiveMessageWaitTimeSeconds".to_string(), q.receive_wait_time_seconds.to_string()),
+    ]);
+    if let Some(arn) = redrive_to {
+        a.insert(
+            "RedrivePolicy".into(),
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": q.dead_letter.max_receive_count}).to_string(),
+        );
+    }
+    a
+}
+
+/// SQS attributes of the dead-letter queue: keep failed messages as long as SQS allows.
+pub fn dead_letter_queue_attributes() -> BTreeMap<String, String> {
+    BTreeMap::from([("MessageRetentionPeriod".to_string(), "1209600".to_string())])
+}
+
+/// Whether an observed redrive policy matches the desired one (SQS may reorder or retype it).
+pub fn same_redrive(observed: Option<&str>, desired: Option<&str>) -> bool {
+    let parse = |s: Option<&str>| -> Option<(String, i64)> {
+        let v: serde_json::Value = serde_json::from_str(s?).ok()?;
+        let count = match &v["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_i64()?,
+            serde_json::Value::String(s) => s.parse().ok()?,
+            _ => return None,
+        };
+        Some((v["deadLetterTargetArn"].as_str()?.to_string(), count))
+    };
+    parse(observed) == parse(desired)
+}
+
+/// The launch template data the group's instances start from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LaunchTemplateSpec {
+    pub image_id: String,
+    pub instance_type: String,
+    pub instance_profile_arn: String,
+    pub security_group_ids: Vec<String>,
+    pub user_data: String,
+    pub assign_public_ip: Option<bool>,
+}
+
+impl LaunchTemplateSpec {
+    /// Stored as the version description, so an unchanged spec creates no new version.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self)
+    }
+}
+
+/// The worker task definition.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TaskDefinitionSpec {
+    pub family: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub memory_reservation: i32,
+    pub gpu: bool,
+    pub environment: Vec<(String, String)>,
+    pub log_group: String,
+    pub region: String,
+    pub task_role_arn: String,
+    pub execution_role_arn: String,
+}
+
+impl TaskDefinitionSpec {
+    /// Stored as a tag of each revision, so an unchanged spec registers no new revision.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self)
+    }
+}
+
+/// Where the pieces the task definition points at live.
+pub struct TaskInputs<'a> {
+    pub names: &'a Names,
+    pub queue_url: &'a str,
+    pub task_role_arn: &'a str,
+    pub execution_role_arn: &'a str,
+}
+
+/// The task definition for a spec. The environment tells the worker its queue, cluster and
+/// group (see worker/README.md); no credential is ever part of it.
+pub fn task_definition(spec: &EcsSelfTerminatingWorkerSpec, inputs: &TaskInputs<'_>) -> TaskDefinitionSpec {
+    let w = &spec.worker;
+    let termination = match w.termination {
+        TerminationMode::Instance => "instance",
+        TerminationMode::Group => "group",
+        TerminationMode::None => "none",
+    };
+    let mut environment = vec![
+        ("AWS_REGION".to_string(), spec.region.clone()),
+        ("AWS_DEFAULT_REGION".to_string(), spec.region.clone()),
+        ("WORKER_QUEUE_URL".to_string(), inputs.queue_url.to_string()),
+        ("WORKER_CLUSTER".to_string(), inputs.names.cluster.clone()),
+        ("WORKER_AUTOSCALING_GROUP".to_string(), inputs.names.auto_scaling_group.clone()),
+        ("WORKER_CONCURRENCY".to_string(), w.concurrency.to_string()),
+        ("WORKER_EMPTY_RECEIVES".to_string(), w.empty_receives.to_string()),
+        ("WORKER_WAIT_SECONDS".to_string(), spec.queue.receive_wait_time_seconds.to_string()),
+        ("WORKER_TERMINATION".to_string(), termination.to_string()),
+    ];
+    if let Some(handler) = &w.handler {
+        environment.push(("WORKER_HANDLER".to_string(), handler.clone()));
+    }
+    environment.extend(spec.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+    TaskDefinitionSpec {
+        family: inputs.names.task_family.clone(),
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        memory_reservation: spec.memory_limit_mib,
+        gpu: spec.gpu,
+        environment,
+        log_group: inputs.names.log_group.clone(),
+        region: spec.region.clone(),
+        task_role_arn: inputs.task_role_arn.to_string(),
+        execution_role_arn: inputs.execution_role_arn.to_string(),
+    }
+}
+
+/// Trust policy letting a service assume a role.
+pub fn trust_policy(service: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]
+    })
+    .to_string()
+}
+
+/// Inline policy of the instance role: what the ECS agent needs to join this cluster.
+pub fn instance_policy(cluster_arn: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["ecs:RegisterContainerInstance", "ecs:DeregisterContainerInstance", "ecs:SubmitContainerStateChange", "ecs:SubmitTaskStateChange", "ecs:UpdateContainerInstancesState", "ecs:ListContainerInstances"], "Resource": cluster_arn},
+            {"Effect": "Allow", "Action": ["ecs:DiscoverPollEndpoint", "ecs:Poll", "ecs:StartTelemetrySession", "ecs:PutSystemLogEvents", "ecs:TagResource"], "Resource": "*"}
+        ]
+    })
+    .to_string()
+}
+
+/// Inline policy of the task role: drain this queue, remove this group's capacity.
+pub fn task_policy(queue_arn: &str, group_arn: &str, cluster_arn: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"], "Resource": queue_arn},
+            {"Effect": "Allow", "Action": ["autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:SetDesiredCapacity"], "Resource": group_arn},
+            {"Effect": "Allow", "Action": ["ecs:DescribeContainerInstances"], "Resource": "*", "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}}}
+        ]
+    })
+    .to_string()
+}
+
+/// Inline policy of the execution role: pull images and write this log group.
+pub fn execution_policy(log_group_arn: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": format!("{log_group_arn}:*")}
+        ]
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> EcsSelfTerminatingWorkerSpec {
+        let mut v = serde_json::json!({
+            "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
+            "image": "worker:1", "cronRate": "1_MINUTE"
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        serde_json::from_value(v).expect("valid spec")
+    }
+
+    #[test]
+    fn names_fit_aws_limits_and_are_unique() {
+        let long_ns = "n".repeat(63);
+        let long_name = "a".repeat(253);
+        for (ns, name) in [("default", "w"), (long_ns.as_str(), long_name.as_str()), ("prod", "video.encode")] {
+            let n = Names::new(ns, name);
+            assert!(n.base.len() <= 40, "{}", n.base);
+            assert!(n.queue.len() <= 80 && n.dead_letter_queue.len() <= 80);
+            assert!(n.instance_role.len() <= 64 && n.task_role.len() <= 64 && n.execution_role.len() <= 64);
+            assert!(n.launch_template.len() >= 3 && n.launch_template.len() <= 128);
+            assert!(n.base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{}", n.base);
+        }
+        // Same truncated prefix, different objects: different names.
+        assert_ne!(Names::new(&long_ns, &format!("{long_name}x")).base, Names::new(&long_ns, &long_name).base);
+        assert_ne!(Names::new("a-b", "c").base, Names::new("a", "b-c").base);
+        assert_eq!(Names::new("prod", "w"), Names::new("prod", "w"));
+    }
+
+    #[test]
+    fn ami_parameter_per_family_gpu_arm() {
+        assert!(ami_parameter(&spec(serde_json::json!({}))).ends_with("amazon-linux-2023/recommended/image_id"));
+        assert!(ami_parameter(&spec(serde_json::json!({"gpu": true}))).contains("2023/gpu/"));
+        assert!(ami_parameter(&spec(serde_json::json!({"arm": true}))).contains("2023/arm64/"));
+        assert!(ami_parameter(&spec(serde_json::json!({"amiFamily": "AmazonLinux2", "gpu": true}))).contains("amazon-linux-2/gpu/"));
+        assert!(ami_parameter(&spec(serde_json::json!({"amiFamily": "AmazonLinux2"}))).ends_with("amazon-linux-2/recommended/image_id"));
+    }
+
+    #[test]
+    fn user_data_joins_the_cluster() {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(user_data("c1", true)).expect("base64");
+        let text = String::from_utf8(decoded).expect("utf8");
+        assert!(text.contains("ECS_CLUSTER=c1\n") && text.contains("ECS_ENABLE_GPU_SUPPORT=true"));
+    }
+
+    #[test]
+    fn task_definition_has_no_credentials_and_tells_the_worker_where_to_work() {
+        let names = Names::new("ns", "w");
+        let s = spec(serde_json::json!({"env": [{"name": "MODEL", "value": "small"}], "worker": {"handler": "python3 handler.py"}}));
+        let td = task_definition(&s, &TaskInputs { names: &names, queue_url: "http://q", task_role_arn: "arn:t", execution_role_arn: "arn:e" });
+        let env: BTreeMap<_, _> = td.environment.iter().cloned().collect();
+        assert_eq!(env["WORKER_QUEUE_URL"], "http://q");
+        assert_eq!(env["WORKER_CLUSTER"], names.cluster);
+        assert_eq!(env["WORKER_HANDLER"], "python3 handler.py");
+        assert_eq!(env["MODEL"], "small");
+        assert!(!env.contains_key("AWS_ACCESS_KEY_ID") && !env.contains_key("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(td.memory_reservation, 512);
+        // A change in the spec changes the fingerprint; the same spec does not.
+        let same = task_definition(&s, &TaskInputs { names: &names, queue_url: "http://q", task_role_arn: "arn:t", execution_role_arn: "arn:e" });
+        assert_eq!(td.fingerprint(), same.fingerprint());
+        let other = task_definition(&spec(serde_json::json!({"image": "worker:2"})), &TaskInputs { names: &names, queue_url: "http://q", task_role_arn: "arn:t", execution_role_arn: "arn:e" });
+        assert_ne!(td.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn queue_attributes_and_redrive() {
+        let s = spec(serde_json::json!({}));
+        let a = queue_attributes(&s, Some("arn:dlq"));
+        assert_eq!(a["VisibilityTimeout"], "7200");
+        assert_eq!(a["MessageRetentionPeriod"], "86400");
+        assert!(same_redrive(Some(r#"{"maxReceiveCount":"5","deadLetterTargetArn":"arn:dlq"}"#), a.get("RedrivePolicy").map(String::as_str)));
+        assert!(!same_redrive(Some(r#"{"maxReceiveCount":3,"deadLetterTargetArn":"arn:dlq"}"#), a.get("RedrivePolicy").map(String::as_str)));
+        assert!(same_redrive(None, None));
+    }
+
+    #[test]
+    fn owner_tags_win_over_user_tags() {
+        let s = spec(serde_json::json!({"tags": {"team": "ml", "ecsworker.dev/owner": "spoof"}}));
+        let t = tags("ns", "w", &s);
+        assert_eq!(t[OWNER_TAG], "ns/w");
+        assert_eq!(t["team"], "ml");
+    }
+}

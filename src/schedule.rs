@@ -1,0 +1,221 @@
+//! When a worker's cycle ticks: the original's `N_UNIT` rate (`7_HOURS`, `1_MINUTE`,
+//! `2_SECONDS`) or a 5-field cron expression, evaluated in UTC. Pure.
+//!
+//! A rate ticks at the multiples of its period counted from the Unix epoch, so the next tick
+//! is a function of the time alone: no state to lose when the operator restarts, and every
+//! replica agrees.
+
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::{Timestamp, tz::TimeZone};
+use std::fmt;
+
+/// A parsed schedule.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Every `seconds` seconds.
+    Rate { seconds: i64, text: String },
+    /// A 5-field cron expression in UTC.
+    Cron { cron: Box<Cron>, text: String },
+}
+
+/// Why a schedule is invalid; the message names the field and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("spec.cronRate {0:?} is not NUMBER_UNIT (e.g. 7_HOURS, 1_HOUR, 1_MINUTE, 2_SECONDS)")]
+    BadRate(String),
+    #[error("spec.cronRate {0:?} is longer than a year; use spec.schedule for rare runs")]
+    RateTooLong(String),
+    #[error("spec.schedule {text:?} is not a 5-field cron expression (minute hour day-of-month month day-of-week): {reason}")]
+    BadCron { text: String, reason: String },
+    #[error("set exactly one of spec.cronRate or spec.schedule")]
+    NotExactlyOne,
+}
+
+const MAX_RATE_SECONDS: i64 = 366 * 24 * 3600;
+
+impl Schedule {
+    /// Parses the spec's two fields; exactly one must be set.
+    pub fn from_spec(cron_rate: Option<&str>, schedule: Option<&str>) -> Result<Schedule, ScheduleError> {
+        match (cron_rate, schedule) {
+            (Some(rate), None) => Self::parse_rate(rate),
+            (None, Some(cron)) => Self::parse_cron(cron),
+            _ => Err(ScheduleError::NotExactlyOne),
+        }
+    }
+
+    /// `NUMBER_UNIT`, unit one of SECOND(S), MINUTE(S), HOUR(S), DAY(S).
+    pub fn parse_rate(text: &str) -> Result<Schedule, ScheduleError> {
+        let bad = || ScheduleError::BadRate(text.to_string());
+        let (number, unit) = text.split_once('_').ok_or_else(bad)?;
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || number.starts_with('0') {
+            return Err(bad());
+        }
+        let n: i64 = number.parse().map_err(|_| bad())?;
+        let unit_seconds = match unit.strip_suffix('S').unwrap_or(unit) {
+            "SECOND" => 1,
+            "MINUTE" => 60,
+            "HOUR" => 3600,
+            "DAY" => 86400,
+            _ => return Err(bad()),
+        };
+        let seconds = n
+            .checked_mul(unit_seconds)
+            .filter(|s| *s <= MAX_RATE_SECONDS)
+            .ok_or_else(|| ScheduleError::RateTooLong(text.to_string()))?;
+        Ok(Schedule::Rate { seconds, text: text.to_string() })
+    }
+
+    /// A 5-field cron expression (no seconds, no year).
+    pub fn parse_cron(text: &str) -> Result<Schedule, ScheduleError> {
+        let bad = |reason: String| ScheduleError::BadCron { text: text.to_string(), reason };
+        if text.split_whitespace().count() != 5 {
+            return Err(bad("expected 5 fields".into()));
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(text)
+            .map_err(|e| bad(e.to_string()))?;
+        // A pattern that never matches (e.g. February 31st) is refused rather than never run.
+        let probe = Timestamp::UNIX_EPOCH.to_zoned(TimeZone::UTC);
+        cron.find_next_occurrence(&probe, false).map_err(|e| bad(e.to_string()))?;
+        Ok(Schedule::Cron { cron: Box::new(cron), text: text.to_string() })
+    }
+
+    /// The first tick strictly after `now`.
+    pub fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
+        match self {
+            Schedule::Rate { seconds, .. } => {
+                let s = now.as_second();
+                let next = (s.div_euclid(*seconds) + 1).checked_mul(*seconds)?;
+                Timestamp::from_second(next).ok()
+            }
+            Schedule::Cron { cron, .. } => cron
+                .find_next_occurrence(&now.to_zoned(TimeZone::UTC), false)
+                .ok()
+                .map(|z| z.timestamp()),
+        }
+    }
+
+    /// The last tick at or before `now`.
+    pub fn last_at_or_before(&self, now: Timestamp) -> Option<Timestamp> {
+        match self {
+            Schedule::Rate { seconds, .. } => {
+                Timestamp::from_second(now.as_second().div_euclid(*seconds) * seconds).ok()
+            }
+            Schedule::Cron { cron, .. } => cron
+                .find_previous_occurrence(&now.to_zoned(TimeZone::UTC), true)
+                .ok()
+                .map(|z| z.timestamp()),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    /// `rate(7 hours)` / `cron(*/15 * * * *)`, as shown in `status.schedule`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Rate { text, .. } => {
+                let (n, unit) = text.split_once('_').unwrap_or((text, ""));
+                let unit = unit.to_lowercase();
+                let unit = if n == "1" { unit.trim_end_matches('s').to_string() } else if unit.ends_with('s') { unit } else { format!("{unit}s") };
+                write!(f, "rate({n} {unit})")
+            }
+            Schedule::Cron { text, .. } => write!(f, "cron({text})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn rates_of_the_original() {
+        for (text, secs) in [("7_HOURS", 25200), ("1_HOUR", 3600), ("1_MINUTE", 60), ("2_SECONDS", 2), ("3_DAYS", 259200), ("1_DAY", 86400), ("5_MINUTE", 300)] {
+            match Schedule::parse_rate(text) {
+                Ok(Schedule::Rate { seconds, .. }) => assert_eq!(seconds, secs, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_rates_are_refused_with_the_field_name() {
+        for text in ["", "7", "HOURS", "0_HOURS", "07_HOURS", "7_hours", "7_WEEKS", "-1_HOURS", "7__HOURS", "7_HOURSS", "1.5_HOURS", "99999999999999999999_SECONDS"] {
+            let err = Schedule::parse_rate(text).expect_err(text);
+            assert!(err.to_string().contains("spec.cronRate"), "{err}");
+        }
+        assert!(matches!(Schedule::parse_rate("400_DAYS"), Err(ScheduleError::RateTooLong(_))));
+    }
+
+    #[test]
+    fn rate_ticks_on_epoch_multiples() {
+        let s = Schedule::parse_rate("7_HOURS").expect("valid");
+        let now = ts("2026-01-01T05:00:00Z");
+        let next = s.next_after(now).expect("next");
+        assert_eq!(next.as_second() % 25200, 0);
+        assert!(next > now && next.as_second() - now.as_second() <= 25200);
+        // Exactly on a tick: the next one is a full period later; the last one is now.
+        assert_eq!(s.next_after(next).expect("next").as_second() - next.as_second(), 25200);
+        assert_eq!(s.last_at_or_before(next), Some(next));
+    }
+
+    #[test]
+    fn cron_next_and_previous() {
+        let s = Schedule::parse_cron("*/15 * * * *").expect("valid");
+        assert_eq!(s.next_after(ts("2026-01-01T05:07:13Z")), Some(ts("2026-01-01T05:15:00Z")));
+        assert_eq!(s.next_after(ts("2026-01-01T05:15:00Z")), Some(ts("2026-01-01T05:30:00Z")));
+        assert_eq!(s.last_at_or_before(ts("2026-01-01T05:15:00Z")), Some(ts("2026-01-01T05:15:00Z")));
+        let daily = Schedule::parse_cron("30 2 * * 1-5").expect("valid");
+        assert_eq!(daily.next_after(ts("2026-01-02T03:00:00Z")), Some(ts("2026-01-05T02:30:00Z")));
+    }
+
+    #[test]
+    fn bad_cron_is_refused_with_the_field_name() {
+        for text in ["", "* * * *", "* * * * * *", "61 * * * *", "* 25 * * *", "a b c d e", "0 0 31 2 *"] {
+            let err = Schedule::parse_cron(text).expect_err(text);
+            assert!(err.to_string().contains("spec.schedule"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn exactly_one_field() {
+        assert_eq!(Schedule::from_spec(None, None).expect_err("none").to_string(), "set exactly one of spec.cronRate or spec.schedule");
+        assert!(Schedule::from_spec(Some("1_HOUR"), Some("* * * * *")).is_err());
+        assert!(Schedule::from_spec(Some("1_HOUR"), None).is_ok());
+    }
+
+    #[test]
+    fn display_like_eventbridge() {
+        assert_eq!(Schedule::parse_rate("7_HOURS").expect("v").to_string(), "rate(7 hours)");
+        assert_eq!(Schedule::parse_rate("1_HOUR").expect("v").to_string(), "rate(1 hour)");
+        assert_eq!(Schedule::parse_rate("2_SECOND").expect("v").to_string(), "rate(2 seconds)");
+        assert_eq!(Schedule::parse_cron("0 * * * *").expect("v").to_string(), "cron(0 * * * *)");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = Schedule::parse_rate(&s);
+            let _ = Schedule::parse_cron(&s);
+        }
+
+        #[test]
+        fn next_tick_is_after_now(n in 1i64..10_000, unit in 0usize..4, now in 0i64..4_000_000_000) {
+            let text = format!("{n}_{}", ["SECONDS", "MINUTES", "HOURS", "DAYS"][unit]);
+            if let Ok(s) = Schedule::parse_rate(&text) {
+                let now = Timestamp::from_second(now).expect("valid");
+                let next = s.next_after(now).expect("next");
+                proptest::prop_assert!(next > now);
+                proptest::prop_assert!(s.last_at_or_before(now).expect("last") <= now);
+            }
+        }
+    }
+}
