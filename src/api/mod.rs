@@ -348,7 +348,7 @@ impl Default for WorkerSettings {
 }
 
 /// How a finished worker removes its capacity.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TerminationMode {
     /// Terminate its own instance with a desired-capacity decrement (each instance removes only itself).
     #[default]
@@ -379,7 +379,7 @@ pub struct NetworkSpec {
 }
 
 /// ECS-optimized AMI family.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AmiFamily {
     /// Amazon Linux 2023.
     #[default]
@@ -407,7 +407,7 @@ pub struct IamSpec {
 }
 
 /// What deleting the object does to its AWS resources.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Delete everything, except a queue that still holds messages: it is kept, with an Event.
     #[default]
@@ -455,7 +455,7 @@ pub struct EcsSelfTerminatingWorkerStatus {
 }
 
 /// Coarse state of a worker, for humans and printer columns.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Provisioning,
     Idle,
@@ -566,7 +566,7 @@ pub struct RunRecord {
 }
 
 /// How a run ended.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
     Succeeded,
     Failed,

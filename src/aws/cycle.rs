@@ -6,7 +6,7 @@
 use super::AwsClients;
 use super::error::{AwsError, ErrorKind, SdkResultExt};
 use crate::api::{EcsSelfTerminatingWorkerStatus, QueueDepth};
-use crate::plan::cycle::{Action, ContainerInstanceState, GroupInstance, GroupState, Observed, TaskState};
+use crate::plan::cycle::{Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState, Lifecycle, Observed, TaskState};
 use crate::plan::desired::Names;
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -48,21 +48,21 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
         kind: ErrorKind::NotFound,
     })?;
     let group = GroupState {
-        desired: g.desired_capacity().unwrap_or(0),
+        desired_capacity: g.desired_capacity().unwrap_or(0),
         instances: g
             .instances()
             .iter()
             .filter_map(|i| {
                 Some(GroupInstance {
-                    id: i.instance_id()?.to_string(),
-                    lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    instance_id: i.instance_id()?.to_string(),
+                    lifecycle: Lifecycle::from_aws(i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default()),
                 })
             })
             .collect(),
     };
 
     let mut observed = Observed { queue, group, container_instances: Vec::new(), tasks: Vec::new() };
-    let capacity_up = observed.group.desired > 0 || !observed.group.instances.is_empty();
+    let capacity_up = observed.group.desired_capacity > 0 || !observed.group.instances.is_empty();
     if !capacity_up && status.current_run.is_none() {
         return Ok(observed);
     }
@@ -84,8 +84,8 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
             .filter_map(|c| {
                 Some(ContainerInstanceState {
                     arn: c.container_instance_arn()?.to_string(),
-                    ec2_instance_id: c.ec2_instance_id()?.to_string(),
-                    status: c.status().unwrap_or_default().to_string(),
+                    ec2_instance_id: c.ec2_instance_id().map(str::to_string),
+                    status: ContainerInstanceStatus::from_aws(c.status().unwrap_or_default()),
                     running_tasks: c.running_tasks_count() + c.pending_tasks_count(),
                 })
             })

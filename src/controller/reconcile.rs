@@ -269,8 +269,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     pass.status.next_run_time = decision.next_run_time.map(Time);
     pass.status.last_trigger = decision.last_trigger.clone();
     match &decision.degraded {
-        Some((true, r, message)) => pass.condition(conditions::DEGRADED, true, r, message.clone()),
-        Some((false, r, message)) => pass.condition(conditions::DEGRADED, false, r, message.clone()),
+        Some(update) => pass.condition(conditions::DEGRADED, update.status, update.reason, update.message.clone()),
         None => {
             // Provisioning and spec problems are resolved once we get here.
             let stale = pass.status.conditions.iter().any(|c| {
