@@ -235,13 +235,16 @@ pub struct Decision {
 /// - a run's id is `run-<unix seconds of its scale-up>`; its tasks carry it as `startedBy` and
 ///   RunTask uses it as client token, so issuing RunTask again starts nothing new.
 ///
-/// **Schedule.** `nextRunTime` is set on the first reconcile, reset when the schedule changed,
-/// and advanced when a due tick is handled. A due tick or a new run-now value that comes during a
-/// run waits until the run ends.
+/// **Schedule and run-now.** `nextRunTime` is set on the first reconcile, reset when the
+/// schedule changed, and advanced as soon as it is due: a tick that comes during a run is
+/// skipped (the run is already draining the queue). A new value of the run-now annotation is
+/// handled once (`lastTrigger`): it starts a run like a due tick, or is acknowledged with a
+/// Triggered Event saying why not (run in progress, suspended, no work).
 ///
 /// **No run in progress.**
 /// 1. Active tasks of a run the status does not know (it is behind): the run is adopted and
-///    followed from where it is.
+///    followed from where it is. Active tasks without a run id: nothing starts and nothing is
+///    scaled in until they stop.
 /// 2. Suspended: no run starts; a new run-now value is acknowledged with an Event saying so;
 ///    capacity that is up is scaled to 0.
 /// 3. At least `minMessages` visible, and a tick is due, the run-now annotation has a new value,
@@ -285,8 +288,14 @@ pub struct Decision {
 pub fn decide(input: &Input) -> Decision {
     let mut cycle = Cycle::new(input);
     match cycle.current_run() {
-        Some(run) if cycle.has_tasks(&run.id) => cycle.running(run),
-        Some(run) => cycle.scaling_up(run),
+        Some(run) => {
+            cycle.ack_trigger(&format!("run {} is in progress", run.id));
+            if cycle.has_tasks(&run.id) {
+                cycle.running(run);
+            } else {
+                cycle.scaling_up(run);
+            }
+        }
         None => cycle.no_run(),
     }
     cycle.finish()
@@ -337,7 +346,11 @@ impl<'a> Facts<'a> {
                 None => busy_unknown = true,
             }
         }
-        for ci in obs.container_instances.iter().filter(|c| c.running_tasks > 0) {
+        for ci in obs
+            .container_instances
+            .iter()
+            .filter(|c| c.running_tasks > 0)
+        {
             match ci.ec2_instance_id.as_deref() {
                 Some(id) => _ = busy.insert(id),
                 None => busy_unknown = true,
@@ -380,16 +393,14 @@ fn run_id_time(id: &str) -> Option<Timestamp> {
     Timestamp::from_second(secs).ok()
 }
 
-fn secs(d: SignedDuration) -> i64 {
-    d.as_secs()
-}
-
 /// One decision in the making.
 struct Cycle<'a> {
     input: &'a Input<'a>,
     facts: Facts<'a>,
-    /// `status.nextRunTime` has passed.
+    /// `status.nextRunTime` had passed (the tick is consumed in this decision).
     tick_due: bool,
+    /// A run-now value not handled before (recorded in this decision).
+    trigger: Option<&'a str>,
     out: Decision,
 }
 
@@ -399,19 +410,20 @@ impl<'a> Cycle<'a> {
         let stored = status.next_run_time.as_ref().map(|t| t.0);
         let next = input.schedule.next_after(input.now);
         let mut next_run_time = stored;
-        let tick_due = match stored {
-            Some(t) if t <= input.now => true,
-            // A future tick the schedule would not produce: the schedule changed.
-            Some(t) if Some(t) == next => false,
-            _ => {
-                next_run_time = next;
-                false
-            }
-        };
+        // A due tick is consumed; a future tick the schedule would not produce means the
+        // schedule changed.
+        let tick_due = stored.is_some_and(|t| t <= input.now);
+        if stored.is_none_or(|t| t <= input.now || Some(t) != next) {
+            next_run_time = next;
+        }
+        let trigger = input
+            .trigger
+            .filter(|t| status.last_trigger.as_deref() != Some(*t));
         Cycle {
             input,
             facts: Facts::new(input.observed),
             tick_due,
+            trigger,
             out: Decision {
                 actions: Vec::new(),
                 events: Vec::new(),
@@ -419,7 +431,9 @@ impl<'a> Cycle<'a> {
                 current_run: None,
                 last_run: status.last_run.clone(),
                 next_run_time,
-                last_trigger: status.last_trigger.clone(),
+                last_trigger: trigger
+                    .map(str::to_string)
+                    .or_else(|| status.last_trigger.clone()),
                 degraded: None,
                 requeue_after: FAST_REQUEUE,
             },
@@ -467,11 +481,19 @@ impl<'a> Cycle<'a> {
     }
 
     fn normal(&mut self, reason: &'static str, message: String) {
-        self.out.events.push(CycleEvent { warning: false, reason, message });
+        self.out.events.push(CycleEvent {
+            warning: false,
+            reason,
+            message,
+        });
     }
 
     fn warning(&mut self, reason: &'static str, message: String) {
-        self.out.events.push(CycleEvent { warning: true, reason, message });
+        self.out.events.push(CycleEvent {
+            warning: true,
+            reason,
+            message,
+        });
     }
 
     /// The status's run, unless it has no task while tasks of another run are active: the
@@ -496,7 +518,10 @@ impl<'a> Cycle<'a> {
         let now = self.now();
         self.normal(
             event::TASK_STARTED,
-            format!("run {id}: following {} task(s) found in the cluster", tasks.len()),
+            format!(
+                "run {id}: following {} task(s) found in the cluster",
+                tasks.len()
+            ),
         );
         Some(RunStatus {
             id: id.to_string(),
@@ -507,33 +532,29 @@ impl<'a> Cycle<'a> {
         })
     }
 
+    /// Acknowledges a new run-now value that starts nothing.
+    fn ack_trigger(&mut self, why: &str) {
+        if let Some(t) = self.trigger {
+            self.normal(
+                event::TRIGGERED,
+                format!("run-now {t:?} acknowledged: {why}"),
+            );
+        }
+    }
+
     fn no_run(&mut self) {
         if self.facts.anything_running() {
-            // Tasks without a run id: leave their capacity alone; ticks and triggers wait.
+            // Tasks without a run id: their capacity is left alone.
+            self.ack_trigger("tasks without a run id are running in the cluster; no run starts");
             return;
         }
-        let now = self.now();
-        if self.tick_due {
-            self.out.next_run_time = self.input.schedule.next_after(now);
-        }
-        let trigger = self
-            .input
-            .trigger
-            .filter(|t| self.input.status.last_trigger.as_deref() != Some(*t));
-        if let Some(t) = trigger {
-            self.out.last_trigger = Some(t.to_string());
-        }
+        let trigger = self.trigger;
         let visible = self.visible();
         let min = i64::from(self.spec().scaling.min_messages);
         let desired = self.obs().group.desired_capacity;
         let enough = visible >= min;
         if self.spec().suspend {
-            if let Some(t) = trigger {
-                self.normal(
-                    event::TRIGGERED,
-                    format!("run-now {t:?} acknowledged: spec.suspend is true, no run starts"),
-                );
-            }
+            self.ack_trigger("spec.suspend is true; no run starts");
             if desired > 0 {
                 self.scale_in_idle("spec.suspend is true".to_string());
             }
@@ -544,7 +565,7 @@ impl<'a> Cycle<'a> {
                 format!("run-now {t:?}: {visible} visible message(s), starting a run")
             } else {
                 format!(
-                    "run-now {t:?}: {visible} visible message(s), fewer than minMessages ({min}); nothing to do"
+                    "run-now {t:?} acknowledged: {visible} visible message(s), fewer than minMessages ({min}); nothing to do"
                 )
             };
             self.normal(event::TRIGGERED, message);
@@ -603,16 +624,20 @@ impl<'a> Cycle<'a> {
                 let message = format!(
                     "run {}: no task appeared within {}s of RunTask",
                     run.id,
-                    secs(self.join_timeout())
+                    self.join_timeout().as_secs()
                 );
                 self.warning(event::TASK_STOPPED, message.clone());
-                let record = self.record(&run, RunOutcome::Failed, None, Some(message.clone()), now);
+                let record =
+                    self.record(&run, RunOutcome::Failed, None, Some(message.clone()), now);
                 self.end_run(record, degraded(reason::RUN_FAILED, message));
                 return;
             }
             if waited >= RUN_TASK_GRACE && free > 0 {
                 let count = want.min(free);
-                self.act(Action::RunTasks { run_id: run.id.clone(), count });
+                self.act(Action::RunTasks {
+                    run_id: run.id.clone(),
+                    count,
+                });
             }
             self.out.current_run = Some(run);
             return;
@@ -631,7 +656,7 @@ impl<'a> Cycle<'a> {
                 format!(
                     "run {}: only {free} of {want} instance(s) joined within {}s; running on {free}, terminating the others",
                     run.id,
-                    secs(self.join_timeout())
+                    self.join_timeout().as_secs()
                 ),
             );
             if !self.facts.busy_unknown {
@@ -651,10 +676,19 @@ impl<'a> Cycle<'a> {
             let message = format!(
                 "run {}: no instance joined the cluster within {}s of scale-up",
                 run.id,
-                secs(self.join_timeout())
+                self.join_timeout().as_secs()
             );
-            self.warning(event::SCALE_UP_TIMED_OUT, format!("{message}; scaling back to 0"));
-            let record = self.record(&run, RunOutcome::ScaleUpTimedOut, None, Some(message.clone()), now);
+            self.warning(
+                event::SCALE_UP_TIMED_OUT,
+                format!("{message}; scaling back to 0"),
+            );
+            let record = self.record(
+                &run,
+                RunOutcome::ScaleUpTimedOut,
+                None,
+                Some(message.clone()),
+                now,
+            );
             self.end_run(record, degraded(reason::SCALE_UP_TIMED_OUT, message));
         }
     }
@@ -662,10 +696,16 @@ impl<'a> Cycle<'a> {
     fn start_tasks(&mut self, mut run: RunStatus, count: i32, waited: SignedDuration) {
         run.instances = count;
         run.tasks_started_at = Some(Time(self.now()));
-        self.act(Action::RunTasks { run_id: run.id.clone(), count });
+        self.act(Action::RunTasks {
+            run_id: run.id.clone(),
+            count,
+        });
         self.normal(
             event::INSTANCE_JOINED,
-            format!("{count} instance(s) joined the cluster {}s after scale-up", secs(waited)),
+            format!(
+                "{count} instance(s) joined the cluster {}s after scale-up",
+                waited.as_secs()
+            ),
         );
         self.normal(
             event::TASK_STARTED,
@@ -698,21 +738,32 @@ impl<'a> Cycle<'a> {
             tasks.iter().max_by_key(|t| t.stopped_at)
         };
         let stop_reason = decisive.and_then(|t| t.stop_reason.clone());
-        let stopped_at = tasks.iter().filter_map(|t| t.stopped_at).max().unwrap_or(now);
+        let stopped_at = tasks
+            .iter()
+            .filter_map(|t| t.stopped_at)
+            .max()
+            .unwrap_or(now);
         let visible = self.visible();
         let message = format!(
             "run {}: {} task(s) stopped, exit code {}{}; {visible} message(s) visible",
             run.id,
             tasks.len(),
             exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
-            stop_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            stop_reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
         );
         let (outcome, condition) = if failed {
             self.warning(event::TASK_STOPPED, message.clone());
             (RunOutcome::Failed, degraded(reason::RUN_FAILED, message))
         } else {
             self.normal(event::TASK_STOPPED, message.clone());
-            let ok = ConditionUpdate { status: false, reason: reason::AS_EXPECTED, message };
+            let ok = ConditionUpdate {
+                status: false,
+                reason: reason::AS_EXPECTED,
+                message,
+            };
             (RunOutcome::Succeeded, ok)
         };
         let record = self.record(&run, outcome, exit_code, stop_reason, stopped_at);
@@ -749,7 +800,9 @@ impl<'a> Cycle<'a> {
             } else {
                 continue;
             };
-            self.act(Action::TerminateInstance { instance_id: instance_id.to_string() });
+            self.act(Action::TerminateInstance {
+                instance_id: instance_id.to_string(),
+            });
             self.normal(
                 event::IDLE_INSTANCE_SCALED_IN,
                 format!("instance {instance_id}: {why}; terminating it"),
@@ -831,5 +884,1597 @@ impl<'a> Cycle<'a> {
 }
 
 fn degraded(reason: &'static str, message: String) -> ConditionUpdate {
-    ConditionUpdate { status: true, reason, message }
+    ConditionUpdate {
+        status: true,
+        reason,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::event;
+    use proptest::prelude::*;
+
+    type Spec = EcsSelfTerminatingWorkerSpec;
+    type Status = EcsSelfTerminatingWorkerStatus;
+
+    /// A multiple of 60: the `1_MINUTE` schedule's next tick after `NOW` is `NOW + 60`.
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid timestamp")
+    }
+
+    fn time(secs: i64) -> Time {
+        Time(at(secs))
+    }
+
+    fn base_spec() -> Spec {
+        serde_json::from_value(serde_json::json!({
+            "instanceType": "t3.micro",
+            "memoryLimitMib": 512,
+            "region": "us-east-1",
+            "image": "worker:latest",
+            "cronRate": "1_MINUTE",
+        }))
+        .expect("valid spec")
+    }
+
+    fn schedule() -> Schedule {
+        Schedule::parse_rate("1_MINUTE").expect("valid rate")
+    }
+
+    /// A run as the status records it: scaled up at `scale_up_at`, no task started yet.
+    fn run(scale_up_at: i64, instances: i32) -> RunStatus {
+        RunStatus {
+            id: format!("run-{scale_up_at}"),
+            scale_up_at: time(scale_up_at),
+            instances,
+            messages_before: 10,
+            tasks_started_at: None,
+        }
+    }
+
+    fn started(mut run: RunStatus, at_secs: i64) -> RunStatus {
+        run.tasks_started_at = Some(time(at_secs));
+        run
+    }
+
+    /// One reconcile's inputs, built up by small steps.
+    #[derive(Clone, Debug)]
+    struct Case {
+        spec: Spec,
+        status: Status,
+        obs: Observed,
+        trigger: Option<String>,
+        now: i64,
+    }
+
+    /// An idle worker: nothing up, queue empty, next tick in the future.
+    fn case() -> Case {
+        Case {
+            spec: base_spec(),
+            status: Status {
+                next_run_time: Some(time(NOW + 60)),
+                ..Status::default()
+            },
+            obs: Observed::default(),
+            trigger: None,
+            now: NOW,
+        }
+    }
+
+    impl Case {
+        fn spec(mut self, f: impl FnOnce(&mut Spec)) -> Self {
+            f(&mut self.spec);
+            self
+        }
+        fn status(mut self, f: impl FnOnce(&mut Status)) -> Self {
+            f(&mut self.status);
+            self
+        }
+        fn due(self) -> Self {
+            self.status(|s| s.next_run_time = Some(time(NOW)))
+        }
+        fn with_run(self, run: RunStatus) -> Self {
+            self.status(|s| s.current_run = Some(run))
+        }
+        fn trigger(mut self, value: &str) -> Self {
+            self.trigger = Some(value.to_string());
+            self
+        }
+        fn at(mut self, now: i64) -> Self {
+            self.now = now;
+            self
+        }
+        fn visible(mut self, n: i64) -> Self {
+            self.obs.queue.visible = n;
+            self
+        }
+        fn desired(mut self, n: i32) -> Self {
+            self.obs.group.desired_capacity = n;
+            self
+        }
+        fn member(mut self, id: &str, lifecycle: Lifecycle) -> Self {
+            self.obs.group.instances.push(GroupInstance {
+                instance_id: id.into(),
+                lifecycle,
+            });
+            self
+        }
+        fn container_instance(mut self, id: &str, status: ContainerInstanceStatus) -> Self {
+            self.obs.container_instances.push(ContainerInstanceState {
+                arn: format!("ci-{id}"),
+                ec2_instance_id: Some(id.into()),
+                status,
+                running_tasks: 0,
+            });
+            self
+        }
+        /// An `InService` member with an `ACTIVE` container instance.
+        fn joined(self, id: &str) -> Self {
+            self.member(id, Lifecycle::InService)
+                .container_instance(id, ContainerInstanceStatus::Active)
+        }
+        fn task(
+            mut self,
+            started_by: Option<&str>,
+            on: &str,
+            last_status: &str,
+            exit: Option<i32>,
+        ) -> Self {
+            let stopped = last_status == "STOPPED";
+            self.obs.tasks.push(TaskState {
+                arn: format!("task-{}", self.obs.tasks.len()),
+                started_by: started_by.map(str::to_string),
+                container_instance_arn: Some(format!("ci-{on}")),
+                last_status: last_status.into(),
+                exit_code: exit,
+                stop_reason: stopped.then(|| format!("Essential container in task exited ({on})")),
+                started_at: Some(at(NOW - 100)),
+                stopped_at: stopped.then(|| at(NOW - 5)),
+            });
+            self
+        }
+        fn running(self, run_id: &str, on: &str) -> Self {
+            self.task(Some(run_id), on, "RUNNING", None)
+        }
+        fn stopped(self, run_id: &str, on: &str, exit: Option<i32>) -> Self {
+            self.task(Some(run_id), on, "STOPPED", exit)
+        }
+        fn decide(&self) -> Decision {
+            let schedule = schedule();
+            decide(&Input {
+                spec: &self.spec,
+                schedule: &schedule,
+                status: &self.status,
+                observed: &self.obs,
+                trigger: self.trigger.as_deref(),
+                now: at(self.now),
+            })
+        }
+    }
+
+    fn reasons(d: &Decision) -> Vec<&'static str> {
+        d.events.iter().map(|e| e.reason).collect()
+    }
+
+    fn warnings(d: &Decision) -> Vec<&'static str> {
+        d.events
+            .iter()
+            .filter(|e| e.warning)
+            .map(|e| e.reason)
+            .collect()
+    }
+
+    fn terminate(id: &str) -> Action {
+        Action::TerminateInstance {
+            instance_id: id.into(),
+        }
+    }
+
+    fn run_tasks(run_id: &str, count: i32) -> Action {
+        Action::RunTasks {
+            run_id: run_id.into(),
+            count,
+        }
+    }
+
+    // ---- schedule ----
+
+    #[test]
+    fn first_reconcile_sets_the_next_tick_and_starts_nothing() {
+        let d = case()
+            .status(|s| s.next_run_time = None)
+            .visible(50)
+            .decide();
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        assert!(d.actions.is_empty());
+        assert!(d.current_run.is_none());
+        assert_eq!(d.phase, Phase::Idle);
+        assert_eq!(d.requeue_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_changed_schedule_resets_the_next_tick() {
+        let d = case()
+            .status(|s| s.next_run_time = Some(time(NOW + 3600)))
+            .decide();
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        let unchanged = case().at(NOW + 10).decide();
+        assert_eq!(unchanged.next_run_time, Some(at(NOW + 60)));
+        assert_eq!(unchanged.requeue_after, Duration::from_secs(50));
+    }
+
+    #[test]
+    fn idle_tick_makes_zero_writes() {
+        let d = case().due().decide();
+        assert!(d.actions.is_empty());
+        assert!(d.events.is_empty());
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        assert_eq!(d.phase, Phase::Idle);
+        assert!(d.current_run.is_none() && d.degraded.is_none());
+    }
+
+    #[test]
+    fn tick_below_min_messages_does_nothing() {
+        let d = case()
+            .spec(|s| s.scaling.min_messages = 5)
+            .due()
+            .visible(4)
+            .decide();
+        assert!(d.actions.is_empty() && d.events.is_empty());
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+    }
+
+    #[test]
+    fn tick_not_due_starts_nothing_even_with_work() {
+        let d = case().visible(50).decide();
+        assert!(d.actions.is_empty());
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+    }
+
+    // ---- starting a run ----
+
+    #[test]
+    fn tick_with_work_scales_up_one_instance_per_messages_per_instance() {
+        let d = case()
+            .spec(|s| {
+                s.max_instances = 5;
+                s.scaling.messages_per_instance = 100;
+            })
+            .due()
+            .visible(250)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(3)]);
+        assert_eq!(reasons(&d), vec![event::SCALING_UP]);
+        assert_eq!(d.phase, Phase::ScalingUp);
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        assert_eq!(
+            d.current_run,
+            Some(RunStatus {
+                messages_before: 250,
+                ..run(NOW, 3)
+            })
+        );
+        assert_eq!(d.requeue_after, FAST_REQUEUE);
+    }
+
+    #[test]
+    fn scale_up_is_clamped_between_one_and_max_instances() {
+        let many = case()
+            .spec(|s| s.max_instances = 3)
+            .due()
+            .visible(10_000)
+            .decide();
+        assert_eq!(many.actions, vec![Action::SetDesiredCapacity(3)]);
+        let one = case()
+            .spec(|s| s.max_instances = 3)
+            .due()
+            .visible(1)
+            .decide();
+        assert_eq!(one.actions, vec![Action::SetDesiredCapacity(1)]);
+        let exact = case()
+            .spec(|s| {
+                s.max_instances = 10;
+                s.scaling.messages_per_instance = 10;
+            })
+            .due()
+            .visible(20)
+            .decide();
+        assert_eq!(exact.actions, vec![Action::SetDesiredCapacity(2)]);
+    }
+
+    #[test]
+    fn suspended_tick_advances_the_schedule_and_starts_nothing() {
+        let d = case().spec(|s| s.suspend = true).due().visible(50).decide();
+        assert!(d.actions.is_empty() && d.events.is_empty());
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        assert_eq!(d.phase, Phase::Suspended);
+    }
+
+    #[test]
+    fn suspended_worker_scales_idle_capacity_in() {
+        let d = case()
+            .spec(|s| s.suspend = true)
+            .desired(1)
+            .joined("i-1")
+            .visible(50)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(reasons(&d), vec![event::IDLE_INSTANCE_SCALED_IN]);
+        assert_eq!(d.phase, Phase::Suspended);
+    }
+
+    #[test]
+    fn suspended_run_in_progress_finishes() {
+        let d = case()
+            .spec(|s| s.suspend = true)
+            .with_run(run(NOW - 60, 1))
+            .desired(1)
+            .joined("i-1")
+            .decide();
+        assert_eq!(d.actions, vec![run_tasks(&format!("run-{}", NOW - 60), 1)]);
+        assert_eq!(d.phase, Phase::Running);
+    }
+
+    #[test]
+    fn manual_trigger_starts_a_run_once() {
+        let first = case().visible(5).trigger("a").decide();
+        assert_eq!(first.actions, vec![Action::SetDesiredCapacity(1)]);
+        assert_eq!(reasons(&first), vec![event::TRIGGERED, event::SCALING_UP]);
+        assert_eq!(first.last_trigger.as_deref(), Some("a"));
+        assert_eq!(
+            first.next_run_time,
+            Some(at(NOW + 60)),
+            "a trigger does not move the schedule"
+        );
+
+        let again = case()
+            .status(|s| s.last_trigger = Some("a".into()))
+            .visible(5)
+            .trigger("a")
+            .decide();
+        assert!(again.actions.is_empty() && again.events.is_empty());
+        assert_eq!(again.last_trigger.as_deref(), Some("a"));
+
+        let new_value = case()
+            .status(|s| s.last_trigger = Some("a".into()))
+            .visible(5)
+            .trigger("b")
+            .decide();
+        assert_eq!(new_value.actions, vec![Action::SetDesiredCapacity(1)]);
+        assert_eq!(new_value.last_trigger.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn manual_trigger_without_work_is_acknowledged() {
+        let d = case().trigger("x").decide();
+        assert!(d.actions.is_empty());
+        assert_eq!(reasons(&d), vec![event::TRIGGERED]);
+        assert!(
+            d.events[0].message.contains("nothing to do"),
+            "{}",
+            d.events[0].message
+        );
+        assert_eq!(d.last_trigger.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn manual_trigger_while_suspended_is_acknowledged_as_suspended() {
+        let d = case()
+            .spec(|s| s.suspend = true)
+            .visible(5)
+            .trigger("x")
+            .decide();
+        assert!(d.actions.is_empty());
+        assert_eq!(reasons(&d), vec![event::TRIGGERED]);
+        assert!(
+            d.events[0].message.contains("suspend"),
+            "{}",
+            d.events[0].message
+        );
+        assert_eq!(d.last_trigger.as_deref(), Some("x"));
+        assert!(d.current_run.is_none());
+    }
+
+    #[test]
+    fn tick_and_trigger_during_a_run_are_skipped() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .due()
+            .trigger("x")
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .desired(1)
+            .joined("i-1")
+            .running(&id, "i-1")
+            .visible(5)
+            .decide();
+        assert!(d.actions.is_empty());
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        assert_eq!(d.last_trigger.as_deref(), Some("x"));
+        assert_eq!(reasons(&d), vec![event::TRIGGERED]);
+        assert!(
+            d.events[0].message.contains("in progress"),
+            "{}",
+            d.events[0].message
+        );
+        assert_eq!(d.phase, Phase::Running);
+    }
+
+    // ---- idle capacity (the original's first defect) ----
+
+    #[test]
+    fn idle_instance_with_empty_queue_is_scaled_in_at_any_reconcile() {
+        let d = case().desired(1).joined("i-1").decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(reasons(&d), vec![event::IDLE_INSTANCE_SCALED_IN]);
+        assert_eq!(d.phase, Phase::ScalingDown);
+        assert_eq!(d.requeue_after, FAST_REQUEUE);
+    }
+
+    #[test]
+    fn idle_capacity_below_min_messages_is_scaled_in() {
+        let d = case()
+            .spec(|s| s.scaling.min_messages = 10)
+            .desired(2)
+            .visible(3)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+    }
+
+    #[test]
+    fn idle_capacity_with_work_runs_right_away() {
+        let d = case().desired(1).joined("i-1").visible(5).decide();
+        let id = format!("run-{NOW}");
+        assert_eq!(d.actions, vec![run_tasks(&id, 1)]);
+        assert_eq!(
+            reasons(&d),
+            vec![
+                event::SCALING_UP,
+                event::INSTANCE_JOINED,
+                event::TASK_STARTED
+            ]
+        );
+        assert_eq!(d.phase, Phase::Running);
+        let run = d.current_run.expect("run");
+        assert_eq!(
+            (run.id, run.instances, run.tasks_started_at),
+            (id, 1, Some(time(NOW)))
+        );
+    }
+
+    #[test]
+    fn idle_capacity_with_work_keeps_the_capacity_already_up() {
+        let d = case()
+            .spec(|s| s.max_instances = 5)
+            .desired(3)
+            .member("i-1", Lifecycle::Pending)
+            .visible(5)
+            .decide();
+        assert!(
+            d.actions.is_empty(),
+            "desired is already 3: {:?}",
+            d.actions
+        );
+        assert_eq!(d.current_run.map(|r| r.instances), Some(3));
+        assert_eq!(d.phase, Phase::ScalingUp);
+    }
+
+    #[test]
+    fn capacity_already_going_to_zero_is_left_to_the_group() {
+        let d = case()
+            .member("i-1", Lifecycle::Terminating)
+            .member("i-2", Lifecycle::InService)
+            .visible(5)
+            .decide();
+        assert!(d.actions.is_empty());
+        assert_eq!(d.phase, Phase::ScalingDown);
+        assert_eq!(d.requeue_after, FAST_REQUEUE);
+    }
+
+    // ---- waiting for instances ----
+
+    #[test]
+    fn waits_while_instances_join() {
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(run(NOW - 30, 2))
+            .desired(2)
+            .joined("i-1")
+            .member("i-2", Lifecycle::Pending)
+            .decide();
+        assert!(d.actions.is_empty() && d.events.is_empty());
+        assert_eq!(d.phase, Phase::ScalingUp);
+        assert_eq!(d.current_run, Some(run(NOW - 30, 2)));
+        assert_eq!(d.requeue_after, FAST_REQUEUE);
+    }
+
+    #[test]
+    fn desired_capacity_is_set_again_when_the_status_was_ahead() {
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(run(NOW - 5, 2))
+            .desired(0)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(2)]);
+        assert!(d.events.is_empty());
+        assert_eq!(d.phase, Phase::ScalingUp);
+    }
+
+    #[test]
+    fn a_run_never_asks_for_more_than_max_instances() {
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(run(NOW - 5, 4))
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(2)]);
+    }
+
+    #[test]
+    fn joined_instances_run_the_worker_tasks() {
+        let id = format!("run-{}", NOW - 40);
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(run(NOW - 40, 2))
+            .desired(2)
+            .joined("i-1")
+            .joined("i-2")
+            .decide();
+        assert_eq!(d.actions, vec![run_tasks(&id, 2)]);
+        assert_eq!(
+            reasons(&d),
+            vec![event::INSTANCE_JOINED, event::TASK_STARTED]
+        );
+        assert!(
+            d.events[0].message.contains("40s"),
+            "{}",
+            d.events[0].message
+        );
+        assert_eq!(d.current_run, Some(started(run(NOW - 40, 2), NOW)));
+        assert_eq!(d.phase, Phase::Running);
+    }
+
+    #[test]
+    fn only_in_service_members_with_an_active_container_instance_count_as_joined() {
+        let d = case()
+            .with_run(run(NOW - 40, 1))
+            .desired(1)
+            .member("i-1", Lifecycle::Pending)
+            .container_instance("i-1", ContainerInstanceStatus::Active)
+            .member("i-2", Lifecycle::InService)
+            .container_instance("i-2", ContainerInstanceStatus::Draining)
+            .member("i-3", Lifecycle::InService)
+            .container_instance("i-4", ContainerInstanceStatus::Active)
+            .decide();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(d.phase, Phase::ScalingUp);
+    }
+
+    #[test]
+    fn a_busy_joined_instance_does_not_take_a_task() {
+        let d = case()
+            .with_run(run(NOW - 40, 1))
+            .desired(1)
+            .joined("i-1")
+            .task(None, "i-1", "RUNNING", None)
+            .decide();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+    }
+
+    #[test]
+    fn join_timeout_with_none_joined_scales_back_without_run_task() {
+        let id = format!("run-{}", NOW - 300);
+        let d = case()
+            .with_run(run(NOW - 300, 2))
+            .desired(2)
+            .member("i-1", Lifecycle::Pending)
+            .member("i-2", Lifecycle::InService)
+            .visible(7)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(
+            reasons(&d),
+            vec![event::SCALE_UP_TIMED_OUT, event::SCALED_TO_ZERO]
+        );
+        assert_eq!(warnings(&d), vec![event::SCALE_UP_TIMED_OUT]);
+        assert!(d.current_run.is_none());
+        let record = d.last_run.expect("recorded");
+        assert_eq!(record.id, id);
+        assert_eq!(record.outcome, RunOutcome::ScaleUpTimedOut);
+        assert_eq!(record.started_at, None);
+        assert_eq!(record.stopped_at, time(NOW));
+        assert_eq!(record.messages_after, Some(7));
+        assert!(record.stop_reason.expect("reason").contains("300s"));
+        let degraded = d.degraded.expect("degraded");
+        assert!(degraded.status);
+        assert_eq!(degraded.reason, reason::SCALE_UP_TIMED_OUT);
+        assert_eq!(d.phase, Phase::ScalingDown);
+    }
+
+    #[test]
+    fn join_timeout_counts_from_scale_up() {
+        let d = case()
+            .with_run(run(NOW - 299, 1))
+            .desired(1)
+            .member("i-1", Lifecycle::Pending)
+            .decide();
+        assert!(d.actions.is_empty());
+        let short = case()
+            .spec(|s| s.scaling.join_timeout_seconds = 60)
+            .with_run(run(NOW - 60, 1))
+            .desired(1)
+            .decide();
+        assert_eq!(short.actions, vec![Action::SetDesiredCapacity(0)]);
+    }
+
+    #[test]
+    fn join_timeout_with_some_joined_runs_on_those_and_terminates_the_rest() {
+        let id = format!("run-{}", NOW - 300);
+        let d = case()
+            .spec(|s| s.max_instances = 3)
+            .with_run(run(NOW - 300, 3))
+            .desired(3)
+            .joined("i-1")
+            .member("i-2", Lifecycle::Pending)
+            .member("i-3", Lifecycle::InService)
+            .member("i-4", Lifecycle::Terminating)
+            .decide();
+        assert_eq!(
+            d.actions,
+            vec![terminate("i-2"), terminate("i-3"), run_tasks(&id, 1)]
+        );
+        assert_eq!(
+            reasons(&d),
+            vec![
+                event::SCALE_UP_TIMED_OUT,
+                event::INSTANCE_JOINED,
+                event::TASK_STARTED
+            ]
+        );
+        assert_eq!(warnings(&d), vec![event::SCALE_UP_TIMED_OUT]);
+        assert_eq!(d.current_run, Some(started(run(NOW - 300, 1), NOW)));
+        assert!(d.degraded.is_none());
+        assert_eq!(d.phase, Phase::Running);
+    }
+
+    #[test]
+    fn partial_join_terminates_nothing_while_a_task_has_no_known_instance() {
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(run(NOW - 300, 2))
+            .desired(2)
+            .joined("i-1")
+            .member("i-2", Lifecycle::Pending)
+            .task(None, "nowhere", "PENDING", None)
+            .decide();
+        assert_eq!(d.actions, vec![run_tasks(&format!("run-{}", NOW - 300), 1)]);
+    }
+
+    // ---- RunTask idempotence ----
+
+    #[test]
+    fn run_task_is_not_repeated_within_the_grace() {
+        let d = case()
+            .with_run(started(run(NOW - 60, 1), NOW - 14))
+            .desired(1)
+            .joined("i-1")
+            .decide();
+        assert!(d.actions.is_empty() && d.events.is_empty());
+        assert_eq!(d.phase, Phase::Running);
+        assert_eq!(d.current_run, Some(started(run(NOW - 60, 1), NOW - 14)));
+    }
+
+    #[test]
+    fn run_task_is_repeated_with_the_same_token_after_the_grace() {
+        let id = format!("run-{}", NOW - 60);
+        let base = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(started(run(NOW - 60, 2), NOW - 15));
+        let d = base.clone().desired(2).joined("i-1").joined("i-2").decide();
+        assert_eq!(d.actions, vec![run_tasks(&id, 2)]);
+        assert!(d.events.is_empty(), "a repeat is not a new start");
+        assert_eq!(d.current_run, Some(started(run(NOW - 60, 2), NOW - 15)));
+        let fewer = base.clone().desired(2).joined("i-1").decide();
+        assert_eq!(fewer.actions, vec![run_tasks(&id, 1)]);
+        let none = base.desired(2).decide();
+        assert!(none.actions.is_empty());
+    }
+
+    #[test]
+    fn no_task_long_after_run_task_fails_the_run() {
+        let d = case()
+            .with_run(started(run(NOW - 400, 1), NOW - 300))
+            .desired(1)
+            .joined("i-1")
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(warnings(&d), vec![event::TASK_STOPPED]);
+        let record = d.last_run.expect("recorded");
+        assert_eq!(record.outcome, RunOutcome::Failed);
+        assert_eq!(record.started_at, Some(time(NOW - 300)));
+        assert_eq!(
+            d.degraded.map(|c| (c.status, c.reason)),
+            Some((true, reason::RUN_FAILED))
+        );
+        assert!(d.current_run.is_none());
+    }
+
+    // ---- status behind AWS ----
+
+    #[test]
+    fn running_tasks_are_adopted_when_the_status_has_no_run() {
+        let id = format!("run-{}", NOW - 200);
+        let d = case()
+            .desired(1)
+            .joined("i-1")
+            .visible(3)
+            .running(&id, "i-1")
+            .decide();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(reasons(&d), vec![event::TASK_STARTED]);
+        assert_eq!(
+            d.current_run,
+            Some(RunStatus {
+                id,
+                scale_up_at: time(NOW - 200),
+                instances: 1,
+                messages_before: 3,
+                tasks_started_at: Some(time(NOW - 100)),
+            })
+        );
+        assert_eq!(d.phase, Phase::Running);
+    }
+
+    #[test]
+    fn adoption_falls_back_to_task_times_for_foreign_ids() {
+        let d = case()
+            .desired(1)
+            .joined("i-1")
+            .running("manual", "i-1")
+            .decide();
+        let run = d.current_run.expect("adopted");
+        assert_eq!(run.id, "manual");
+        assert_eq!(run.scale_up_at, time(NOW - 100));
+    }
+
+    #[test]
+    fn active_tasks_of_another_run_replace_a_run_without_tasks() {
+        let other = format!("run-{}", NOW - 500);
+        let d = case()
+            .with_run(run(NOW - 10, 1))
+            .desired(1)
+            .joined("i-1")
+            .running(&other, "i-1")
+            .decide();
+        assert!(
+            d.actions.is_empty(),
+            "never a second task set: {:?}",
+            d.actions
+        );
+        assert_eq!(d.current_run.map(|r| r.id), Some(other));
+    }
+
+    #[test]
+    fn tasks_seen_fill_in_the_start_the_status_missed() {
+        let id = format!("run-{}", NOW - 60);
+        let d = case()
+            .with_run(run(NOW - 60, 1))
+            .desired(1)
+            .joined("i-1")
+            .running(&id, "i-1")
+            .decide();
+        assert!(d.actions.is_empty());
+        assert!(d.events.is_empty());
+        assert_eq!(d.current_run, Some(started(run(NOW - 60, 1), NOW - 100)));
+    }
+
+    #[test]
+    fn tasks_without_a_run_id_keep_their_capacity() {
+        let d = case()
+            .due()
+            .desired(1)
+            .joined("i-1")
+            .visible(5)
+            .task(None, "i-1", "RUNNING", None)
+            .decide();
+        assert!(d.actions.is_empty());
+        assert!(d.current_run.is_none());
+        assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+        assert_eq!(d.phase, Phase::Running);
+        let triggered = case().desired(1).joined("i-1").visible(5).trigger("x");
+        let triggered = triggered.task(None, "i-1", "RUNNING", None).decide();
+        assert_eq!(reasons(&triggered), vec![event::TRIGGERED]);
+        assert!(triggered.actions.is_empty());
+        let counted = case().desired(1).joined("i-1").decide();
+        assert_eq!(counted.actions, vec![Action::SetDesiredCapacity(0)]);
+        let mut busy = case().desired(1).joined("i-1");
+        busy.obs.container_instances[0].running_tasks = 1;
+        assert!(busy.decide().actions.is_empty(), "ECS counts a task on it");
+    }
+
+    // ---- running ----
+
+    #[test]
+    fn an_instance_whose_task_stopped_is_terminated_while_others_run() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(started(run(NOW - 100, 2), NOW - 10))
+            .desired(2)
+            .joined("i-1")
+            .joined("i-2")
+            .stopped(&id, "i-1", Some(0))
+            .running(&id, "i-2")
+            .decide();
+        assert_eq!(d.actions, vec![terminate("i-1")]);
+        assert_eq!(reasons(&d), vec![event::IDLE_INSTANCE_SCALED_IN]);
+        assert_eq!(d.phase, Phase::Running);
+        assert!(d.current_run.is_some());
+    }
+
+    #[test]
+    fn an_instance_already_leaving_is_not_terminated_again() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(started(run(NOW - 100, 2), NOW - 10))
+            .desired(1)
+            .member("i-1", Lifecycle::Terminating)
+            .container_instance("i-1", ContainerInstanceStatus::Active)
+            .joined("i-2")
+            .stopped(&id, "i-1", Some(0))
+            .running(&id, "i-2")
+            .decide();
+        assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn an_instance_without_a_task_is_terminated_after_the_grace() {
+        let id = format!("run-{}", NOW - 100);
+        let base = case()
+            .spec(|s| s.max_instances = 2)
+            .desired(2)
+            .joined("i-1")
+            .joined("i-2")
+            .running(&id, "i-1");
+        let early = base
+            .clone()
+            .with_run(started(run(NOW - 100, 2), NOW - 14))
+            .decide();
+        assert!(early.actions.is_empty());
+        let late = base.with_run(started(run(NOW - 100, 2), NOW - 15)).decide();
+        assert_eq!(late.actions, vec![terminate("i-2")]);
+    }
+
+    #[test]
+    fn nothing_is_terminated_while_an_active_task_has_no_known_instance() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(started(run(NOW - 100, 2), NOW - 60))
+            .desired(2)
+            .joined("i-1")
+            .joined("i-2")
+            .stopped(&id, "i-1", Some(0))
+            .task(Some(&id), "unknown", "RUNNING", None)
+            .decide();
+        assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn an_instance_with_a_running_task_is_never_terminated() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .with_run(started(run(NOW - 100, 1), NOW - 60))
+            .desired(1)
+            .joined("i-1")
+            .stopped(&id, "i-1", Some(0))
+            .running(&id, "i-1")
+            .decide();
+        assert!(d.actions.is_empty());
+    }
+
+    // ---- run end ----
+
+    #[test]
+    fn all_tasks_stopped_with_exit_zero_records_success_and_scales_to_zero() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(RunStatus {
+                messages_before: 42,
+                ..started(run(NOW - 100, 2), NOW - 90)
+            })
+            .desired(1)
+            .joined("i-2")
+            .stopped(&id, "i-1", Some(0))
+            .stopped(&id, "i-2", Some(0))
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(
+            reasons(&d),
+            vec![event::TASK_STOPPED, event::SCALED_TO_ZERO]
+        );
+        assert!(warnings(&d).is_empty());
+        assert!(d.current_run.is_none());
+        assert_eq!(
+            d.last_run,
+            Some(RunRecord {
+                id,
+                outcome: RunOutcome::Succeeded,
+                scale_up_at: time(NOW - 100),
+                started_at: Some(time(NOW - 90)),
+                stopped_at: time(NOW - 5),
+                instances: 2,
+                exit_code: Some(0),
+                stop_reason: Some("Essential container in task exited (i-2)".into()),
+                messages_before: 42,
+                messages_after: Some(0),
+            })
+        );
+        let degraded = d.degraded.expect("condition");
+        assert_eq!(
+            (degraded.status, degraded.reason),
+            (false, reason::AS_EXPECTED)
+        );
+        assert_eq!(d.phase, Phase::ScalingDown);
+    }
+
+    #[test]
+    fn a_non_zero_exit_records_failure_with_the_highest_code() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .spec(|s| s.max_instances = 3)
+            .with_run(started(run(NOW - 100, 3), NOW - 90))
+            .visible(4)
+            .stopped(&id, "i-1", Some(0))
+            .stopped(&id, "i-2", Some(3))
+            .stopped(&id, "i-3", Some(1))
+            .decide();
+        assert!(d.actions.is_empty(), "capacity is already 0");
+        assert_eq!(warnings(&d), vec![event::TASK_STOPPED]);
+        assert!(
+            d.events[0].message.contains("exit code 3"),
+            "{}",
+            d.events[0].message
+        );
+        let record = d.last_run.clone().expect("recorded");
+        assert_eq!(record.outcome, RunOutcome::Failed);
+        assert_eq!(record.exit_code, Some(3));
+        assert_eq!(
+            record.stop_reason.as_deref(),
+            Some("Essential container in task exited (i-2)")
+        );
+        assert_eq!(record.messages_after, Some(4));
+        let degraded = d.degraded.clone().expect("condition");
+        assert_eq!(
+            (degraded.status, degraded.reason),
+            (true, reason::RUN_FAILED)
+        );
+        assert_eq!(
+            reasons(&d),
+            vec![event::TASK_STOPPED, event::SCALED_TO_ZERO]
+        );
+        assert_eq!(d.phase, Phase::Idle);
+    }
+
+    #[test]
+    fn a_task_that_never_ran_its_container_fails_the_run() {
+        let id = format!("run-{}", NOW - 100);
+        let mut c = case()
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-1", None);
+        c.obs.tasks[0].stop_reason = Some("CannotPullContainerError".into());
+        c.obs.tasks[0].stopped_at = None;
+        let record = c.decide().last_run.expect("recorded");
+        assert_eq!(record.outcome, RunOutcome::Failed);
+        assert_eq!(record.exit_code, None);
+        assert_eq!(
+            record.stop_reason.as_deref(),
+            Some("CannotPullContainerError")
+        );
+        assert_eq!(record.stopped_at, time(NOW), "no stop time from ECS: now");
+    }
+
+    #[test]
+    fn run_end_leaves_capacity_alone_while_another_task_runs() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .desired(2)
+            .joined("i-1")
+            .joined("i-2")
+            .stopped(&id, "i-1", Some(0))
+            .task(None, "i-2", "RUNNING", None)
+            .decide();
+        assert!(d.actions.is_empty());
+        assert_eq!(reasons(&d), vec![event::TASK_STOPPED]);
+        assert!(d.last_run.is_some() && d.current_run.is_none());
+        assert_eq!(d.phase, Phase::Running);
+    }
+
+    #[test]
+    fn an_ended_run_leaves_an_idle_worker_that_waits_for_its_tick() {
+        let id = format!("run-{}", NOW - 100);
+        let d = case()
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-1", Some(0))
+            .decide();
+        assert_eq!(d.phase, Phase::Idle);
+        assert_eq!(d.requeue_after, Duration::from_secs(60));
+        let overdue = case()
+            .status(|s| s.next_run_time = Some(time(NOW - 30)))
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-1", Some(0))
+            .decide();
+        assert_eq!(
+            overdue.next_run_time,
+            Some(at(NOW + 60)),
+            "the tick during the run is skipped"
+        );
+        assert_eq!(overdue.requeue_after, Duration::from_secs(60));
+    }
+
+    // ---- requeue, mappings ----
+
+    #[test]
+    fn requeue_is_bounded() {
+        let far = case()
+            .status(|s| s.next_run_time = None)
+            .spec(|s| s.cron_rate = Some("1_DAY".into()));
+        let schedule = Schedule::parse_rate("1_DAY").expect("valid");
+        let d = decide(&Input {
+            spec: &far.spec,
+            schedule: &schedule,
+            status: &far.status,
+            observed: &far.obs,
+            trigger: None,
+            now: at(NOW),
+        });
+        assert_eq!(d.requeue_after, MAX_REQUEUE);
+    }
+
+    #[test]
+    fn aws_states_map_to_the_cycle_words() {
+        for (text, lifecycle) in [
+            ("Pending", Lifecycle::Pending),
+            ("Pending:Wait", Lifecycle::Pending),
+            ("InService", Lifecycle::InService),
+            ("Terminating:Proceed", Lifecycle::Terminating),
+            ("Terminated", Lifecycle::Terminating),
+            ("Detaching", Lifecycle::Terminating),
+            ("Standby", Lifecycle::Other),
+            ("Warmed:Pending", Lifecycle::Other),
+        ] {
+            assert_eq!(Lifecycle::from_aws(text), lifecycle, "{text}");
+        }
+        for (text, status) in [
+            ("ACTIVE", ContainerInstanceStatus::Active),
+            ("DRAINING", ContainerInstanceStatus::Draining),
+            ("INACTIVE", ContainerInstanceStatus::Inactive),
+            ("REGISTERING", ContainerInstanceStatus::Other),
+        ] {
+            assert_eq!(ContainerInstanceStatus::from_aws(text), status, "{text}");
+        }
+        let task = |s: &str| TaskState {
+            last_status: s.into(),
+            ..TaskState::default()
+        };
+        assert!(
+            task("PROVISIONING").is_active()
+                && task("RUNNING").is_active()
+                && task("STOPPING").is_active()
+        );
+        assert!(!task("STOPPED").is_active() && !task("DELETED").is_active());
+        assert_eq!(run_id_time("run-60"), Some(at(60)));
+        assert_eq!(run_id_time("run-x"), None);
+        assert_eq!(run_id_time("job-60"), None);
+    }
+
+    // ---- the whole cycle against a small model of AWS, with the operator killed at each step ----
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Crash {
+        /// Status written, actions never executed.
+        Ahead,
+        /// Actions executed, status never written.
+        Behind,
+    }
+
+    /// Auto Scaling, ECS and the worker, one 2-second step at a time.
+    struct World {
+        obs: Observed,
+        launched: usize,
+        /// Per-message work: a task drains the queue and exits with this code.
+        exit_code: i32,
+        /// Instances never join when false.
+        joins: bool,
+    }
+
+    impl World {
+        fn new(visible: i64) -> World {
+            let mut obs = Observed::default();
+            obs.queue.visible = visible;
+            World {
+                obs,
+                launched: 0,
+                exit_code: 0,
+                joins: true,
+            }
+        }
+
+        fn execute(&mut self, actions: &[Action]) {
+            for action in actions {
+                match action {
+                    Action::SetDesiredCapacity(n) => self.obs.group.desired_capacity = *n,
+                    Action::TerminateInstance { instance_id } => self.terminate(instance_id),
+                    Action::RunTasks { run_id, count } => {
+                        if self
+                            .obs
+                            .tasks
+                            .iter()
+                            .any(|t| t.started_by.as_deref() == Some(run_id.as_str()))
+                        {
+                            continue; // same client token
+                        }
+                        let busy: Vec<String> = self
+                            .obs
+                            .tasks
+                            .iter()
+                            .filter(|t| t.is_active())
+                            .filter_map(|t| t.container_instance_arn.clone())
+                            .collect();
+                        let free: Vec<String> = self
+                            .obs
+                            .container_instances
+                            .iter()
+                            .filter(|c| {
+                                c.status == ContainerInstanceStatus::Active
+                                    && !busy.contains(&c.arn)
+                            })
+                            .map(|c| c.arn.clone())
+                            .take(usize::try_from(*count).expect("positive"))
+                            .collect();
+                        for arn in free {
+                            let n = self.obs.tasks.len();
+                            self.obs.tasks.push(TaskState {
+                                arn: format!("task-{n}"),
+                                started_by: Some(run_id.clone()),
+                                container_instance_arn: Some(arn),
+                                last_status: "PENDING".into(),
+                                ..TaskState::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        fn terminate(&mut self, id: &str) {
+            if let Some(i) = self
+                .obs
+                .group
+                .instances
+                .iter_mut()
+                .find(|i| i.instance_id == id && i.lifecycle != Lifecycle::Terminating)
+            {
+                i.lifecycle = Lifecycle::Terminating;
+                self.obs.group.desired_capacity = (self.obs.group.desired_capacity - 1).max(0);
+            }
+        }
+
+        fn advance(&mut self, now: Timestamp) {
+            // Terminating instances are gone, with their container instances.
+            let gone: Vec<String> = self
+                .obs
+                .group
+                .instances
+                .iter()
+                .filter(|i| i.lifecycle == Lifecycle::Terminating)
+                .map(|i| i.instance_id.clone())
+                .collect();
+            self.obs
+                .group
+                .instances
+                .retain(|i| i.lifecycle != Lifecycle::Terminating);
+            self.obs
+                .container_instances
+                .retain(|c| !gone.contains(c.ec2_instance_id.as_ref().expect("id")));
+            // Tasks progress; a running worker drains the queue, exits and removes its instance.
+            let mut finished = Vec::new();
+            for task in self.obs.tasks.iter_mut() {
+                match task.last_status.as_str() {
+                    "PENDING" => {
+                        task.last_status = "RUNNING".into();
+                        task.started_at = Some(now);
+                    }
+                    "RUNNING" => {
+                        task.last_status = "STOPPED".into();
+                        task.exit_code = Some(self.exit_code);
+                        task.stop_reason = Some("Essential container in task exited".into());
+                        task.stopped_at = Some(now);
+                        finished.push(task.container_instance_arn.clone().expect("placed"));
+                    }
+                    _ => {}
+                }
+            }
+            if !finished.is_empty() {
+                self.obs.queue.visible = 0;
+            }
+            for arn in finished {
+                let id = self
+                    .obs
+                    .container_instances
+                    .iter()
+                    .find(|c| c.arn == arn)
+                    .and_then(|c| c.ec2_instance_id.clone());
+                if let Some(id) = id {
+                    self.terminate(&id);
+                }
+            }
+            // Pending instances join; the group launches up to its desired capacity or scales in.
+            for i in self
+                .obs
+                .group
+                .instances
+                .iter_mut()
+                .filter(|i| i.lifecycle == Lifecycle::Pending)
+            {
+                if self.joins {
+                    i.lifecycle = Lifecycle::InService;
+                    self.obs.container_instances.push(ContainerInstanceState {
+                        arn: format!("ci-{}", i.instance_id),
+                        ec2_instance_id: Some(i.instance_id.clone()),
+                        status: ContainerInstanceStatus::Active,
+                        running_tasks: 0,
+                    });
+                }
+            }
+            let desired = usize::try_from(self.obs.group.desired_capacity).expect("non-negative");
+            let mut members: Vec<String> = self
+                .obs
+                .group
+                .instances
+                .iter()
+                .filter(|i| i.lifecycle != Lifecycle::Terminating)
+                .map(|i| i.instance_id.clone())
+                .collect();
+            while members.len() > desired {
+                let id = members.pop().expect("member");
+                if let Some(i) = self
+                    .obs
+                    .group
+                    .instances
+                    .iter_mut()
+                    .find(|i| i.instance_id == id)
+                {
+                    i.lifecycle = Lifecycle::Terminating;
+                }
+            }
+            while members.len() < desired {
+                self.launched += 1;
+                let id = format!("i-{}", self.launched);
+                self.obs.group.instances.push(GroupInstance {
+                    instance_id: id.clone(),
+                    lifecycle: Lifecycle::Pending,
+                });
+                members.push(id);
+            }
+        }
+    }
+
+    fn write_status(status: &mut Status, d: &Decision) {
+        status.phase = Some(d.phase);
+        status.current_run = d.current_run.clone();
+        status.last_run = d.last_run.clone();
+        status.next_run_time = d.next_run_time.map(Time);
+        status.last_trigger = d.last_trigger.clone();
+    }
+
+    /// Runs the cycle until it is idle again, crashing the operator once at `crash`.
+    fn simulate(
+        world: &mut World,
+        spec: &Spec,
+        crash: Option<(usize, Crash)>,
+    ) -> (Status, Vec<Phase>) {
+        let schedule = schedule();
+        let mut status = Status::default();
+        let mut phases = Vec::new();
+        for step in 0..400_i64 {
+            let now = at(NOW + 2 * step);
+            let d = decide(&Input {
+                spec,
+                schedule: &schedule,
+                status: &status,
+                observed: &world.obs,
+                trigger: None,
+                now,
+            });
+            if phases.last() != Some(&d.phase) {
+                phases.push(d.phase);
+            }
+            let crashed =
+                crash.filter(|(at_step, _)| *at_step == usize::try_from(step).expect("step"));
+            if crashed.map(|(_, c)| c) != Some(Crash::Ahead) {
+                world.execute(&d.actions);
+            }
+            if crashed.map(|(_, c)| c) != Some(Crash::Behind) {
+                write_status(&mut status, &d);
+            }
+            let settled =
+                d.phase == Phase::Idle && status.last_run.is_some() && d.actions.is_empty();
+            if settled
+                && world.obs.group.instances.is_empty()
+                && world.obs.group.desired_capacity == 0
+            {
+                return (status, phases);
+            }
+            world.advance(now);
+        }
+        panic!(
+            "the cycle did not settle (crash {crash:?}): {status:?} {:?}",
+            world.obs
+        );
+    }
+
+    #[test]
+    fn full_cycle_completes_once_whenever_the_operator_is_killed() {
+        for (max_instances, visible) in [(1, 5), (2, 150)] {
+            let spec = Spec {
+                max_instances,
+                ..base_spec()
+            };
+            let crashes = (0..60).flat_map(|s| [Some((s, Crash::Ahead)), Some((s, Crash::Behind))]);
+            for crash in std::iter::once(None).chain(crashes) {
+                let mut world = World::new(visible);
+                let (status, phases) = simulate(&mut world, &spec, crash);
+                let record = status.last_run.expect("recorded");
+                assert_eq!(record.outcome, RunOutcome::Succeeded, "{crash:?}");
+                assert_eq!(record.messages_after, Some(0), "{crash:?}");
+                assert_eq!(world.obs.queue.visible, 0);
+                assert_eq!(
+                    world.obs.tasks.len(),
+                    usize::try_from(max_instances).expect("n"),
+                    "exactly one task set ({crash:?})"
+                );
+                assert!(
+                    world
+                        .obs
+                        .tasks
+                        .iter()
+                        .all(|t| t.started_by.as_deref() == Some(record.id.as_str()))
+                );
+                assert!(
+                    world.obs.group.instances.is_empty() && world.obs.group.desired_capacity == 0
+                );
+                assert!(status.current_run.is_none());
+                if crash.is_none() {
+                    assert_eq!(
+                        phases,
+                        vec![
+                            Phase::Idle,
+                            Phase::ScalingUp,
+                            Phase::Running,
+                            Phase::ScalingDown,
+                            Phase::Idle
+                        ]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn full_cycle_with_a_failing_worker_records_its_exit_code() {
+        let mut world = World {
+            exit_code: 2,
+            ..World::new(5)
+        };
+        let (status, _) = simulate(&mut world, &base_spec(), None);
+        let record = status.last_run.expect("recorded");
+        assert_eq!(
+            (record.outcome, record.exit_code),
+            (RunOutcome::Failed, Some(2))
+        );
+    }
+
+    #[test]
+    fn instances_that_never_join_never_get_a_task() {
+        let mut world = World {
+            joins: false,
+            ..World::new(5)
+        };
+        let (status, phases) = simulate(&mut world, &base_spec(), None);
+        assert_eq!(
+            status.last_run.map(|r| r.outcome),
+            Some(RunOutcome::ScaleUpTimedOut)
+        );
+        assert!(world.obs.tasks.is_empty());
+        assert_eq!(
+            phases,
+            vec![
+                Phase::Idle,
+                Phase::ScalingUp,
+                Phase::ScalingDown,
+                Phase::Idle
+            ]
+        );
+    }
+
+    // ---- invariants over arbitrary observed states ----
+
+    fn arb_case() -> impl Strategy<Value = Case> {
+        let knobs = (1i32..4, 1i32..4, 1i32..50, any::<bool>(), 30i32..120);
+        let queue = (0i64..300, 0i32..6);
+        // Mostly joined instances and few tasks, so that every branch is reached often.
+        let lifecycle = prop_oneof![3 => Just(1u8), 1 => 0u8..4];
+        let ci_status = prop_oneof![3 => Just(0u8), 1 => 0u8..4];
+        let ci =
+            prop::option::weighted(0.8, (ci_status, prop_oneof![4 => Just(0i32), 1 => Just(1)]));
+        let instances = prop::collection::vec((lifecycle, ci), 0..5);
+        let task = (
+            0u8..3,
+            0usize..6,
+            prop::bool::weighted(0.3),
+            prop::option::of(-1i32..3),
+        );
+        let tasks = prop_oneof![Just(Vec::new()), prop::collection::vec(task, 1..5)];
+        let run = prop::option::of((0u8..2, 0i64..400, prop::option::of(0i64..400), 0i32..6));
+        let schedule = (
+            prop::option::of(-100i64..100),
+            prop::option::of(0u8..2),
+            prop::option::of(0u8..2),
+        );
+        (knobs, queue, instances, tasks, run, schedule).prop_map(
+            |(
+                (max, min, per, suspend, timeout),
+                (visible, desired),
+                instances,
+                tasks,
+                run,
+                (next, last, trigger),
+            )| {
+                let run_ids = [format!("run-{}", NOW - 400), format!("run-{}", NOW - 200)];
+                let mut c = case()
+                    .spec(|s| {
+                        s.max_instances = max;
+                        s.scaling.min_messages = min;
+                        s.scaling.messages_per_instance = per;
+                        s.suspend = suspend;
+                        s.scaling.join_timeout_seconds = timeout;
+                    })
+                    .visible(visible)
+                    .desired(desired);
+                for (n, (lifecycle, ci)) in instances.into_iter().enumerate() {
+                    let id = format!("i-{n}");
+                    let lifecycle = [
+                        Lifecycle::Pending,
+                        Lifecycle::InService,
+                        Lifecycle::Terminating,
+                        Lifecycle::Other,
+                    ][usize::from(lifecycle)];
+                    c = c.member(&id, lifecycle);
+                    if let Some((status, running)) = ci {
+                        let status = [
+                            ContainerInstanceStatus::Active,
+                            ContainerInstanceStatus::Draining,
+                            ContainerInstanceStatus::Inactive,
+                            ContainerInstanceStatus::Other,
+                        ][usize::from(status)];
+                        c = c.container_instance(&id, status);
+                        c.obs
+                            .container_instances
+                            .last_mut()
+                            .expect("pushed")
+                            .running_tasks = running;
+                    }
+                }
+                for (by, on, active, exit) in tasks {
+                    let by = [None, Some(run_ids[0].as_str()), Some(run_ids[1].as_str())]
+                        [usize::from(by)];
+                    let status = if active { "RUNNING" } else { "STOPPED" };
+                    c = c.task(
+                        by,
+                        &format!("i-{on}"),
+                        status,
+                        if active { None } else { exit },
+                    );
+                }
+                if let Some((which, age, started_age, instances)) = run {
+                    let id = &run_ids[usize::from(which)];
+                    c = c.with_run(RunStatus {
+                        id: id.clone(),
+                        scale_up_at: time(NOW - age),
+                        instances,
+                        messages_before: 1,
+                        tasks_started_at: started_age.map(|a| time(NOW - a.min(age))),
+                    });
+                }
+                c.status(|s| {
+                    s.next_run_time = next.map(|o| time(NOW + o));
+                    s.last_trigger = last.map(|v| format!("t{v}"));
+                })
+                .trigger_opt(trigger.map(|v| format!("t{v}")))
+            },
+        )
+    }
+
+    impl Case {
+        fn trigger_opt(mut self, value: Option<String>) -> Self {
+            self.trigger = value;
+            self
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn decisions_respect_the_capacity_invariants(c in arb_case()) {
+            let d = c.decide();
+            let obs = &c.obs;
+            let member = |id: &str| obs.group.instances.iter().find(|i| i.instance_id == id);
+            let ci_of = |id: &str| -> Vec<&ContainerInstanceState> {
+                obs.container_instances.iter().filter(|ci| ci.ec2_instance_id.as_deref() == Some(id)).collect()
+            };
+            let joined = obs
+                .group
+                .instances
+                .iter()
+                .filter(|i| i.lifecycle == Lifecycle::InService)
+                .filter(|i| ci_of(&i.instance_id).iter().any(|ci| ci.status == ContainerInstanceStatus::Active))
+                .count();
+            let hosts_active = |id: &str| {
+                ci_of(id).iter().any(|ci| ci.running_tasks > 0 || obs.tasks.iter().any(|t| t.is_active() && t.container_instance_arn.as_deref() == Some(ci.arn.as_str())))
+            };
+            let anything_active = obs.tasks.iter().any(TaskState::is_active) || obs.container_instances.iter().any(|ci| ci.running_tasks > 0);
+            let unknown_host = obs.tasks.iter().any(|t| {
+                t.is_active() && !obs.container_instances.iter().any(|ci| Some(ci.arn.as_str()) == t.container_instance_arn.as_deref())
+            });
+            let max = c.spec.max_instances;
+
+            let mut sets = 0;
+            let mut runs = 0;
+            let mut terminated = BTreeSet::new();
+            for action in &d.actions {
+                match action {
+                    Action::RunTasks { run_id, count } => {
+                        runs += 1;
+                        prop_assert!(*count >= 1 && usize::try_from(*count).expect("n") <= joined, "RunTasks {} with {} joined", count, joined);
+                        prop_assert!(*count <= max);
+                        prop_assert_eq!(d.current_run.as_ref().map(|r| r.id.as_str()), Some(run_id.as_str()));
+                    }
+                    Action::SetDesiredCapacity(n) => {
+                        sets += 1;
+                        prop_assert!(*n >= 0 && *n <= max, "SetDesiredCapacity({}) with max {}", n, max);
+                        if anything_active {
+                            prop_assert!(*n >= obs.group.desired_capacity, "lowered to {} while a task runs", n);
+                        }
+                    }
+                    Action::TerminateInstance { instance_id } => {
+                        let m = member(instance_id);
+                        prop_assert!(m.is_some_and(|m| m.lifecycle != Lifecycle::Terminating), "{} is not a member", instance_id);
+                        prop_assert!(!hosts_active(instance_id), "{} runs a task", instance_id);
+                        prop_assert!(!unknown_host);
+                        prop_assert!(terminated.insert(instance_id.clone()), "{} terminated twice", instance_id);
+                    }
+                }
+            }
+            prop_assert!(sets <= 1 && runs <= 1, "{:?}", d.actions);
+            prop_assert!(d.requeue_after >= MIN_REQUEUE && d.requeue_after <= MAX_REQUEUE);
+            let adoptable = obs.tasks.iter().any(|t| t.is_active() && t.started_by.is_some());
+            if c.spec.suspend && c.status.current_run.is_none() && !adoptable {
+                prop_assert!(d.current_run.is_none() && runs == 0);
+            }
+            if d.current_run.is_some() {
+                prop_assert!(matches!(d.phase, Phase::ScalingUp | Phase::Running));
+            }
+            for e in &d.events {
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
 }
