@@ -263,7 +263,8 @@ pub struct Decision {
 ///   for that many; every member that did not join is terminated; Warning ScaleUpTimedOut). With
 ///   none joined: capacity back to 0, run recorded as ScaleUpTimedOut, Warning Event, Degraded.
 /// - RunTask issued but no task seen: issued again after 15 s (same client token); still none
-///   `joinTimeoutSeconds` after RunTask: run recorded as Failed, capacity back to 0.
+///   `joinTimeoutSeconds` after RunTask (or twice that after scale-up when the start was never
+///   recorded, e.g. RunTask kept failing): run recorded as Failed, capacity back to 0.
 ///
 /// RunTask never asks for more tasks than free joined instances, nor more than `maxInstances`.
 ///
@@ -618,20 +619,29 @@ impl<'a> Cycle<'a> {
         let now = self.now();
         let want = run.instances.clamp(1, self.max_instances());
         let free = self.facts.free_joined();
-        if let Some(started) = run.tasks_started_at.as_ref().map(|t| t.0) {
-            let waited = now.duration_since(started);
-            if waited >= self.join_timeout() {
-                let message = format!(
-                    "run {}: no task appeared within {}s of RunTask",
-                    run.id,
-                    self.join_timeout().as_secs()
-                );
-                self.warning(event::TASK_STOPPED, message.clone());
-                let record =
-                    self.record(&run, RunOutcome::Failed, None, Some(message.clone()), now);
-                self.end_run(record, degraded(reason::RUN_FAILED, message));
-                return;
-            }
+        let timeout = self.join_timeout();
+        // RunTask gets `timeout` to show a task; a start the status never recorded (RunTask
+        // kept failing) gets the join wait plus that.
+        let (since, waited, allowed) = match &run.tasks_started_at {
+            Some(t) => ("RunTask", now.duration_since(t.0), timeout),
+            None => (
+                "scale-up",
+                now.duration_since(run.scale_up_at.0),
+                timeout * 2,
+            ),
+        };
+        if waited >= allowed {
+            let message = format!(
+                "run {}: no task appeared within {}s of {since}",
+                run.id,
+                allowed.as_secs()
+            );
+            self.warning(event::TASK_STOPPED, message.clone());
+            let record = self.record(&run, RunOutcome::Failed, None, Some(message.clone()), now);
+            self.end_run(record, degraded(reason::RUN_FAILED, message));
+            return;
+        }
+        if run.tasks_started_at.is_some() {
             if waited >= RUN_TASK_GRACE && free > 0 {
                 let count = want.min(free);
                 self.act(Action::RunTasks {
@@ -642,10 +652,9 @@ impl<'a> Cycle<'a> {
             self.out.current_run = Some(run);
             return;
         }
-        let waited = now.duration_since(run.scale_up_at.0);
         if free >= want {
             self.start_tasks(run, want, waited);
-        } else if waited < self.join_timeout() {
+        } else if waited < timeout {
             if self.obs().group.desired_capacity < want {
                 self.act(Action::SetDesiredCapacity(want));
             }
@@ -656,7 +665,7 @@ impl<'a> Cycle<'a> {
                 format!(
                     "run {}: only {free} of {want} instance(s) joined within {}s; running on {free}, terminating the others",
                     run.id,
-                    self.join_timeout().as_secs()
+                    timeout.as_secs()
                 ),
             );
             if !self.facts.busy_unknown {
@@ -676,7 +685,7 @@ impl<'a> Cycle<'a> {
             let message = format!(
                 "run {}: no instance joined the cluster within {}s of scale-up",
                 run.id,
-                self.join_timeout().as_secs()
+                timeout.as_secs()
             );
             self.warning(
                 event::SCALE_UP_TIMED_OUT,
@@ -1602,6 +1611,25 @@ mod tests {
         assert!(d.current_run.is_none());
     }
 
+    #[test]
+    fn a_start_never_recorded_fails_after_twice_the_join_timeout() {
+        let id = format!("run-{}", NOW - 600);
+        let base = case().with_run(run(NOW - 600, 1)).desired(1).joined("i-1");
+        let before = base.clone().at(NOW - 1).decide();
+        assert_eq!(before.actions, vec![run_tasks(&id, 1)]);
+        let d = base.decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(warnings(&d), vec![event::TASK_STOPPED]);
+        let record = d.last_run.expect("recorded");
+        assert_eq!(record.outcome, RunOutcome::Failed);
+        assert!(
+            record
+                .stop_reason
+                .expect("reason")
+                .contains("600s of scale-up")
+        );
+    }
+
     // ---- status behind AWS ----
 
     #[test]
@@ -1993,6 +2021,8 @@ mod tests {
         exit_code: i32,
         /// Instances never join when false.
         joins: bool,
+        /// RunTask places nothing and the controller, seeing the error, writes no status.
+        run_task_fails: bool,
     }
 
     impl World {
@@ -2004,6 +2034,7 @@ mod tests {
                 launched: 0,
                 exit_code: 0,
                 joins: true,
+                run_task_fails: false,
             }
         }
 
@@ -2012,6 +2043,7 @@ mod tests {
                 match action {
                     Action::SetDesiredCapacity(n) => self.obs.group.desired_capacity = *n,
                     Action::TerminateInstance { instance_id } => self.terminate(instance_id),
+                    Action::RunTasks { .. } if self.run_task_fails => {}
                     Action::RunTasks { run_id, count } => {
                         if self
                             .obs
@@ -2202,7 +2234,11 @@ mod tests {
             if crashed.map(|(_, c)| c) != Some(Crash::Ahead) {
                 world.execute(&d.actions);
             }
-            if crashed.map(|(_, c)| c) != Some(Crash::Behind) {
+            let run_task_failed = world.run_task_fails
+                && d.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::RunTasks { .. }));
+            if crashed.map(|(_, c)| c) != Some(Crash::Behind) && !run_task_failed {
                 write_status(&mut status, &d);
             }
             let settled =
@@ -2280,6 +2316,17 @@ mod tests {
             (record.outcome, record.exit_code),
             (RunOutcome::Failed, Some(2))
         );
+    }
+
+    #[test]
+    fn a_run_task_that_keeps_failing_still_ends_at_zero() {
+        let mut world = World {
+            run_task_fails: true,
+            ..World::new(5)
+        };
+        let (status, _) = simulate(&mut world, &base_spec(), None);
+        assert_eq!(status.last_run.map(|r| r.outcome), Some(RunOutcome::Failed));
+        assert!(world.obs.tasks.is_empty());
     }
 
     #[test]
