@@ -72,6 +72,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
     /// Soft memory limit of the worker container in MiB (`memoryReservation`; the original's
     /// `ECS_TASK_DEFINITION_MEMORY_LIMIT`). Set it close to the instance's memory to run one
     /// task per instance.
+    #[serde(rename = "memoryLimitMiB")]
     #[schemars(range(min = 1, max = 4_194_304))]
     pub memory_limit_mib: i32,
 
@@ -154,8 +155,8 @@ pub struct EcsSelfTerminatingWorkerSpec {
 
     /// Extra tags on every AWS resource (keys starting with `aws:` or `ecsworker.dev/` are reserved).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 40))]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecsworker.dev/') && size(k) <= 128 && size(self[k]) <= 256)").message("spec.tags: keys must not start with aws: or ecsworker.dev/, keys at most 128 and values at most 256 characters"))]
+    #[schemars(length(max = 40), inner(length(max = 256)))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecsworker.dev/') && size(k) <= 128)").message("spec.tags: keys must not start with aws: or ecsworker.dev/ and are at most 128 characters"))]
     pub tags: BTreeMap<String, String>,
 
     /// What deleting this object does to its AWS resources.
@@ -365,13 +366,11 @@ pub enum TerminationMode {
 pub struct NetworkSpec {
     /// Subnet ids for the Auto Scaling group; the default VPC's default subnets when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new("self.all(s, s.matches('^subnet-[0-9a-f]{8,17}$'))").message("spec.network.subnetIds entries look like subnet-0123456789abcdef0"))]
+    #[schemars(length(max = 16), inner(regex(pattern = r"^subnet-[0-9a-f]{8,17}$")))]
     pub subnet_ids: Vec<String>,
     /// Security group ids for the instances; the operator creates an egress-only group when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5))]
-    #[x_kube(validation = Rule::new("self.all(s, s.matches('^sg-[0-9a-f]{8,17}$'))").message("spec.network.securityGroupIds entries look like sg-0123456789abcdef0"))]
+    #[schemars(length(max = 5), inner(regex(pattern = r"^sg-[0-9a-f]{8,17}$")))]
     pub security_group_ids: Vec<String>,
     /// Request a public IPv4 address for instances (needed without a NAT gateway or VPC endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -251,9 +251,9 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         trigger: trigger.as_deref(),
         now: pass.now.0,
     });
-    if let Err(e) = crate::aws::cycle::execute(&aws, &names, &decision.actions).await {
-        return fail(pass, e).await;
-    }
+    // Status may run ahead of AWS (an action that failed is re-issued by the next decision),
+    // so the decision is recorded even when executing it fails.
+    let executed = crate::aws::cycle::execute(&aws, &names, &decision.actions).await;
     for ev in &decision.events {
         pass.event(ev.warning, ev.reason, ev.message.clone()).await;
     }
@@ -281,6 +281,9 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
                 pass.condition(conditions::DEGRADED, false, reason::AS_EXPECTED, "no problem seen");
             }
         }
+    }
+    if let Err(e) = executed {
+        return fail(pass, e).await;
     }
     pass.condition(conditions::READY, true, reason::PROVISIONED, "provisioned; the run cycle follows the schedule");
     pass.save().await?;

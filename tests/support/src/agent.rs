@@ -169,3 +169,127 @@ impl Agent {
         Ok(())
     }
 }
+
+/// How [`Player`] ends the tasks it sees start.
+#[derive(Clone, Debug)]
+pub enum Play {
+    /// Run the real worker binary as a local process with the task's environment (plus the
+    /// emulator endpoint and the instance id), and end the task with its exit code.
+    RealWorker { binary: std::path::PathBuf, endpoint: String, extra_env: Vec<(String, String)> },
+    /// Only register/deregister instances; the test ends tasks itself.
+    InstancesOnly,
+}
+
+/// Plays the agent continuously in the background until dropped.
+pub struct Player {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    /// Task ARN -> exit code of every task ended so far.
+    pub ended: std::sync::Arc<std::sync::Mutex<Vec<(String, i32)>>>,
+}
+
+impl Player {
+    pub fn start(agent: Agent, play: Play) -> Player {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let ended = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ended2 = ended.clone();
+        let handle = tokio::spawn(async move {
+            let mut started: BTreeSet<String> = BTreeSet::new();
+            let mut running: Vec<(String, tokio::process::Child)> = Vec::new();
+            loop {
+                if let Err(e) = agent.step(&play, &mut started, &mut running, &ended2).await {
+                    tracing::debug!(error = %e, "agent step failed");
+                }
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                }
+            }
+            for (_, mut child) in running {
+                let _ = child.kill().await;
+            }
+        });
+        Player { stop: Some(stop), handle: Some(handle), ended }
+    }
+
+    /// Stops playing and kills any worker process still running.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Agent {
+    async fn step(
+        &self,
+        play: &Play,
+        started: &mut BTreeSet<String>,
+        running: &mut Vec<(String, tokio::process::Child)>,
+        ended: &std::sync::Mutex<Vec<(String, i32)>>,
+    ) -> anyhow::Result<()> {
+        // Workers that exited: report their exit like the agent does.
+        let mut still = Vec::new();
+        for (arn, mut child) in running.drain(..) {
+            match child.try_wait()? {
+                Some(status) => {
+                    let code = status.code().unwrap_or(137);
+                    self.end_task(&arn, code, "Essential container in task exited").await?;
+                    ended.lock().unwrap_or_else(|e| e.into_inner()).push((arn, code));
+                }
+                None => still.push((arn, child)),
+            }
+        }
+        *running = still;
+        self.sync().await?;
+        let Play::RealWorker { binary, endpoint, extra_env } = play else { return Ok(()) };
+        let registered = self.registered().await?;
+        for task in self.tasks("RUNNING").await? {
+            let Some(arn) = task.task_arn().map(str::to_string) else { continue };
+            if task.last_status() != Some("RUNNING") || started.contains(&arn) {
+                continue;
+            }
+            started.insert(arn.clone());
+            let instance_id = registered
+                .iter()
+                .find(|r| Some(r.container_instance_arn.as_str()) == task.container_instance_arn())
+                .map(|r| r.instance_id.clone())
+                .unwrap_or_default();
+            let def = self
+                .ecs
+                .describe_task_definition()
+                .task_definition(task.task_definition_arn().unwrap_or_default())
+                .send()
+                .await?;
+            let container = def.task_definition().and_then(|d| d.container_definitions().first()).cloned();
+            let mut cmd = tokio::process::Command::new(binary);
+            cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
+            for kv in container.iter().flat_map(|c| c.environment()) {
+                if let (Some(k), Some(v)) = (kv.name(), kv.value()) {
+                    cmd.env(k, v);
+                }
+            }
+            cmd.env("AWS_ENDPOINT_URL", endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("WORKER_INSTANCE_ID", &instance_id);
+            for (k, v) in extra_env {
+                cmd.env(k, v);
+            }
+            running.push((arn, cmd.spawn()?));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,40 @@
+# ecs-worker-operator — the two commands a newcomer needs:
+#   make demo   start a local control plane + AWS emulator and watch a worker run its cycle
+#   make test   every test (unit, real kube-apiserver + etcd, moto), all set-up included
+# Both install what they need on first use (Go-built Kubernetes binaries cached in
+# ~/.cache/ecs-worker-operator, the moto venv in .venv) and reuse it afterwards.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test demo tools build lint crd bench clean
+
+tools:
+	@hack/k8s-tools.sh >/dev/null
+	@hack/moto-venv.sh >/dev/null
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: tools build lint
+	$(CARGO) test --workspace --no-fail-fast
+	@hack/check-no-leftovers.sh
+
+demo: tools
+	$(CARGO) build --workspace --bins
+	@hack/demo.sh
+
+bench: tools
+	$(CARGO) build --release --workspace --all-targets
+	$(CARGO) bench -p ecs-worker --bench drain
+
+crd:
+	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml
+
+clean:
+	$(CARGO) clean
+	rm -rf .venv

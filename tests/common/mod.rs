@@ -1,0 +1,154 @@
+//! Shared harness of the operator's integration tests: the CRD on the shared real API server,
+//! a moto server per test, and the controller running in-process, scoped to the test's own
+//! namespace.
+#![allow(dead_code)]
+
+use ecs_worker_operator::api::EcsSelfTerminatingWorker;
+use ecs_worker_operator::aws::ClientFactory;
+use ecs_worker_operator::controller::{self, Config, Context};
+use ecs_worker_operator::metrics::Metrics;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, CustomResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use testbed::{Moto, TestNamespace};
+
+pub struct Harness {
+    pub ns: String,
+    pub client: Client,
+    pub moto: Moto,
+    pub sdk: aws_config::SdkConfig,
+    pub metrics: Arc<Metrics>,
+    pub api: Api<EcsSelfTerminatingWorker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    controller: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = EcsSelfTerminatingWorker::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&crd)).await?;
+    let established = kube::runtime::wait::await_condition(crds, &name, kube::runtime::wait::conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established).await??;
+    Ok(())
+}
+
+impl Harness {
+    /// Namespace + moto + CRD, controller not started.
+    pub async fn new(prefix: &str) -> anyhow::Result<Harness> {
+        let t = TestNamespace::new(prefix).await?;
+        install_crd(&t.client).await?;
+        let moto = Moto::start().await?;
+        let sdk = moto.sdk_config().await;
+        Ok(Harness {
+            api: Api::namespaced(t.client.clone(), &t.name),
+            ns: t.name,
+            client: t.client,
+            moto,
+            sdk,
+            metrics: Arc::new(Metrics::default()),
+            stop: None,
+            controller: None,
+        })
+    }
+
+    /// Starts the controller (in-process, this namespace only).
+    pub fn start_controller(&mut self, drift_interval: Duration) {
+        let factory = ClientFactory::new(Some(self.moto.endpoint().to_string()), Some(ClientFactory::emulator_credentials()), self.metrics.clone());
+        let config = Config { namespace: Some(self.ns.clone()), label_selector: None, drift_interval, instance: Some("test".into()) };
+        let ctx = Arc::new(Context::new(self.client.clone(), factory, self.metrics.clone(), config));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.controller = Some(tokio::spawn(controller::run(ctx, async move {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Stops the controller and waits for it (a crash as far as AWS and status are concerned).
+    pub async fn stop_controller(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.controller.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    /// Applies a worker from YAML (server-side apply).
+    pub async fn apply_yaml(&self, yaml: &str) -> anyhow::Result<EcsSelfTerminatingWorker> {
+        let w: EcsSelfTerminatingWorker = serde_yaml::from_str(yaml)?;
+        let name = w.metadata.name.clone().unwrap_or_default();
+        Ok(self.api.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&w)).await?)
+    }
+
+    /// Waits until `pred` holds for the named worker.
+    pub async fn wait_for(&self, name: &str, timeout: Duration, what: &str, pred: impl Fn(&EcsSelfTerminatingWorker) -> bool) -> anyhow::Result<EcsSelfTerminatingWorker> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(w) = self.api.get_opt(name).await?
+                && pred(&w)
+            {
+                return Ok(w);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let w = self.api.get_opt(name).await?;
+                anyhow::bail!("timed out waiting for {what}; last seen status: {}", serde_json::to_string_pretty(&w.and_then(|w| w.status))?);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> anyhow::Result<EcsSelfTerminatingWorker> {
+        self.wait_for(name, Duration::from_secs(60), "Ready=True", |w| w.condition("Ready").is_some_and(|c| c.status == "True")).await
+    }
+
+    /// Events recorded for a worker, as (type, reason, note).
+    pub async fn events(&self, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect())
+    }
+
+    /// Changes a label so the controller reconciles again (no spec change, no trigger).
+    pub async fn poke(&self, name: &str) -> anyhow::Result<()> {
+        let patch = serde_json::json!({"metadata": {"labels": {"poke": format!("{}", rand::random::<u32>())}}});
+        self.api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.controller.take() {
+            h.abort();
+        }
+    }
+}
+
+/// The example worker, in this test's namespace, with a given name and extra spec YAML lines.
+pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
+    let mut s = format!(
+        "apiVersion: ecsworker.dev/v1alpha1\nkind: EcsSelfTerminatingWorker\nmetadata:\n  name: {name}\nspec:\n  instanceType: t3.medium\n  memoryLimitMiB: 6000\n  region: us-east-1\n  image: worker:test\n"
+    );
+    if !extra_spec.contains("cronRate") && !extra_spec.contains("schedule:") {
+        s.push_str("  cronRate: 1_HOUR\n");
+    }
+    for line in extra_spec.lines() {
+        s.push_str("  ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
