@@ -152,3 +152,25 @@ pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
     }
     s
 }
+
+/// The worker binary (`target/<profile>/ecs-worker`), built on first use.
+pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let target = std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let binary = target.join("debug").join("ecs-worker");
+    if !*built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo).args(["build", "-q", "-p", "ecs-worker", "--bin", "ecs-worker"]).current_dir(env!("CARGO_MANIFEST_DIR")).status()?;
+        anyhow::ensure!(status.success(), "building the worker failed");
+        *built = true;
+    }
+    Ok(binary)
+}
+
+/// Sets the run-now annotation.
+pub async fn trigger(api: &kube::Api<ecs_worker_operator::api::EcsSelfTerminatingWorker>, name: &str, value: &str) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {ecs_worker_operator::api::TRIGGER_ANNOTATION: value}}});
+    api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    Ok(())
+}
