@@ -1,0 +1,432 @@
+//! The worker's configuration: the environment contract the operator's task definition fills in,
+//! its defaults, and validation. Every variable name the worker reads lives here as a constant;
+//! `worker/README.md` documents the same table for people writing task definitions by hand.
+//!
+//! Parsing is pure ([`Config::from_lookup`]) so it is unit-tested without touching the process
+//! environment.
+
+use std::time::Duration;
+
+/// URL of the SQS queue to drain. Required.
+pub const QUEUE_URL: &str = "WORKER_QUEUE_URL";
+/// ECS cluster the task runs in; used to find the container instance when the task metadata
+/// does not name the cluster.
+pub const CLUSTER: &str = "WORKER_CLUSTER";
+/// Auto Scaling group that owns the worker's capacity.
+pub const AUTOSCALING_GROUP: &str = "WORKER_AUTOSCALING_GROUP";
+/// Handler command line, run with `/bin/sh -c`.
+pub const HANDLER: &str = "WORKER_HANDLER";
+/// Handlers running in parallel.
+pub const CONCURRENCY: &str = "WORKER_CONCURRENCY";
+/// Messages the worker may hold beyond the running handlers.
+pub const PREFETCH: &str = "WORKER_PREFETCH";
+/// Consecutive empty long polls, with the queue showing nothing visible, in flight or delayed,
+/// before the worker decides the queue is drained.
+pub const EMPTY_RECEIVES: &str = "WORKER_EMPTY_RECEIVES";
+/// Long-poll wait of each receive, seconds (1–20).
+pub const WAIT_SECONDS: &str = "WORKER_WAIT_SECONDS";
+/// Visibility timeout the worker holds on each message it has, seconds; renewed every third.
+pub const VISIBILITY_TIMEOUT: &str = "WORKER_VISIBILITY_TIMEOUT";
+/// Longest a handler may run on one message, seconds; 0 = no limit.
+pub const HANDLER_TIMEOUT: &str = "WORKER_HANDLER_TIMEOUT";
+/// First retry delay after a failure, seconds; doubled per receive.
+pub const RETRY_BACKOFF: &str = "WORKER_RETRY_BACKOFF";
+/// Upper bound of the retry delay, seconds.
+pub const RETRY_BACKOFF_MAX: &str = "WORKER_RETRY_BACKOFF_MAX";
+/// Time running handlers get to finish after SIGTERM, seconds.
+pub const SHUTDOWN_GRACE: &str = "WORKER_SHUTDOWN_GRACE";
+/// What the worker does to its capacity once the queue is drained: `instance`, `group`, `none`.
+pub const TERMINATION: &str = "WORKER_TERMINATION";
+/// EC2 instance id to terminate, overriding discovery.
+pub const INSTANCE_ID: &str = "WORKER_INSTANCE_ID";
+/// Set by the ECS agent in every container: base URL of the task metadata endpoint v4.
+pub const ECS_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
+
+/// Standard AWS SDK switch: `true` keeps the worker off the EC2 instance metadata service.
+pub const EC2_METADATA_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
+
+/// Largest visibility timeout SQS accepts, seconds (12 hours).
+pub const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+
+/// What the worker does to its EC2 capacity after it drained the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminationMode {
+    /// Terminate the worker's own instance through Auto Scaling, decrementing the group's desired
+    /// capacity, so each instance removes only itself.
+    Instance,
+    /// Set the whole group's desired capacity to 0 (the original system's behaviour).
+    Group,
+    /// Leave capacity alone (local runs, or when the operator scales down itself).
+    None,
+}
+
+impl TerminationMode {
+    /// The value as written in [`TERMINATION`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminationMode::Instance => "instance",
+            TerminationMode::Group => "group",
+            TerminationMode::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for TerminationMode {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "instance" => Ok(TerminationMode::Instance),
+            "group" => Ok(TerminationMode::Group),
+            "none" => Ok(TerminationMode::None),
+            _ => Err(()),
+        }
+    }
+}
+
+/// An environment value the worker cannot run with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is invalid: {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// Everything the drain loop and the termination step need to know.
+///
+/// Build it from the environment with [`Config::from_env`], or in code with [`Config::new`] and
+/// field updates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub queue_url: String,
+    pub cluster: Option<String>,
+    pub autoscaling_group: Option<String>,
+    /// Command line of the command handler; `None` when a Rust handler is used.
+    pub handler_command: Option<String>,
+    pub concurrency: usize,
+    pub prefetch: usize,
+    pub empty_receives: u32,
+    pub wait: Duration,
+    pub visibility_timeout: Duration,
+    pub handler_timeout: Option<Duration>,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub shutdown_grace: Duration,
+    pub termination: TerminationMode,
+    pub instance_id: Option<String>,
+    /// Task metadata endpoint (v4) base URL, from the ECS agent.
+    pub ecs_metadata_uri: Option<String>,
+    /// Do not ask the EC2 instance metadata service for the instance id.
+    pub imds_disabled: bool,
+}
+
+impl Config {
+    /// Defaults for everything but the queue.
+    pub fn new(queue_url: impl Into<String>) -> Self {
+        Config {
+            queue_url: queue_url.into(),
+            cluster: None,
+            autoscaling_group: None,
+            handler_command: None,
+            concurrency: 1,
+            prefetch: 0,
+            empty_receives: 2,
+            wait: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(60),
+            handler_timeout: None,
+            retry_backoff: Duration::from_secs(30),
+            retry_backoff_max: Duration::from_secs(900),
+            shutdown_grace: Duration::from_secs(25),
+            termination: TerminationMode::Instance,
+            instance_id: None,
+            ecs_metadata_uri: None,
+            imds_disabled: false,
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the contract through `lookup` (a variable name to its value). Empty values count as
+    /// unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let queue_url = get(QUEUE_URL).ok_or(ConfigError::Missing(QUEUE_URL))?;
+        let mut config = Config::new(queue_url);
+        config.cluster = get(CLUSTER);
+        config.autoscaling_group = get(AUTOSCALING_GROUP);
+        config.handler_command = get(HANDLER);
+        config.instance_id = get(INSTANCE_ID);
+        config.ecs_metadata_uri = get(ECS_METADATA_URI_V4);
+        config.imds_disabled =
+            get(EC2_METADATA_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+
+        if let Some(v) = get(CONCURRENCY) {
+            config.concurrency =
+                parse_in(CONCURRENCY, &v, 1, 1000, "an integer from 1 to 1000")? as usize;
+        }
+        if let Some(v) = get(PREFETCH) {
+            config.prefetch =
+                parse_in(PREFETCH, &v, 0, 1000, "an integer from 0 to 1000")? as usize;
+        }
+        if let Some(v) = get(EMPTY_RECEIVES) {
+            config.empty_receives =
+                parse_in(EMPTY_RECEIVES, &v, 1, 1000, "an integer from 1 to 1000")? as u32;
+        }
+        if let Some(v) = get(WAIT_SECONDS) {
+            config.wait = secs(parse_in(
+                WAIT_SECONDS,
+                &v,
+                1,
+                20,
+                "whole seconds from 1 to 20 (0 would be a short poll)",
+            )?);
+        }
+        if let Some(v) = get(VISIBILITY_TIMEOUT) {
+            config.visibility_timeout = secs(parse_in(
+                VISIBILITY_TIMEOUT,
+                &v,
+                1,
+                MAX_VISIBILITY_SECONDS,
+                "whole seconds from 1 to 43200",
+            )?);
+        }
+        if let Some(v) = get(HANDLER_TIMEOUT) {
+            let s = parse_in(
+                HANDLER_TIMEOUT,
+                &v,
+                0,
+                u64::from(u32::MAX),
+                "whole seconds, 0 for no limit",
+            )?;
+            config.handler_timeout = (s > 0).then(|| secs(s));
+        }
+        if let Some(v) = get(RETRY_BACKOFF) {
+            config.retry_backoff = secs(parse_in(
+                RETRY_BACKOFF,
+                &v,
+                0,
+                MAX_VISIBILITY_SECONDS,
+                "whole seconds from 0 to 43200",
+            )?);
+        }
+        if let Some(v) = get(RETRY_BACKOFF_MAX) {
+            config.retry_backoff_max = secs(parse_in(
+                RETRY_BACKOFF_MAX,
+                &v,
+                0,
+                MAX_VISIBILITY_SECONDS,
+                "whole seconds from 0 to 43200",
+            )?);
+        }
+        if let Some(v) = get(SHUTDOWN_GRACE) {
+            config.shutdown_grace = secs(parse_in(
+                SHUTDOWN_GRACE,
+                &v,
+                0,
+                86_400,
+                "whole seconds from 0 to 86400",
+            )?);
+        }
+        if let Some(v) = get(TERMINATION) {
+            config.termination = v.parse().map_err(|()| ConfigError::Invalid {
+                name: TERMINATION,
+                value: v.clone(),
+                expected: "one of instance, group, none",
+            })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field rules, also worth running on a [`Config`] built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.termination == TerminationMode::Group && self.autoscaling_group.is_none() {
+            return Err(ConfigError::Missing(AUTOSCALING_GROUP));
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                name: CONCURRENCY,
+                value: "0".into(),
+                expected: "an integer from 1 to 1000",
+            });
+        }
+        Ok(())
+    }
+
+    /// Most messages the worker holds at once: running handlers plus prefetched messages.
+    pub fn max_held(&self) -> usize {
+        self.concurrency + self.prefetch
+    }
+
+    /// How often the visibility of held messages is renewed: a third of the visibility timeout,
+    /// so two renewals can fail before a message is handed to someone else.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.visibility_timeout / 3).max(Duration::from_millis(200))
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn parse_in(
+    name: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+    expected: &'static str,
+) -> Result<u64, ConfigError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| ConfigError::Invalid {
+            name,
+            value: value.to_owned(),
+            expected,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn queue_url_is_required() {
+        assert_eq!(parse(&[]).unwrap_err(), ConfigError::Missing(QUEUE_URL));
+        assert_eq!(
+            parse(&[(QUEUE_URL, "  ")]).unwrap_err(),
+            ConfigError::Missing(QUEUE_URL)
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[(QUEUE_URL, "http://q")]).unwrap();
+        assert_eq!(c.queue_url, "http://q");
+        assert_eq!(c.concurrency, 1);
+        assert_eq!(c.prefetch, 0);
+        assert_eq!(c.empty_receives, 2);
+        assert_eq!(c.wait, Duration::from_secs(20));
+        assert_eq!(c.visibility_timeout, Duration::from_secs(60));
+        assert_eq!(c.handler_timeout, None);
+        assert_eq!(c.termination, TerminationMode::Instance);
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(20));
+        assert_eq!(c.max_held(), 1);
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let c = parse(&[
+            (QUEUE_URL, "http://q"),
+            (CLUSTER, "c"),
+            (AUTOSCALING_GROUP, "g"),
+            (HANDLER, "python3 /app/handler.py"),
+            (CONCURRENCY, "4"),
+            (PREFETCH, "6"),
+            (EMPTY_RECEIVES, "3"),
+            (WAIT_SECONDS, "1"),
+            (VISIBILITY_TIMEOUT, "9"),
+            (HANDLER_TIMEOUT, "120"),
+            (RETRY_BACKOFF, "0"),
+            (RETRY_BACKOFF_MAX, "60"),
+            (SHUTDOWN_GRACE, "5"),
+            (TERMINATION, "group"),
+            (INSTANCE_ID, "i-123"),
+            (ECS_METADATA_URI_V4, "http://169.254.170.2/v4/abc"),
+            (EC2_METADATA_DISABLED, "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(c.cluster.as_deref(), Some("c"));
+        assert_eq!(c.autoscaling_group.as_deref(), Some("g"));
+        assert_eq!(
+            c.handler_command.as_deref(),
+            Some("python3 /app/handler.py")
+        );
+        assert_eq!((c.concurrency, c.prefetch, c.max_held()), (4, 6, 10));
+        assert_eq!(c.empty_receives, 3);
+        assert_eq!(c.wait, Duration::from_secs(1));
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(3));
+        assert_eq!(c.handler_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.retry_backoff, Duration::ZERO);
+        assert_eq!(c.retry_backoff_max, Duration::from_secs(60));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.termination, TerminationMode::Group);
+        assert_eq!(c.instance_id.as_deref(), Some("i-123"));
+        assert_eq!(
+            c.ecs_metadata_uri.as_deref(),
+            Some("http://169.254.170.2/v4/abc")
+        );
+        assert!(c.imds_disabled);
+    }
+
+    #[test]
+    fn handler_timeout_zero_means_no_limit() {
+        let c = parse(&[(QUEUE_URL, "q"), (HANDLER_TIMEOUT, "0")]).unwrap();
+        assert_eq!(c.handler_timeout, None);
+    }
+
+    #[test]
+    fn short_poll_is_rejected() {
+        let err = parse(&[(QUEUE_URL, "q"), (WAIT_SECONDS, "0")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name, .. } if name == WAIT_SECONDS));
+    }
+
+    #[test]
+    fn out_of_range_and_garbage_are_rejected() {
+        for (name, value) in [
+            (CONCURRENCY, "0"),
+            (CONCURRENCY, "-1"),
+            (CONCURRENCY, "two"),
+            (WAIT_SECONDS, "21"),
+            (VISIBILITY_TIMEOUT, "43201"),
+            (VISIBILITY_TIMEOUT, "1.5"),
+            (TERMINATION, "everything"),
+        ] {
+            let err = parse(&[(QUEUE_URL, "q"), (name, value)]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{name}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn group_termination_needs_the_group() {
+        assert_eq!(
+            parse(&[(QUEUE_URL, "q"), (TERMINATION, "group")]).unwrap_err(),
+            ConfigError::Missing(AUTOSCALING_GROUP)
+        );
+        assert!(parse(&[(QUEUE_URL, "q"), (TERMINATION, "instance")]).is_ok());
+    }
+
+    #[test]
+    fn heartbeat_interval_has_a_floor() {
+        let mut c = Config::new("q");
+        c.visibility_timeout = Duration::from_secs(1);
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(1) / 3);
+        c.visibility_timeout = Duration::from_millis(300);
+        assert_eq!(c.heartbeat_interval(), Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,515 @@
+//! The drain loop: receive, run handlers, settle every message, decide when the queue is
+//! drained, and wind down on SIGTERM.
+//!
+//! A message's life in the worker:
+//! 1. received by a long poll (up to 10 at once, never more than the free hold slots —
+//!    `concurrency + prefetch`), held invisible for the visibility timeout, and registered with
+//!    the [heartbeat](crate::heartbeat), which keeps renewing that timeout;
+//! 2. waits for one of `concurrency` run slots, then its handler runs (bounded by the handler
+//!    timeout, panics caught);
+//! 3. settled: on success it is deleted (deletes are batched by one deleter task); on failure
+//!    its visibility is set to the retry backoff so it comes back later — it is never deleted, so
+//!    after the queue's maxReceiveCount SQS moves it to the dead-letter queue; at shutdown, if it
+//!    never started or its handler outlived the grace period, it is made visible at once.
+//!
+//! The queue counts as drained after `empty_receives` consecutive empty long polls, each taken
+//! while the worker held nothing and followed by the queue reporting no visible, in-flight or
+//! delayed message. A message another worker holds, or one waiting out its retry backoff, keeps
+//! every worker up: it may still need handling.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, MAX_VISIBILITY_SECONDS};
+use crate::handler::Handler;
+use crate::heartbeat::{self, HoldKey, InFlight};
+use crate::metrics::Counters;
+use crate::queue::{MAX_BATCH, Queue, QueueError, Received, Redrive};
+
+/// Consecutive failed receives (each already retried by the SDK) before the worker gives up.
+const MAX_RECEIVE_ERRORS: u32 = 6;
+/// Attempts of one batch delete before its messages are left to come back.
+const DELETE_ATTEMPTS: u32 = 3;
+
+/// How the drain loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// The queue is drained and every held message is settled.
+    Drained,
+    /// Shutdown was requested before the queue was drained; unfinished messages were released.
+    Interrupted,
+}
+
+/// Delay before a failed message is received again: `base` doubled for each earlier receive,
+/// capped by `max` and by SQS's 12-hour visibility limit.
+pub fn retry_delay(receive_count: u32, base: Duration, max: Duration) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(24);
+    base.saturating_mul(1u32 << doublings)
+        .min(max)
+        .min(Duration::from_secs(MAX_VISIBILITY_SECONDS))
+}
+
+/// A succeeded message waiting for the deleter; its hold slot is freed once the delete is done.
+struct Delete {
+    message_id: String,
+    receipt_handle: String,
+    _hold: OwnedSemaphorePermit,
+}
+
+/// What a handler run came to.
+enum Outcome {
+    Done,
+    Failed(String),
+    TimedOut(Duration),
+}
+
+struct Shared<H> {
+    config: Config,
+    queue: Queue,
+    handler: Arc<H>,
+    counters: Arc<Counters>,
+    redrive: Option<Redrive>,
+    in_flight: Arc<InFlight>,
+    run_slots: Arc<Semaphore>,
+    deletes: mpsc::UnboundedSender<Delete>,
+    /// Cancelled when the worker stops receiving: messages not yet started are released.
+    stop: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: running handlers are abandoned.
+    hard_stop: CancellationToken,
+}
+
+/// Drains the queue with `handler` until it is empty or `shutdown` is cancelled.
+///
+/// Returns an error only when SQS keeps refusing receives; held messages are settled or released
+/// in every case before this returns.
+pub async fn drain<H: Handler>(
+    config: &Config,
+    queue: Queue,
+    handler: Arc<H>,
+    counters: Arc<Counters>,
+    redrive: Option<Redrive>,
+    shutdown: CancellationToken,
+) -> Result<End, QueueError> {
+    let in_flight = Arc::new(InFlight::default());
+    let (deletes, delete_rx) = mpsc::unbounded_channel();
+    let stop = shutdown.child_token();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        queue: queue.clone(),
+        handler,
+        counters: counters.clone(),
+        redrive,
+        in_flight: in_flight.clone(),
+        run_slots: Arc::new(Semaphore::new(config.concurrency)),
+        deletes,
+        stop: stop.clone(),
+        hard_stop: CancellationToken::new(),
+    });
+
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat::run(
+        queue.clone(),
+        in_flight.clone(),
+        config.visibility_timeout,
+        config.heartbeat_interval(),
+        counters.clone(),
+        heartbeat_stop.clone(),
+    ));
+    let deleter = tokio::spawn(delete_loop(queue.clone(), delete_rx, counters.clone()));
+
+    let mut tasks = JoinSet::new();
+    let result = receive_loop(&shared, &stop, &mut tasks).await;
+
+    // Wind down: nothing new starts; running handlers get the grace period.
+    stop.cancel();
+    if !tasks.is_empty() {
+        tracing::info!(
+            running = tasks.len(),
+            grace_seconds = config.shutdown_grace.as_secs(),
+            "waiting for running handlers"
+        );
+    }
+    let finished = tokio::time::timeout(config.shutdown_grace, join_all(&mut tasks)).await;
+    if finished.is_err() {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "shutdown grace period over; stopping handlers and releasing their messages"
+        );
+        shared.hard_stop.cancel();
+        join_all(&mut tasks).await;
+    }
+    heartbeat_stop.cancel();
+    drop(shared); // closes the delete channel once the deleter has taken everything
+    if let Err(e) = heartbeat.await {
+        tracing::error!(error = %e, "heartbeat task failed");
+    }
+    if let Err(e) = deleter.await {
+        tracing::error!(error = %e, "delete task failed");
+    }
+    result
+}
+
+async fn receive_loop<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<End, QueueError> {
+    let config = &shared.config;
+    let hold_slots = Arc::new(Semaphore::new(config.max_held()));
+    let mut empty_in_a_row = 0u32;
+    let mut errors_in_a_row = 0u32;
+    loop {
+        while let Some(joined) = tasks.try_join_next() {
+            log_join_error(joined);
+        }
+        let permits = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(End::Interrupted),
+            permits = acquire_batch(&hold_slots) => permits,
+        };
+        let received = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(End::Interrupted),
+            r = shared.queue.receive(permits.len(), config.wait, config.visibility_timeout) => r,
+        };
+        shared.counters.receives(1);
+        let messages = match received {
+            Ok(messages) => {
+                errors_in_a_row = 0;
+                messages
+            }
+            Err(e) => {
+                errors_in_a_row += 1;
+                if errors_in_a_row >= MAX_RECEIVE_ERRORS {
+                    tracing::error!(error = %e, attempts = errors_in_a_row, "giving up receiving");
+                    return Err(e);
+                }
+                drop(permits);
+                let pause = Duration::from_secs(1 << (errors_in_a_row - 1).min(5));
+                tracing::warn!(error = %e, retry_in_seconds = pause.as_secs(), "receive failed");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(End::Interrupted),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
+        };
+
+        if messages.is_empty() {
+            shared.counters.empty_receives(1);
+            drop(permits);
+            if hold_slots.available_permits() < config.max_held() {
+                // Still working on (or deleting) messages: not a sign of an empty queue.
+                empty_in_a_row = 0;
+                continue;
+            }
+            match shared.queue.depth().await {
+                Ok(depth) if depth.is_empty() => {
+                    empty_in_a_row += 1;
+                    tracing::debug!(empty_in_a_row, "empty receive on an empty queue");
+                }
+                Ok(depth) => {
+                    empty_in_a_row = 0;
+                    tracing::debug!(
+                        visible = depth.visible,
+                        in_flight = depth.in_flight,
+                        delayed = depth.delayed,
+                        "empty receive but the queue still has messages"
+                    );
+                }
+                Err(e) => {
+                    empty_in_a_row = 0;
+                    tracing::warn!(error = %e, "could not read the queue depth");
+                }
+            }
+            if empty_in_a_row >= config.empty_receives {
+                return Ok(End::Drained);
+            }
+            continue;
+        }
+
+        empty_in_a_row = 0;
+        shared.counters.received(messages.len() as u64);
+        let mut permits = permits.into_iter();
+        for received in messages {
+            let key = shared
+                .in_flight
+                .insert(&received.message.id, &received.receipt_handle);
+            match permits.next() {
+                Some(hold) => {
+                    tasks.spawn(process(shared.clone(), received, key, hold));
+                }
+                None => {
+                    // SQS returned more than was asked for: give the extra back at once.
+                    shared.release(key, &received).await;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for one free hold slot, then takes up to 9 more that are free right now.
+async fn acquire_batch(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
+    let first = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the hold semaphore is never closed");
+    let mut permits = vec![first];
+    while permits.len() < MAX_BATCH {
+        match slots.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    permits
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while let Some(joined) = tasks.join_next().await {
+        log_join_error(joined);
+    }
+}
+
+fn log_join_error(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        tracing::error!(error = %e, "message task failed");
+    }
+}
+
+/// Runs one message from the run-slot wait to its settlement.
+async fn process<H: Handler>(
+    shared: Arc<Shared<H>>,
+    received: Received,
+    key: HoldKey,
+    hold: OwnedSemaphorePermit,
+) {
+    let run_slot = tokio::select! {
+        biased;
+        _ = shared.stop.cancelled() => {
+            shared.release(key, &received).await;
+            return;
+        }
+        slot = shared.run_slots.clone().acquire_owned() => slot,
+    };
+    let message = received.message.clone();
+    let run = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
+    let run = async {
+        let result = match shared.config.handler_timeout {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::TimedOut(limit),
+            },
+            None => run.await,
+        };
+        match result {
+            Ok(Ok(())) => Outcome::Done,
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(panic) => Outcome::Failed(format!("handler panicked: {}", panic_text(&panic))),
+        }
+    };
+    // The handler's future is dropped (a command's process group killed) when `select!` ends,
+    // before the message is released.
+    let outcome = tokio::select! {
+        biased;
+        outcome = run => Some(outcome),
+        _ = shared.hard_stop.cancelled() => None,
+    };
+    drop(run_slot);
+    let Some(outcome) = outcome else {
+        shared.release(key, &received).await;
+        return;
+    };
+
+    let message = &received.message;
+    match outcome {
+        Outcome::Done => {
+            shared.counters.succeeded(1);
+            tracing::debug!(message_id = %message.id, "handled");
+            shared.in_flight.remove(key);
+            // The deleter outlives every message task, so this send cannot fail; if it somehow
+            // did, the message would come back after its visibility timeout.
+            let _ = shared.deletes.send(Delete {
+                message_id: message.id.clone(),
+                receipt_handle: received.receipt_handle.clone(),
+                _hold: hold,
+            });
+        }
+        Outcome::Failed(reason) => {
+            shared.counters.failed(1);
+            shared.retry_later(key, &received, &reason).await;
+        }
+        Outcome::TimedOut(limit) => {
+            shared.counters.failed(1);
+            shared.counters.timed_out(1);
+            let reason = format!("handler timed out after {}s", limit.as_secs());
+            shared.retry_later(key, &received, &reason).await;
+        }
+    }
+}
+
+impl<H> Shared<H> {
+    /// Leaves a failed message for a later receive, after the retry backoff.
+    async fn retry_later(&self, key: HoldKey, received: &Received, reason: &str) {
+        self.in_flight.remove(key);
+        let message = &received.message;
+        let delay = retry_delay(
+            message.receive_count,
+            self.config.retry_backoff,
+            self.config.retry_backoff_max,
+        );
+        let last_try = self
+            .redrive
+            .as_ref()
+            .is_some_and(|r| message.receive_count >= r.max_receive_count);
+        tracing::warn!(
+            message_id = %message.id,
+            receive_count = message.receive_count,
+            retry_in_seconds = delay.as_secs(),
+            reason,
+            "message failed{}",
+            if last_try { "; its next receive moves it to the dead-letter queue" } else { "" }
+        );
+        if let Err(e) = self
+            .queue
+            .change_visibility(&received.receipt_handle, delay)
+            .await
+        {
+            tracing::warn!(
+                message_id = %message.id,
+                error = %e,
+                "could not set the retry delay; the message comes back when its visibility timeout ends"
+            );
+        }
+    }
+
+    /// Makes an unfinished message visible again at once.
+    async fn release(&self, key: HoldKey, received: &Received) {
+        self.in_flight.remove(key);
+        match self
+            .queue
+            .change_visibility(&received.receipt_handle, Duration::ZERO)
+            .await
+        {
+            Ok(()) => {
+                self.counters.released(1);
+                tracing::info!(message_id = %received.message.id, "released unfinished message");
+            }
+            Err(e) => tracing::warn!(
+                message_id = %received.message.id,
+                error = %e,
+                "could not release the message; it comes back when its visibility timeout ends"
+            ),
+        }
+    }
+}
+
+/// Deletes succeeded messages in batches of up to 10, as they arrive.
+async fn delete_loop(
+    queue: Queue,
+    mut rx: mpsc::UnboundedReceiver<Delete>,
+    counters: Arc<Counters>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let handles: Vec<&str> = batch.iter().map(|d| d.receipt_handle.as_str()).collect();
+        let mut attempt = 1;
+        loop {
+            match queue.delete_batch(&handles).await {
+                Ok(failed) => {
+                    counters.deleted((batch.len() - failed.len()) as u64);
+                    counters.delete_failures(failed.len() as u64);
+                    for f in failed {
+                        let id = batch.get(f.index).map_or("?", |d| d.message_id.as_str());
+                        tracing::warn!(
+                            message_id = id,
+                            code = %f.code,
+                            reason = %f.message,
+                            "could not delete a handled message; it will be handled again"
+                        );
+                    }
+                    break;
+                }
+                Err(e) if attempt < DELETE_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "batch delete failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    counters.delete_failures(batch.len() as u64);
+                    tracing::error!(
+                        error = %e,
+                        messages = batch.len(),
+                        "could not delete handled messages; they will be handled again"
+                    );
+                    break;
+                }
+            }
+        }
+        drop(handles);
+        batch.clear(); // frees the hold slots
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_per_receive_and_is_capped() {
+        let base = Duration::from_secs(30);
+        let max = Duration::from_secs(900);
+        assert_eq!(retry_delay(1, base, max), Duration::from_secs(30));
+        assert_eq!(retry_delay(2, base, max), Duration::from_secs(60));
+        assert_eq!(retry_delay(3, base, max), Duration::from_secs(120));
+        assert_eq!(retry_delay(6, base, max), Duration::from_secs(900));
+        assert_eq!(retry_delay(u32::MAX, base, max), Duration::from_secs(900));
+        // receive count 0 (attribute missing) is treated as a first receive
+        assert_eq!(retry_delay(0, base, max), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_delay_never_exceeds_the_sqs_limit() {
+        let d = retry_delay(
+            30,
+            Duration::from_secs(43_200),
+            Duration::from_secs(43_200 * 4),
+        );
+        assert_eq!(d, Duration::from_secs(43_200));
+    }
+
+    #[test]
+    fn zero_backoff_retries_at_once() {
+        assert_eq!(
+            retry_delay(5, Duration::ZERO, Duration::from_secs(900)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn panic_payloads_become_text() {
+        let p: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_text(p.as_ref()), "boom");
+        let p: Box<dyn std::any::Any + Send> = Box::new(String::from("bang"));
+        assert_eq!(panic_text(p.as_ref()), "bang");
+        let p: Box<dyn std::any::Any + Send> = Box::new(3u8);
+        assert_eq!(panic_text(p.as_ref()), "non-string panic payload");
+    }
+}
