@@ -47,7 +47,7 @@ pub const GROUP: &str = "ecsworker.dev";
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Queue", type_ = "integer", json_path = ".status.queue.visible"),
     printcolumn(name = "Last Run", type_ = "string", json_path = ".status.lastRun.outcome"),
-    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunTime"),
+    printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.cronRate) != has(self.schedule)").message("set exactly one of spec.cronRate (e.g. 7_HOURS) or spec.schedule (a 5-field cron expression)"))]

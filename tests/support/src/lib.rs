@@ -14,7 +14,7 @@
 pub mod agent;
 pub mod control_plane;
 pub mod moto;
-mod process;
+pub mod process;
 
 pub use control_plane::{ControlPlane, TestNamespace};
 pub use moto::Moto;
