@@ -74,11 +74,16 @@ struct RunArgs {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,aws_config=warn,aws_smithy_runtime=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,aws_config=warn,aws_smithy_runtime=warn")
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -87,7 +92,8 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
         None => kube::Config::infer().await?,
     };
@@ -95,7 +101,8 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
@@ -107,23 +114,44 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
-    let default_credentials = args.emulator_credentials.then(ClientFactory::emulator_credentials);
-    let factory = ClientFactory::new(args.aws_endpoint.clone(), default_credentials, metrics.clone());
-    let identity = args.identity.clone().unwrap_or_else(|| format!("ecs-worker-operator-{:08x}", rand::random::<u32>()));
+    let default_credentials = args
+        .emulator_credentials
+        .then(ClientFactory::emulator_credentials);
+    let factory = ClientFactory::new(
+        args.aws_endpoint.clone(),
+        default_credentials,
+        metrics.clone(),
+    );
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("ecs-worker-operator-{:08x}", rand::random::<u32>()));
     let config = Config {
         namespace: args.namespace.clone(),
         label_selector: args.label_selector.clone(),
         drift_interval: Duration::from_secs(args.drift_interval_seconds),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(client.clone(), factory, metrics.clone(), config));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        factory,
+        metrics.clone(),
+        config,
+    ));
     let ready = Arc::new(AtomicBool::new(false));
-    let health = Health { metrics, ready: ready.clone() };
+    let health = Health {
+        metrics,
+        ready: ready.clone(),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = tokio::spawn(http::serve(args.metrics_addr, health, stopped(stop_rx.clone())));
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        health,
+        stopped(stop_rx.clone()),
+    ));
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -131,8 +159,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     ready.store(true, Ordering::Relaxed);
     if args.leader_election {
-        let lease_ns = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
-        controller::leader::run_as_leader(client, &lease_ns, &identity, ctx, stopped(stop_rx.clone())).await?;
+        let lease_ns = args
+            .lease_namespace
+            .clone()
+            .or(args.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        controller::leader::run_as_leader(
+            client,
+            &lease_ns,
+            &identity,
+            ctx,
+            stopped(stop_rx.clone()),
+        )
+        .await?;
     } else {
         controller::run(ctx, stopped(stop_rx.clone())).await;
     }
@@ -144,7 +183,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => {
-            print!("{}", serde_yaml::to_string(&EcsSelfTerminatingWorker::crd())?);
+            print!(
+                "{}",
+                serde_yaml::to_string(&EcsSelfTerminatingWorker::crd())?
+            );
             Ok(())
         }
         Command::Run(args) => run(args).await,

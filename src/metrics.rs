@@ -57,17 +57,43 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let aws_calls = Family::<CallLabels, Counter>::default();
         let runs = Family::<OutcomeLabels, Counter>::default();
-        let run_duration = Histogram::new([30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0]);
+        let run_duration = Histogram::new([
+            30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+        ]);
         let instance_seconds = Counter::<f64, AtomicU64>::default();
         let queue_depth = Family::<WorkerLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by reason", reconcile_errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
-        registry.register("aws_calls", "AWS API call attempts by service, operation and outcome", aws_calls.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "aws_calls",
+            "AWS API call attempts by service, operation and outcome",
+            aws_calls.clone(),
+        );
         registry.register("runs", "Finished worker runs by outcome", runs.clone());
-        registry.register("run_duration_seconds", "Worker run duration from scale-up to stop", run_duration.clone());
-        registry.register("instance_seconds", "EC2 instance-seconds used by finished runs", instance_seconds.clone());
-        registry.register("queue_depth", "Visible messages last seen per worker", queue_depth.clone());
+        registry.register(
+            "run_duration_seconds",
+            "Worker run duration from scale-up to stop",
+            run_duration.clone(),
+        );
+        registry.register(
+            "instance_seconds",
+            "EC2 instance-seconds used by finished runs",
+            instance_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Visible messages last seen per worker",
+            queue_depth.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -90,21 +116,36 @@ impl PartialOrd for CallLabels {
 }
 impl Ord for CallLabels {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.service, &self.operation, &self.outcome).cmp(&(&other.service, &other.operation, &other.outcome))
+        (&self.service, &self.operation, &self.outcome).cmp(&(
+            &other.service,
+            &other.operation,
+            &other.outcome,
+        ))
     }
 }
 
 /// Whether an AWS operation changes state (everything but Describe/List/Get/Receive).
 pub fn is_write(operation: &str) -> bool {
-    !["Describe", "List", "Get", "Receive"].iter().any(|p| operation.starts_with(p))
+    !["Describe", "List", "Get", "Receive"]
+        .iter()
+        .any(|p| operation.starts_with(p))
 }
 
 impl Metrics {
     /// Records one AWS call attempt.
     pub fn aws_call(&self, service: &str, operation: &str, outcome: &str) {
-        let labels = CallLabels { service: service.into(), operation: operation.into(), outcome: outcome.into() };
+        let labels = CallLabels {
+            service: service.into(),
+            operation: operation.into(),
+            outcome: outcome.into(),
+        };
         self.aws_calls.get_or_create(&labels).inc();
-        *self.calls.lock().unwrap_or_else(|e| e.into_inner()).entry(labels).or_default() += 1;
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(labels)
+            .or_default() += 1;
     }
 
     /// Call counts so far, by service/operation/outcome.
@@ -114,7 +155,15 @@ impl Metrics {
 
     /// Total (reads, writes) so far.
     pub fn aws_reads_writes(&self) -> (u64, u64) {
-        self.aws_call_counts().iter().fold((0, 0), |(r, w), (l, n)| if is_write(&l.operation) { (r, w + n) } else { (r + n, w) })
+        self.aws_call_counts()
+            .iter()
+            .fold((0, 0), |(r, w), (l, n)| {
+                if is_write(&l.operation) {
+                    (r, w + n)
+                } else {
+                    (r + n, w)
+                }
+            })
     }
 
     /// The Prometheus text exposition.

@@ -26,7 +26,9 @@ pub enum ScheduleError {
     BadRate(String),
     #[error("spec.cronRate {0:?} is longer than a year; use spec.schedule for rare runs")]
     RateTooLong(String),
-    #[error("spec.schedule {text:?} is not a 5-field cron expression (minute hour day-of-month month day-of-week): {reason}")]
+    #[error(
+        "spec.schedule {text:?} is not a 5-field cron expression (minute hour day-of-month month day-of-week): {reason}"
+    )]
     BadCron { text: String, reason: String },
     #[error("set exactly one of spec.cronRate or spec.schedule")]
     NotExactlyOne,
@@ -36,7 +38,10 @@ const MAX_RATE_SECONDS: i64 = 366 * 24 * 3600;
 
 impl Schedule {
     /// Parses the spec's two fields; exactly one must be set.
-    pub fn from_spec(cron_rate: Option<&str>, schedule: Option<&str>) -> Result<Schedule, ScheduleError> {
+    pub fn from_spec(
+        cron_rate: Option<&str>,
+        schedule: Option<&str>,
+    ) -> Result<Schedule, ScheduleError> {
         match (cron_rate, schedule) {
             (Some(rate), None) => Self::parse_rate(rate),
             (None, Some(cron)) => Self::parse_cron(cron),
@@ -48,7 +53,10 @@ impl Schedule {
     pub fn parse_rate(text: &str) -> Result<Schedule, ScheduleError> {
         let bad = || ScheduleError::BadRate(text.to_string());
         let (number, unit) = text.split_once('_').ok_or_else(bad)?;
-        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || number.starts_with('0') {
+        if number.is_empty()
+            || !number.bytes().all(|b| b.is_ascii_digit())
+            || number.starts_with('0')
+        {
             return Err(bad());
         }
         let n: i64 = number.parse().map_err(|_| bad())?;
@@ -63,12 +71,18 @@ impl Schedule {
             .checked_mul(unit_seconds)
             .filter(|s| *s <= MAX_RATE_SECONDS)
             .ok_or_else(|| ScheduleError::RateTooLong(text.to_string()))?;
-        Ok(Schedule::Rate { seconds, text: text.to_string() })
+        Ok(Schedule::Rate {
+            seconds,
+            text: text.to_string(),
+        })
     }
 
     /// A 5-field cron expression (no seconds, no year).
     pub fn parse_cron(text: &str) -> Result<Schedule, ScheduleError> {
-        let bad = |reason: String| ScheduleError::BadCron { text: text.to_string(), reason };
+        let bad = |reason: String| ScheduleError::BadCron {
+            text: text.to_string(),
+            reason,
+        };
         if text.split_whitespace().count() != 5 {
             return Err(bad("expected 5 fields".into()));
         }
@@ -80,8 +94,12 @@ impl Schedule {
             .map_err(|e| bad(e.to_string()))?;
         // A pattern that never matches (e.g. February 31st) is refused rather than never run.
         let probe = Timestamp::UNIX_EPOCH.to_zoned(TimeZone::UTC);
-        cron.find_next_occurrence(&probe, false).map_err(|e| bad(e.to_string()))?;
-        Ok(Schedule::Cron { cron: Box::new(cron), text: text.to_string() })
+        cron.find_next_occurrence(&probe, false)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Schedule::Cron {
+            cron: Box::new(cron),
+            text: text.to_string(),
+        })
     }
 
     /// The first tick strictly after `now`.
@@ -120,7 +138,13 @@ impl fmt::Display for Schedule {
             Schedule::Rate { text, .. } => {
                 let (n, unit) = text.split_once('_').unwrap_or((text, ""));
                 let unit = unit.to_lowercase();
-                let unit = if n == "1" { unit.trim_end_matches('s').to_string() } else if unit.ends_with('s') { unit } else { format!("{unit}s") };
+                let unit = if n == "1" {
+                    unit.trim_end_matches('s').to_string()
+                } else if unit.ends_with('s') {
+                    unit
+                } else {
+                    format!("{unit}s")
+                };
                 write!(f, "rate({n} {unit})")
             }
             Schedule::Cron { text, .. } => write!(f, "cron({text})"),
@@ -138,7 +162,15 @@ mod tests {
 
     #[test]
     fn rates_of_the_original() {
-        for (text, secs) in [("7_HOURS", 25200), ("1_HOUR", 3600), ("1_MINUTE", 60), ("2_SECONDS", 2), ("3_DAYS", 259200), ("1_DAY", 86400), ("5_MINUTE", 300)] {
+        for (text, secs) in [
+            ("7_HOURS", 25200),
+            ("1_HOUR", 3600),
+            ("1_MINUTE", 60),
+            ("2_SECONDS", 2),
+            ("3_DAYS", 259200),
+            ("1_DAY", 86400),
+            ("5_MINUTE", 300),
+        ] {
             match Schedule::parse_rate(text) {
                 Ok(Schedule::Rate { seconds, .. }) => assert_eq!(seconds, secs, "{text}"),
                 other => panic!("{text}: {other:?}"),
@@ -148,11 +180,27 @@ mod tests {
 
     #[test]
     fn bad_rates_are_refused_with_the_field_name() {
-        for text in ["", "7", "HOURS", "0_HOURS", "07_HOURS", "7_hours", "7_WEEKS", "-1_HOURS", "7__HOURS", "7_HOURSS", "1.5_HOURS", "99999999999999999999_SECONDS"] {
+        for text in [
+            "",
+            "7",
+            "HOURS",
+            "0_HOURS",
+            "07_HOURS",
+            "7_hours",
+            "7_WEEKS",
+            "-1_HOURS",
+            "7__HOURS",
+            "7_HOURSS",
+            "1.5_HOURS",
+            "99999999999999999999_SECONDS",
+        ] {
             let err = Schedule::parse_rate(text).expect_err(text);
             assert!(err.to_string().contains("spec.cronRate"), "{err}");
         }
-        assert!(matches!(Schedule::parse_rate("400_DAYS"), Err(ScheduleError::RateTooLong(_))));
+        assert!(matches!(
+            Schedule::parse_rate("400_DAYS"),
+            Err(ScheduleError::RateTooLong(_))
+        ));
     }
 
     #[test]
@@ -163,23 +211,46 @@ mod tests {
         assert_eq!(next.as_second() % 25200, 0);
         assert!(next > now && next.as_second() - now.as_second() <= 25200);
         // Exactly on a tick: the next one is a full period later; the last one is now.
-        assert_eq!(s.next_after(next).expect("next").as_second() - next.as_second(), 25200);
+        assert_eq!(
+            s.next_after(next).expect("next").as_second() - next.as_second(),
+            25200
+        );
         assert_eq!(s.last_at_or_before(next), Some(next));
     }
 
     #[test]
     fn cron_next_and_previous() {
         let s = Schedule::parse_cron("*/15 * * * *").expect("valid");
-        assert_eq!(s.next_after(ts("2026-01-01T05:07:13Z")), Some(ts("2026-01-01T05:15:00Z")));
-        assert_eq!(s.next_after(ts("2026-01-01T05:15:00Z")), Some(ts("2026-01-01T05:30:00Z")));
-        assert_eq!(s.last_at_or_before(ts("2026-01-01T05:15:00Z")), Some(ts("2026-01-01T05:15:00Z")));
+        assert_eq!(
+            s.next_after(ts("2026-01-01T05:07:13Z")),
+            Some(ts("2026-01-01T05:15:00Z"))
+        );
+        assert_eq!(
+            s.next_after(ts("2026-01-01T05:15:00Z")),
+            Some(ts("2026-01-01T05:30:00Z"))
+        );
+        assert_eq!(
+            s.last_at_or_before(ts("2026-01-01T05:15:00Z")),
+            Some(ts("2026-01-01T05:15:00Z"))
+        );
         let daily = Schedule::parse_cron("30 2 * * 1-5").expect("valid");
-        assert_eq!(daily.next_after(ts("2026-01-02T03:00:00Z")), Some(ts("2026-01-05T02:30:00Z")));
+        assert_eq!(
+            daily.next_after(ts("2026-01-02T03:00:00Z")),
+            Some(ts("2026-01-05T02:30:00Z"))
+        );
     }
 
     #[test]
     fn bad_cron_is_refused_with_the_field_name() {
-        for text in ["", "* * * *", "* * * * * *", "61 * * * *", "* 25 * * *", "a b c d e", "0 0 31 2 *"] {
+        for text in [
+            "",
+            "* * * *",
+            "* * * * * *",
+            "61 * * * *",
+            "* 25 * * *",
+            "a b c d e",
+            "0 0 31 2 *",
+        ] {
             let err = Schedule::parse_cron(text).expect_err(text);
             assert!(err.to_string().contains("spec.schedule"), "{text}: {err}");
         }
@@ -187,17 +258,34 @@ mod tests {
 
     #[test]
     fn exactly_one_field() {
-        assert_eq!(Schedule::from_spec(None, None).expect_err("none").to_string(), "set exactly one of spec.cronRate or spec.schedule");
+        assert_eq!(
+            Schedule::from_spec(None, None)
+                .expect_err("none")
+                .to_string(),
+            "set exactly one of spec.cronRate or spec.schedule"
+        );
         assert!(Schedule::from_spec(Some("1_HOUR"), Some("* * * * *")).is_err());
         assert!(Schedule::from_spec(Some("1_HOUR"), None).is_ok());
     }
 
     #[test]
     fn display_like_eventbridge() {
-        assert_eq!(Schedule::parse_rate("7_HOURS").expect("v").to_string(), "rate(7 hours)");
-        assert_eq!(Schedule::parse_rate("1_HOUR").expect("v").to_string(), "rate(1 hour)");
-        assert_eq!(Schedule::parse_rate("2_SECOND").expect("v").to_string(), "rate(2 seconds)");
-        assert_eq!(Schedule::parse_cron("0 * * * *").expect("v").to_string(), "cron(0 * * * *)");
+        assert_eq!(
+            Schedule::parse_rate("7_HOURS").expect("v").to_string(),
+            "rate(7 hours)"
+        );
+        assert_eq!(
+            Schedule::parse_rate("1_HOUR").expect("v").to_string(),
+            "rate(1 hour)"
+        );
+        assert_eq!(
+            Schedule::parse_rate("2_SECOND").expect("v").to_string(),
+            "rate(2 seconds)"
+        );
+        assert_eq!(
+            Schedule::parse_cron("0 * * * *").expect("v").to_string(),
+            "cron(0 * * * *)"
+        );
     }
 
     proptest::proptest! {

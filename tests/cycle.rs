@@ -12,15 +12,26 @@ use testbed::agent::{Agent, Play, Player};
 async fn send(h: &Harness, url: &str, n: usize) -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&h.sdk);
     for i in 0..n {
-        sqs.send_message().queue_url(url).message_body(format!("{{\"n\": {i}}}")).send().await?;
+        sqs.send_message()
+            .queue_url(url)
+            .message_body(format!("{{\"n\": {i}}}"))
+            .send()
+            .await?;
     }
     Ok(())
 }
 
 async fn group(h: &Harness, names: &Names) -> anyhow::Result<(i32, usize)> {
     let asg = aws_sdk_autoscaling::Client::new(&h.sdk);
-    let out = asg.describe_auto_scaling_groups().auto_scaling_group_names(&names.auto_scaling_group).send().await?;
-    let g = out.auto_scaling_groups().first().ok_or_else(|| anyhow::anyhow!("no group"))?;
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&names.auto_scaling_group)
+        .send()
+        .await?;
+    let g = out
+        .auto_scaling_groups()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no group"))?;
     Ok((g.desired_capacity().unwrap_or(-1), g.instances().len()))
 }
 
@@ -37,7 +48,12 @@ async fn stopped_tasks(h: &Harness, names: &Names) -> anyhow::Result<usize> {
 }
 
 fn run_calls(h: &Harness) -> u64 {
-    h.metrics.aws_call_counts().iter().filter(|(l, _)| l.operation == "RunTask").map(|(_, n)| n).sum()
+    h.metrics
+        .aws_call_counts()
+        .iter()
+        .filter(|(l, _)| l.operation == "RunTask")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 const FAST_WORKER: &str = "queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\nworker:\n  emptyReceives: 1";
@@ -47,19 +63,39 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     let mut h = Harness::new("cycle").await?;
     h.start_controller(Duration::from_secs(300));
     let out = tempfile::NamedTempFile::new()?;
-    let handler = format!("worker:\n  emptyReceives: 1\n  handler: \"cat >> {0}; echo >> {0}\"", out.path().display());
-    let spec = format!("queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n{handler}");
+    let handler = format!(
+        "worker:\n  emptyReceives: 1\n  handler: \"cat >> {0}; echo >> {0}\"",
+        out.path().display()
+    );
+    let spec =
+        format!("queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n{handler}");
     h.apply_yaml(&worker_yaml("full", &spec)).await?;
     let w = h.wait_ready("full").await?;
-    let url = w.status.as_ref().and_then(|s| s.resources.queue_url.clone()).unwrap_or_default();
+    let url = w
+        .status
+        .as_ref()
+        .and_then(|s| s.resources.queue_url.clone())
+        .unwrap_or_default();
     let names = Names::new(&h.ns, "full");
     send(&h, &url, 20).await?;
     let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
-    let player = Player::start(agent, Play::RealWorker { binary: worker_binary()?, endpoint: h.moto.endpoint().into(), extra_env: vec![] });
+    let player = Player::start(
+        agent,
+        Play::RealWorker {
+            binary: worker_binary()?,
+            endpoint: h.moto.endpoint().into(),
+            extra_env: vec![],
+        },
+    );
     trigger(&h.api, "full", "1").await?;
 
     let w = h
-        .wait_for("full", Duration::from_secs(120), "a recorded run", |w| w.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some())
+        .wait_for("full", Duration::from_secs(120), "a recorded run", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .is_some()
+        })
         .await?;
     let status = w.status.clone().expect("status");
     let run = status.last_run.clone().expect("run");
@@ -70,19 +106,39 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     assert!(run.started_at.is_some());
     assert_eq!(status.last_trigger.as_deref(), Some("1"));
     let handled = std::fs::read_to_string(out.path())?;
-    assert_eq!(handled.lines().filter(|l| l.contains("\"n\"")).count(), 20, "every message handled once: {handled}");
+    assert_eq!(
+        handled.lines().filter(|l| l.contains("\"n\"")).count(),
+        20,
+        "every message handled once: {handled}"
+    );
 
     // Capacity back at zero, no instance left, exactly one task ran.
-    let w = h.wait_for("full", Duration::from_secs(30), "phase Idle", |w| w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)).await?;
+    let w = h
+        .wait_for("full", Duration::from_secs(30), "phase Idle", |w| {
+            w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)
+        })
+        .await?;
     assert_eq!(group(&h, &names).await?, (0, 0));
     assert_eq!(stopped_tasks(&h, &names).await?, 1);
     assert_eq!(w.status.and_then(|s| s.queue).map(|q| q.visible), Some(0));
     let reasons: Vec<String> = h.events("full").await?.into_iter().map(|e| e.1).collect();
-    for r in ["ScalingUp", "InstanceJoined", "TaskStarted", "TaskStopped", "ScaledToZero"] {
-        assert!(reasons.iter().any(|x| x == r), "missing Event {r}: {reasons:?}");
+    for r in [
+        "ScalingUp",
+        "InstanceJoined",
+        "TaskStarted",
+        "TaskStopped",
+        "ScaledToZero",
+    ] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "missing Event {r}: {reasons:?}"
+        );
     }
     let metrics = h.metrics.encode();
-    assert!(metrics.contains("ecs_worker_operator_runs_total{outcome=\"succeeded\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("ecs_worker_operator_runs_total{outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
     player.stop().await;
     Ok(())
 }
@@ -91,19 +147,31 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
 async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<()> {
     let mut h = Harness::new("empty").await?;
     h.start_controller(Duration::from_secs(300));
-    h.apply_yaml(&worker_yaml("idle", "cronRate: 2_SECONDS")).await?;
+    h.apply_yaml(&worker_yaml("idle", "cronRate: 2_SECONDS"))
+        .await?;
     let w = h.wait_ready("idle").await?;
-    let first_tick = w.status.and_then(|s| s.next_run_time).expect("next run time");
+    let first_tick = w
+        .status
+        .and_then(|s| s.next_run_time)
+        .expect("next run time");
     // Let provisioning settle, then watch several ticks pass.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (reads0, writes0) = h.metrics.aws_reads_writes();
     let w = h
         .wait_for("idle", Duration::from_secs(20), "three ticks", |w| {
-            w.status.as_ref().and_then(|s| s.next_run_time.as_ref()).is_some_and(|t| t.0.as_second() >= first_tick.0.as_second() + 6)
+            w.status
+                .as_ref()
+                .and_then(|s| s.next_run_time.as_ref())
+                .is_some_and(|t| t.0.as_second() >= first_tick.0.as_second() + 6)
         })
         .await?;
     let (reads1, writes1) = h.metrics.aws_reads_writes();
-    assert_eq!(writes1, writes0, "idle ticks wrote to AWS: {:?}", h.metrics.aws_call_counts());
+    assert_eq!(
+        writes1,
+        writes0,
+        "idle ticks wrote to AWS: {:?}",
+        h.metrics.aws_call_counts()
+    );
     assert!(reads1 > reads0, "ticks read the queue");
     assert_eq!(group(&h, &Names::new(&h.ns, "idle")).await?, (0, 0));
     assert_eq!(w.status.and_then(|s| s.phase), Some(Phase::Idle));
@@ -114,39 +182,82 @@ async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<
 async fn instances_that_never_join_time_out_without_run_task() -> anyhow::Result<()> {
     let mut h = Harness::new("timeout").await?;
     h.start_controller(Duration::from_secs(300));
-    h.apply_yaml(&worker_yaml("late", "scaling:\n  joinTimeoutSeconds: 30")).await?;
+    h.apply_yaml(&worker_yaml("late", "scaling:\n  joinTimeoutSeconds: 30"))
+        .await?;
     let w = h.wait_ready("late").await?;
-    let url = w.status.as_ref().and_then(|s| s.resources.queue_url.clone()).unwrap_or_default();
+    let url = w
+        .status
+        .as_ref()
+        .and_then(|s| s.resources.queue_url.clone())
+        .unwrap_or_default();
     send(&h, &url, 1).await?;
     trigger(&h.api, "late", "go").await?;
     let names = Names::new(&h.ns, "late");
-    h.wait_for("late", Duration::from_secs(10), "scale-up", |w| w.status.as_ref().and_then(|s| s.phase) == Some(Phase::ScalingUp)).await?;
+    h.wait_for("late", Duration::from_secs(10), "scale-up", |w| {
+        w.status.as_ref().and_then(|s| s.phase) == Some(Phase::ScalingUp)
+    })
+    .await?;
     assert_eq!(group(&h, &names).await?.0, 1);
     // No agent plays here: the instance never joins the cluster.
     let w = h
-        .wait_for("late", Duration::from_secs(60), "a timed-out run", |w| w.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some())
+        .wait_for("late", Duration::from_secs(60), "a timed-out run", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .is_some()
+        })
         .await?;
     let status = w.status.expect("status");
-    assert_eq!(status.last_run.map(|r| r.outcome), Some(RunOutcome::ScaleUpTimedOut));
-    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").expect("Degraded");
-    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "ScaleUpTimedOut"));
+    assert_eq!(
+        status.last_run.map(|r| r.outcome),
+        Some(RunOutcome::ScaleUpTimedOut)
+    );
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "ScaleUpTimedOut")
+    );
     assert_eq!(group(&h, &names).await?.0, 0);
-    assert_eq!(run_calls(&h), 0, "RunTask must never be called without capacity");
+    assert_eq!(
+        run_calls(&h),
+        0,
+        "RunTask must never be called without capacity"
+    );
     let events = h.events("late").await?;
-    assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "ScaleUpTimedOut"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "ScaleUpTimedOut"),
+        "{events:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -> anyhow::Result<()> {
+async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -> anyhow::Result<()>
+{
     let mut h = Harness::new("fail").await?;
     h.start_controller(Duration::from_secs(300));
-    let spec = format!("{FAST_WORKER}\n  handler: \"exit 3\"\nqueue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n  deadLetter:\n    maxReceiveCount: 2");
+    let spec = format!(
+        "{FAST_WORKER}\n  handler: \"exit 3\"\nqueue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n  deadLetter:\n    maxReceiveCount: 2"
+    );
     // The FAST_WORKER queue block is replaced by the one with a dead-letter setting.
-    let spec = spec.replacen("queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n", "", 1);
+    let spec = spec.replacen(
+        "queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n",
+        "",
+        1,
+    );
     h.apply_yaml(&worker_yaml("failing", &spec)).await?;
     let w = h.wait_ready("failing").await?;
-    let res = w.status.as_ref().map(|s| s.resources.clone()).unwrap_or_default();
+    let res = w
+        .status
+        .as_ref()
+        .map(|s| s.resources.clone())
+        .unwrap_or_default();
     send(&h, res.queue_url.as_deref().unwrap_or_default(), 3).await?;
     let names = Names::new(&h.ns, "failing");
     let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
@@ -155,14 +266,26 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
         Play::RealWorker {
             binary: worker_binary()?,
             endpoint: h.moto.endpoint().into(),
-            extra_env: vec![("WORKER_RETRY_BACKOFF".into(), "1".into()), ("WORKER_RETRY_BACKOFF_MAX".into(), "1".into())],
+            extra_env: vec![
+                ("WORKER_RETRY_BACKOFF".into(), "1".into()),
+                ("WORKER_RETRY_BACKOFF_MAX".into(), "1".into()),
+            ],
         },
     );
     trigger(&h.api, "failing", "1").await?;
     let w = h
-        .wait_for("failing", Duration::from_secs(120), "a recorded run", |w| w.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some())
+        .wait_for("failing", Duration::from_secs(120), "a recorded run", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .is_some()
+        })
         .await?;
-    let run = w.status.as_ref().and_then(|s| s.last_run.clone()).expect("run");
+    let run = w
+        .status
+        .as_ref()
+        .and_then(|s| s.last_run.clone())
+        .expect("run");
     assert_eq!(run.outcome, RunOutcome::Failed, "{run:?}");
     assert!(run.exit_code.is_some_and(|c| c != 0), "{run:?}");
     let sqs = aws_sdk_sqs::Client::new(&h.sdk);
@@ -172,12 +295,27 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
         .send()
         .await?;
-    let in_dlq = dlq.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)).cloned();
-    assert_eq!(in_dlq.as_deref(), Some("3"), "all three failing messages dead-lettered");
-    h.wait_for("failing", Duration::from_secs(30), "phase Idle", |w| w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)).await?;
+    let in_dlq = dlq
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned();
+    assert_eq!(
+        in_dlq.as_deref(),
+        Some("3"),
+        "all three failing messages dead-lettered"
+    );
+    h.wait_for("failing", Duration::from_secs(30), "phase Idle", |w| {
+        w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)
+    })
+    .await?;
     assert_eq!(group(&h, &names).await?, (0, 0));
     let events = h.events("failing").await?;
-    assert!(events.iter().any(|(t, r, _)| t == "Warning" && r == "TaskStopped"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "TaskStopped"),
+        "{events:?}"
+    );
     player.stop().await;
     Ok(())
 }
@@ -186,32 +324,70 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
 async fn controller_restarted_at_every_step_completes_one_run() -> anyhow::Result<()> {
     let mut h = Harness::new("restart").await?;
     h.start_controller(Duration::from_secs(300));
-    h.apply_yaml(&worker_yaml("phoenix", &format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\""))).await?;
+    h.apply_yaml(&worker_yaml(
+        "phoenix",
+        &format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\""),
+    ))
+    .await?;
     let w = h.wait_ready("phoenix").await?;
-    let url = w.status.as_ref().and_then(|s| s.resources.queue_url.clone()).unwrap_or_default();
+    let url = w
+        .status
+        .as_ref()
+        .and_then(|s| s.resources.queue_url.clone())
+        .unwrap_or_default();
     send(&h, &url, 5).await?;
     let names = Names::new(&h.ns, "phoenix");
     let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
     trigger(&h.api, "phoenix", "1").await?;
     // Kill the controller as soon as each phase is reached, then start a new one.
-    h.wait_for("phoenix", Duration::from_secs(20), "ScalingUp", |w| w.status.as_ref().and_then(|s| s.phase) == Some(Phase::ScalingUp)).await?;
+    h.wait_for("phoenix", Duration::from_secs(20), "ScalingUp", |w| {
+        w.status.as_ref().and_then(|s| s.phase) == Some(Phase::ScalingUp)
+    })
+    .await?;
     h.stop_controller().await;
-    let player = Player::start(agent, Play::RealWorker { binary: worker_binary()?, endpoint: h.moto.endpoint().into(), extra_env: vec![] });
+    let player = Player::start(
+        agent,
+        Play::RealWorker {
+            binary: worker_binary()?,
+            endpoint: h.moto.endpoint().into(),
+            extra_env: vec![],
+        },
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.start_controller(Duration::from_secs(300));
     h.wait_for("phoenix", Duration::from_secs(30), "Running or done", |w| {
-        w.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Running) || s.last_run.is_some())
+        w.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running) || s.last_run.is_some())
     })
     .await?;
     h.stop_controller().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.start_controller(Duration::from_secs(300));
     let w = h
-        .wait_for("phoenix", Duration::from_secs(120), "a recorded run", |w| w.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some())
+        .wait_for("phoenix", Duration::from_secs(120), "a recorded run", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .is_some()
+        })
         .await?;
-    assert_eq!(w.status.as_ref().and_then(|s| s.last_run.as_ref()).map(|r| r.outcome), Some(RunOutcome::Succeeded));
-    h.wait_for("phoenix", Duration::from_secs(30), "phase Idle", |w| w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)).await?;
-    assert_eq!(stopped_tasks(&h, &names).await?, 1, "exactly one task set ran");
+    assert_eq!(
+        w.status
+            .as_ref()
+            .and_then(|s| s.last_run.as_ref())
+            .map(|r| r.outcome),
+        Some(RunOutcome::Succeeded)
+    );
+    h.wait_for("phoenix", Duration::from_secs(30), "phase Idle", |w| {
+        w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)
+    })
+    .await?;
+    assert_eq!(
+        stopped_tasks(&h, &names).await?,
+        1,
+        "exactly one task set ran"
+    );
     assert_eq!(group(&h, &names).await?, (0, 0));
     player.stop().await;
     Ok(())
@@ -235,10 +411,16 @@ async fn leftover_idle_instance_is_scaled_in_when_the_queue_is_empty() -> anyhow
     h.poke("stray").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while group(&h, &names).await?.0 != 0 {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "idle instance not scaled in");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "idle instance not scaled in"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let events = h.events("stray").await?;
-    assert!(events.iter().any(|(_, r, _)| r == "IdleInstanceScaledIn"), "{events:?}");
+    assert!(
+        events.iter().any(|(_, r, _)| r == "IdleInstanceScaledIn"),
+        "{events:?}"
+    );
     Ok(())
 }

@@ -28,6 +28,8 @@ pub const GROUP: &str = "ecsworker.dev";
 /// of the schedule, when the queue holds work, it scales the group up, waits for the instances to
 /// join the cluster, runs the worker task, and brings capacity back to zero when the worker has
 /// drained the queue.
+// kube's derive takes one `printcolumn`/`shortname` attribute per column/name.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ecsworker.dev",
@@ -44,11 +46,23 @@ pub const GROUP: &str = "ecsworker.dev";
     printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceType"),
     printcolumn(name = "Schedule", type_ = "string", json_path = ".status.schedule"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Queue", type_ = "integer", json_path = ".status.queue.visible"),
-    printcolumn(name = "Last Run", type_ = "string", json_path = ".status.lastRun.outcome"),
+    printcolumn(
+        name = "Last Run",
+        type_ = "string",
+        json_path = ".status.lastRun.outcome"
+    ),
     printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.cronRate) != has(self.schedule)").message("set exactly one of spec.cronRate (e.g. 7_HOURS) or spec.schedule (a 5-field cron expression)"))]
 #[x_kube(validation = Rule::new("!(self.gpu && self.arm)").message("spec.gpu and spec.arm cannot both be true: there is no GPU arm64 ECS-optimized AMI; choose one"))]
@@ -56,7 +70,10 @@ pub const GROUP: &str = "ecsworker.dev";
 pub struct EcsSelfTerminatingWorkerSpec {
     /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
     /// (the original's `EC2_INSTANCE_TYPE`).
-    #[schemars(length(min = 3, max = 64), regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"))]
+    #[schemars(
+        length(min = 3, max = 64),
+        regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+    )]
     pub instance_type: String,
 
     /// Run on GPU instances: selects the GPU (NVIDIA) ECS-optimized AMI and reserves one GPU for
@@ -266,7 +283,10 @@ fn default_max_receive() -> i32 {
 
 impl Default for DeadLetterSpec {
     fn default() -> Self {
-        DeadLetterSpec { enabled: true, max_receive_count: default_max_receive() }
+        DeadLetterSpec {
+            enabled: true,
+            max_receive_count: default_max_receive(),
+        }
     }
 }
 
@@ -349,7 +369,9 @@ impl Default for WorkerSettings {
 }
 
 /// How a finished worker removes its capacity.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum TerminationMode {
     /// Terminate its own instance with a desired-capacity decrement (each instance removes only itself).
     #[default]
@@ -378,7 +400,9 @@ pub struct NetworkSpec {
 }
 
 /// ECS-optimized AMI family.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum AmiFamily {
     /// Amazon Linux 2023.
     #[default]
@@ -406,7 +430,9 @@ pub struct IamSpec {
 }
 
 /// What deleting the object does to its AWS resources.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum DeletionPolicy {
     /// Delete everything, except a queue that still holds messages: it is kept, with an Event.
     #[default]
@@ -575,6 +601,10 @@ pub enum RunOutcome {
 impl EcsSelfTerminatingWorker {
     /// Reads a condition by type.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
     }
 }

@@ -6,17 +6,30 @@
 use super::AwsClients;
 use super::error::{AwsError, ErrorKind, SdkResultExt};
 use crate::api::{EcsSelfTerminatingWorkerStatus, QueueDepth};
-use crate::plan::cycle::{Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState, Lifecycle, Observed, TaskState};
+use crate::plan::cycle::{
+    Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState, Lifecycle,
+    Observed, TaskState,
+};
 use crate::plan::desired::Names;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 /// Observes queue, group, container instances and tasks.
-pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatingWorkerStatus) -> Result<Observed, AwsError> {
+pub async fn observe(
+    aws: &AwsClients,
+    names: &Names,
+    status: &EcsSelfTerminatingWorkerStatus,
+) -> Result<Observed, AwsError> {
     let queue_url = status
         .resources
         .queue_url
         .as_deref()
-        .ok_or_else(|| AwsError { service: "sqs", operation: "GetQueueAttributes", code: "NotProvisioned".into(), message: "queue not provisioned yet".into(), kind: ErrorKind::NotFound })?;
+        .ok_or_else(|| AwsError {
+            service: "sqs",
+            operation: "GetQueueAttributes",
+            code: "NotProvisioned".into(),
+            message: "queue not provisioned yet".into(),
+            kind: ErrorKind::NotFound,
+        })?;
     let attrs = aws
         .sqs
         .get_queue_attributes()
@@ -26,7 +39,13 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
         .send()
         .await
         .aws("sqs", "GetQueueAttributes")?;
-    let count = |k: QueueAttributeName| attrs.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let count = |k: QueueAttributeName| {
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&k))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     let queue = QueueDepth {
         visible: count(QueueAttributeName::ApproximateNumberOfMessages),
         in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
@@ -40,13 +59,16 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
         .send()
         .await
         .aws("autoscaling", "DescribeAutoScalingGroups")?;
-    let g = groups.auto_scaling_groups().first().ok_or_else(|| AwsError {
-        service: "autoscaling",
-        operation: "DescribeAutoScalingGroups",
-        code: "NotFound".into(),
-        message: format!("group {} not found", names.auto_scaling_group),
-        kind: ErrorKind::NotFound,
-    })?;
+    let g = groups
+        .auto_scaling_groups()
+        .first()
+        .ok_or_else(|| AwsError {
+            service: "autoscaling",
+            operation: "DescribeAutoScalingGroups",
+            code: "NotFound".into(),
+            message: format!("group {} not found", names.auto_scaling_group),
+            kind: ErrorKind::NotFound,
+        })?;
     let group = GroupState {
         desired_capacity: g.desired_capacity().unwrap_or(0),
         instances: g
@@ -55,13 +77,20 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
             .filter_map(|i| {
                 Some(GroupInstance {
                     instance_id: i.instance_id()?.to_string(),
-                    lifecycle: Lifecycle::from_aws(i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default()),
+                    lifecycle: Lifecycle::from_aws(
+                        i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default(),
+                    ),
                 })
             })
             .collect(),
     };
 
-    let mut observed = Observed { queue, group, container_instances: Vec::new(), tasks: Vec::new() };
+    let mut observed = Observed {
+        queue,
+        group,
+        container_instances: Vec::new(),
+        tasks: Vec::new(),
+    };
     let capacity_up = observed.group.desired_capacity > 0 || !observed.group.instances.is_empty();
     if !capacity_up && status.current_run.is_none() {
         return Ok(observed);
@@ -69,7 +98,14 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
 
     let ecs = &aws.ecs;
     let cluster = &names.cluster;
-    let arns = ecs.list_container_instances().cluster(cluster).send().await.aws("ecs", "ListContainerInstances")?.container_instance_arns().to_vec();
+    let arns = ecs
+        .list_container_instances()
+        .cluster(cluster)
+        .send()
+        .await
+        .aws("ecs", "ListContainerInstances")?
+        .container_instance_arns()
+        .to_vec();
     if !arns.is_empty() {
         let out = ecs
             .describe_container_instances()
@@ -115,16 +151,29 @@ pub async fn observe(aws: &AwsClients, names: &Names, status: &EcsSelfTerminatin
     task_arns.sort();
     task_arns.dedup();
     for chunk in task_arns.chunks(100) {
-        let out = ecs.describe_tasks().cluster(cluster).set_tasks(Some(chunk.to_vec())).send().await.aws("ecs", "DescribeTasks")?;
-        observed.tasks.extend(out.tasks().iter().map(|t| TaskState {
-            arn: t.task_arn().unwrap_or_default().to_string(),
-            started_by: t.started_by().map(str::to_string),
-            container_instance_arn: t.container_instance_arn().map(str::to_string),
-            last_status: t.last_status().unwrap_or_default().to_string(),
-            exit_code: t.containers().iter().find_map(|c| c.exit_code()),
-            stop_reason: t.stopped_reason().map(str::to_string),
-            started_at: t.started_at().or(t.created_at()).and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
-            stopped_at: t.stopped_at().and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
+        let out = ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(chunk.to_vec()))
+            .send()
+            .await
+            .aws("ecs", "DescribeTasks")?;
+        observed.tasks.extend(out.tasks().iter().map(|t| {
+            TaskState {
+                arn: t.task_arn().unwrap_or_default().to_string(),
+                started_by: t.started_by().map(str::to_string),
+                container_instance_arn: t.container_instance_arn().map(str::to_string),
+                last_status: t.last_status().unwrap_or_default().to_string(),
+                exit_code: t.containers().iter().find_map(|c| c.exit_code()),
+                stop_reason: t.stopped_reason().map(str::to_string),
+                started_at: t
+                    .started_at()
+                    .or(t.created_at())
+                    .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
+                stopped_at: t
+                    .stopped_at()
+                    .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
+            }
         }));
     }
     Ok(observed)
@@ -181,8 +230,18 @@ pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Res
                     .await
                     .aws("ecs", "RunTask")?;
                 if out.tasks().is_empty() && !out.failures().is_empty() {
-                    let reasons: Vec<String> = out.failures().iter().map(|f| format!("{}: {}", f.arn().unwrap_or("-"), f.reason().unwrap_or("-"))).collect();
-                    return Err(AwsError::unexpected("ecs", "RunTask", format!("no task placed: {}", reasons.join("; "))));
+                    let reasons: Vec<String> = out
+                        .failures()
+                        .iter()
+                        .map(|f| {
+                            format!("{}: {}", f.arn().unwrap_or("-"), f.reason().unwrap_or("-"))
+                        })
+                        .collect();
+                    return Err(AwsError::unexpected(
+                        "ecs",
+                        "RunTask",
+                        format!("no task placed: {}", reasons.join("; ")),
+                    ));
                 }
             }
         }
@@ -200,14 +259,28 @@ pub fn client_token(names: &Names, run_id: &str) -> String {
 /// Stops every task of the worker's cluster (the worker returns unfinished messages to the
 /// queue on SIGTERM). A missing cluster means there is nothing to stop.
 pub async fn stop_all_tasks(aws: &AwsClients, names: &Names) -> Result<(), AwsError> {
-    let listed = aws.ecs.list_tasks().cluster(&names.cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Running).send().await.aws("ecs", "ListTasks");
+    let listed = aws
+        .ecs
+        .list_tasks()
+        .cluster(&names.cluster)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .send()
+        .await
+        .aws("ecs", "ListTasks");
     let arns = match listed {
         Ok(out) => out.task_arns().to_vec(),
         Err(e) if e.is(ErrorKind::NotFound) || e.code.contains("ClusterNotFound") => return Ok(()),
         Err(e) => return Err(e),
     };
     for arn in arns {
-        aws.ecs.stop_task().cluster(&names.cluster).task(arn).reason("EcsSelfTerminatingWorker deleted").send().await.aws("ecs", "StopTask")?;
+        aws.ecs
+            .stop_task()
+            .cluster(&names.cluster)
+            .task(arn)
+            .reason("EcsSelfTerminatingWorker deleted")
+            .send()
+            .await
+            .aws("ecs", "StopTask")?;
     }
     Ok(())
 }

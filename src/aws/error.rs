@@ -39,27 +39,65 @@ impl AwsError {
 
     /// Retrying later may succeed without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Throttling | ErrorKind::Transient | ErrorKind::Other)
+        matches!(
+            self.kind,
+            ErrorKind::Throttling | ErrorKind::Transient | ErrorKind::Other
+        )
     }
 
     /// An error that is not an AWS response (a response AWS sent that made no sense).
-    pub fn unexpected(service: &'static str, operation: &'static str, message: impl Into<String>) -> AwsError {
-        AwsError { service, operation, code: "Unexpected".into(), message: message.into(), kind: ErrorKind::Other }
+    pub fn unexpected(
+        service: &'static str,
+        operation: &'static str,
+        message: impl Into<String>,
+    ) -> AwsError {
+        AwsError {
+            service,
+            operation,
+            code: "Unexpected".into(),
+            message: message.into(),
+            kind: ErrorKind::Other,
+        }
     }
 }
 
 /// Classifies an error code (and HTTP status, when known).
 pub fn classify(code: &str, status: Option<u16>) -> ErrorKind {
     let c = code.to_ascii_lowercase();
-    if c.contains("throttl") || c.contains("toomanyrequests") || c.contains("requestlimitexceeded") || c == "slowdown" || status == Some(429) {
+    if c.contains("throttl")
+        || c.contains("toomanyrequests")
+        || c.contains("requestlimitexceeded")
+        || c == "slowdown"
+        || status == Some(429)
+    {
         ErrorKind::Throttling
-    } else if c.contains("accessdenied") || c.contains("unauthorized") || c == "authfailure" || c.contains("invalidclienttokenid") || c.contains("signaturedoesnotmatch") || c.contains("expiredtoken") || status == Some(403) {
+    } else if c.contains("accessdenied")
+        || c.contains("unauthorized")
+        || c == "authfailure"
+        || c.contains("invalidclienttokenid")
+        || c.contains("signaturedoesnotmatch")
+        || c.contains("expiredtoken")
+        || status == Some(403)
+    {
         ErrorKind::AccessDenied
-    } else if c.contains("notfound") || c.contains("nosuch") || c.contains("nonexistent") || c.ends_with(".notfound") || c == "clusternotfoundexception" {
+    } else if c.contains("notfound")
+        || c.contains("nosuch")
+        || c.contains("nonexistent")
+        || c.ends_with(".notfound")
+        || c == "clusternotfoundexception"
+    {
         ErrorKind::NotFound
-    } else if c.contains("invalidparameter") || c.contains("validation") || c.starts_with("invalid") || c.contains("malformed") {
+    } else if c.contains("invalidparameter")
+        || c.contains("validation")
+        || c.starts_with("invalid")
+        || c.contains("malformed")
+    {
         ErrorKind::InvalidParameter
-    } else if status.is_some_and(|s| s >= 500) || c.contains("internal") || c.contains("serviceunavailable") || c.contains("unavailable") {
+    } else if status.is_some_and(|s| s >= 500)
+        || c.contains("internal")
+        || c.contains("serviceunavailable")
+        || c.contains("unavailable")
+    {
         ErrorKind::Transient
     } else {
         ErrorKind::Other
@@ -84,16 +122,29 @@ where
                     e.err().code().unwrap_or("Unknown").to_string(),
                     e.err().message().unwrap_or_default().to_string(),
                 ),
-                SdkError::TimeoutError(_) => ("Timeout".to_string(), "request timed out".to_string()),
+                SdkError::TimeoutError(_) => {
+                    ("Timeout".to_string(), "request timed out".to_string())
+                }
                 SdkError::DispatchFailure(e) => ("DispatchFailure".to_string(), format!("{e:?}")),
-                SdkError::ResponseError(_) => ("ResponseError".to_string(), "unreadable response".to_string()),
+                SdkError::ResponseError(_) => (
+                    "ResponseError".to_string(),
+                    "unreadable response".to_string(),
+                ),
                 other => ("Unknown".to_string(), other.to_string()),
             };
             let kind = match &err {
-                SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Transient,
+                SdkError::TimeoutError(_)
+                | SdkError::DispatchFailure(_)
+                | SdkError::ResponseError(_) => ErrorKind::Transient,
                 _ => classify(&code, status),
             };
-            AwsError { service, operation, code, message, kind }
+            AwsError {
+                service,
+                operation,
+                code,
+                message,
+                kind,
+            }
         })
     }
 }
@@ -121,11 +172,19 @@ mod tests {
             ("RequestLimitExceeded", Some(503), ErrorKind::Throttling),
             ("AccessDeniedException", Some(400), ErrorKind::AccessDenied),
             ("UnauthorizedOperation", Some(403), ErrorKind::AccessDenied),
-            ("AWS.SimpleQueueService.NonExistentQueue", Some(400), ErrorKind::NotFound),
+            (
+                "AWS.SimpleQueueService.NonExistentQueue",
+                Some(400),
+                ErrorKind::NotFound,
+            ),
             ("NoSuchEntity", Some(404), ErrorKind::NotFound),
             ("InvalidGroup.NotFound", Some(400), ErrorKind::NotFound),
             ("ResourceNotFoundException", Some(400), ErrorKind::NotFound),
-            ("InvalidParameterException", Some(400), ErrorKind::InvalidParameter),
+            (
+                "InvalidParameterException",
+                Some(400),
+                ErrorKind::InvalidParameter,
+            ),
             ("ValidationError", Some(400), ErrorKind::InvalidParameter),
             ("Unknown", Some(500), ErrorKind::Transient),
             ("InternalFailure", Some(500), ErrorKind::Transient),

@@ -83,7 +83,9 @@ impl ClientFactory {
 
     /// Dummy static keys, for local emulators that only check that requests are signed.
     pub fn emulator_credentials() -> SharedCredentialsProvider {
-        SharedCredentialsProvider::new(Credentials::new("emulator", "emulator", None, None, "emulator"))
+        SharedCredentialsProvider::new(Credentials::new(
+            "emulator", "emulator", None, None, "emulator",
+        ))
     }
 
     async fn base(&self) -> &SdkConfig {
@@ -117,24 +119,38 @@ impl ClientFactory {
     /// Clients for one region and (optionally) a worker's own static keys.
     pub async fn clients(&self, region: &str, keys: Option<StaticKeys>) -> AwsClients {
         let key = (region.to_string(), keys.clone());
-        if let Some(c) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return c.clone();
         }
-        let mut builder = self.base().await.to_builder().region(Region::new(region.to_string()));
+        let mut builder = self
+            .base()
+            .await
+            .to_builder()
+            .region(Region::new(region.to_string()));
         if let Some(k) = keys {
-            builder = builder.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                k.access_key_id,
-                k.secret_access_key,
-                k.session_token,
-                None,
-                "worker-secret",
-            )));
+            builder =
+                builder.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                    k.access_key_id,
+                    k.secret_access_key,
+                    k.session_token,
+                    None,
+                    "worker-secret",
+                )));
         }
         let config = builder.build();
         let counter = CallCounter(self.metrics.clone());
         macro_rules! client {
             ($sdk:ident) => {
-                $sdk::Client::from_conf($sdk::config::Builder::from(&config).interceptor(counter.clone()).build())
+                $sdk::Client::from_conf(
+                    $sdk::config::Builder::from(&config)
+                        .interceptor(counter.clone())
+                        .build(),
+                )
             };
         }
         let clients = AwsClients {

@@ -6,10 +6,10 @@
 //! created again. What "matches the spec" means is decided in `plan::desired` (attributes,
 //! fingerprints); this module only reads, compares with that, and writes.
 
-use super::error::{AwsError, ErrorKind, SdkResultExt};
 use super::AwsClients;
+use super::error::{AwsError, ErrorKind, SdkResultExt};
 use crate::api::{AwsResources, DeletionPolicy, EcsSelfTerminatingWorkerSpec};
-use crate::plan::desired::{self, Names, CONTAINER_NAME, FINGERPRINT_TAG};
+use crate::plan::desired::{self, CONTAINER_NAME, FINGERPRINT_TAG, Names};
 use std::collections::{BTreeMap, HashMap};
 
 /// What one `ensure_all` did.
@@ -32,7 +32,9 @@ impl Report {
 pub enum ProvisionError {
     #[error(transparent)]
     Aws(#[from] AwsError),
-    #[error("no subnets: spec.network.subnetIds is empty and region {0} has no default VPC; set spec.network.subnetIds")]
+    #[error(
+        "no subnets: spec.network.subnetIds is empty and region {0} has no default VPC; set spec.network.subnetIds"
+    )]
     NoNetwork(String),
 }
 
@@ -65,7 +67,12 @@ impl Provisioner<'_> {
         let subnets = self.subnets().await?;
         let dlq_arn = if self.spec.queue.dead_letter.enabled {
             let (url, arn) = self
-                .ensure_queue(&self.names.dead_letter_queue, desired::dead_letter_queue_attributes(), "DeadLetterQueue", &mut report)
+                .ensure_queue(
+                    &self.names.dead_letter_queue,
+                    desired::dead_letter_queue_attributes(),
+                    "DeadLetterQueue",
+                    &mut report,
+                )
                 .await?;
             res.dead_letter_queue_url = Some(url);
             res.dead_letter_queue_arn = Some(arn.clone());
@@ -76,7 +83,9 @@ impl Provisioner<'_> {
             None
         };
         let attrs = desired::queue_attributes(self.spec, dlq_arn.as_deref());
-        let (queue_url, queue_arn) = self.ensure_queue(&self.names.queue, attrs, "Queue", &mut report).await?;
+        let (queue_url, queue_arn) = self
+            .ensure_queue(&self.names.queue, attrs, "Queue", &mut report)
+            .await?;
         res.queue_url = Some(queue_url.clone());
         res.queue_arn = Some(queue_arn.clone());
 
@@ -95,7 +104,13 @@ impl Provisioner<'_> {
             Some(arn) => arn,
             None => {
                 let role = self
-                    .ensure_role(&self.names.instance_role, "ec2.amazonaws.com", &desired::instance_policy(&cluster_arn), "InstanceRole", &mut report)
+                    .ensure_role(
+                        &self.names.instance_role,
+                        "ec2.amazonaws.com",
+                        &desired::instance_policy(&cluster_arn),
+                        "InstanceRole",
+                        &mut report,
+                    )
                     .await?;
                 res.instance_role_arn = Some(role);
                 self.ensure_instance_profile(&mut report).await?
@@ -105,27 +120,47 @@ impl Provisioner<'_> {
         let task_role_arn = match iam.task_role_arn {
             Some(arn) => arn,
             None => {
-                self.ensure_role(&self.names.task_role, "ecs-tasks.amazonaws.com", &desired::task_policy(&queue_arn, &group_arn, &cluster_arn), "TaskRole", &mut report)
-                    .await?
+                self.ensure_role(
+                    &self.names.task_role,
+                    "ecs-tasks.amazonaws.com",
+                    &desired::task_policy(&queue_arn, &group_arn, &cluster_arn),
+                    "TaskRole",
+                    &mut report,
+                )
+                .await?
             }
         };
         res.task_role_arn = Some(task_role_arn.clone());
         let execution_role_arn = match iam.execution_role_arn {
             Some(arn) => arn,
             None => {
-                self.ensure_role(&self.names.execution_role, "ecs-tasks.amazonaws.com", &desired::execution_policy(&log_group_arn), "ExecutionRole", &mut report)
-                    .await?
+                self.ensure_role(
+                    &self.names.execution_role,
+                    "ecs-tasks.amazonaws.com",
+                    &desired::execution_policy(&log_group_arn),
+                    "ExecutionRole",
+                    &mut report,
+                )
+                .await?
             }
         };
         res.execution_role_arn = Some(execution_role_arn.clone());
 
-        let security_groups = match self.spec.network.as_ref().map(|n| n.security_group_ids.clone()).unwrap_or_default() {
+        let security_groups = match self
+            .spec
+            .network
+            .as_ref()
+            .map(|n| n.security_group_ids.clone())
+            .unwrap_or_default()
+        {
             given if !given.is_empty() => {
                 res.security_group_id = None;
                 given
             }
             _ => {
-                let sg = self.ensure_security_group(&subnets.vpc_id, &mut report).await?;
+                let sg = self
+                    .ensure_security_group(&subnets.vpc_id, &mut report)
+                    .await?;
                 res.security_group_id = Some(sg.clone());
                 vec![sg]
             }
@@ -150,7 +185,12 @@ impl Provisioner<'_> {
 
         let td = desired::task_definition(
             self.spec,
-            &desired::TaskInputs { names: self.names, queue_url: &queue_url, task_role_arn: &task_role_arn, execution_role_arn: &execution_role_arn },
+            &desired::TaskInputs {
+                names: self.names,
+                queue_url: &queue_url,
+                task_role_arn: &task_role_arn,
+                execution_role_arn: &execution_role_arn,
+            },
         );
         res.task_definition_arn = Some(self.ensure_task_definition(&td, &mut report).await?);
         Ok(report)
@@ -160,29 +200,69 @@ impl Provisioner<'_> {
 
     async fn subnets(&self) -> Result<Subnets, ProvisionError> {
         let ec2 = &self.aws.ec2;
-        let given = self.spec.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default();
+        let given = self
+            .spec
+            .network
+            .as_ref()
+            .map(|n| n.subnet_ids.clone())
+            .unwrap_or_default();
         if !given.is_empty() {
-            let out = ec2.describe_subnets().set_subnet_ids(Some(given.clone())).send().await.aws("ec2", "DescribeSubnets")?;
-            let vpc_id = out.subnets().iter().find_map(|s| s.vpc_id()).map(str::to_string).unwrap_or_default();
+            let out = ec2
+                .describe_subnets()
+                .set_subnet_ids(Some(given.clone()))
+                .send()
+                .await
+                .aws("ec2", "DescribeSubnets")?;
+            let vpc_id = out
+                .subnets()
+                .iter()
+                .find_map(|s| s.vpc_id())
+                .map(str::to_string)
+                .unwrap_or_default();
             return Ok(Subnets { vpc_id, ids: given });
         }
         let vpcs = ec2
             .describe_vpcs()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("is-default").values("true").build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("is-default")
+                    .values("true")
+                    .build(),
+            )
             .send()
             .await
             .aws("ec2", "DescribeVpcs")?;
-        let Some(vpc_id) = vpcs.vpcs().iter().find_map(|v| v.vpc_id()).map(str::to_string) else {
+        let Some(vpc_id) = vpcs
+            .vpcs()
+            .iter()
+            .find_map(|v| v.vpc_id())
+            .map(str::to_string)
+        else {
             return Err(ProvisionError::NoNetwork(self.spec.region.clone()));
         };
         let subnets = ec2
             .describe_subnets()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(&vpc_id).build())
-            .filters(aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("vpc-id")
+                    .values(&vpc_id)
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("default-for-az")
+                    .values("true")
+                    .build(),
+            )
             .send()
             .await
             .aws("ec2", "DescribeSubnets")?;
-        let mut ids: Vec<String> = subnets.subnets().iter().filter_map(|s| s.subnet_id()).map(str::to_string).collect();
+        let mut ids: Vec<String> = subnets
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_id())
+            .map(str::to_string)
+            .collect();
         ids.sort();
         if ids.is_empty() {
             return Err(ProvisionError::NoNetwork(self.spec.region.clone()));
@@ -190,12 +270,26 @@ impl Provisioner<'_> {
         Ok(Subnets { vpc_id, ids })
     }
 
-    async fn ensure_security_group(&self, vpc_id: &str, report: &mut Report) -> Result<String, AwsError> {
+    async fn ensure_security_group(
+        &self,
+        vpc_id: &str,
+        report: &mut Report,
+    ) -> Result<String, AwsError> {
         let ec2 = &self.aws.ec2;
         let found = ec2
             .describe_security_groups()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values(&self.names.security_group).build())
-            .filters(aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(vpc_id).build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values(&self.names.security_group)
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("vpc-id")
+                    .values(vpc_id)
+                    .build(),
+            )
             .send()
             .await
             .aws("ec2", "DescribeSecurityGroups")?;
@@ -212,13 +306,23 @@ impl Provisioner<'_> {
             .await
             .aws("ec2", "CreateSecurityGroup")?;
         report.created.push("SecurityGroup");
-        out.group_id().map(str::to_string).ok_or_else(|| AwsError::unexpected("ec2", "CreateSecurityGroup", "no group id"))
+        out.group_id()
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::unexpected("ec2", "CreateSecurityGroup", "no group id"))
     }
 
-    fn ec2_tags(&self, resource_type: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {
+    fn ec2_tags(
+        &self,
+        resource_type: aws_sdk_ec2::types::ResourceType,
+    ) -> aws_sdk_ec2::types::TagSpecification {
         aws_sdk_ec2::types::TagSpecification::builder()
             .resource_type(resource_type)
-            .set_tags(Some(self.tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect()))
+            .set_tags(Some(
+                self.tags
+                    .iter()
+                    .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
             .build()
     }
 
@@ -233,7 +337,13 @@ impl Provisioner<'_> {
     ) -> Result<(String, String), AwsError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = &self.aws.sqs;
-        let url = match sqs.get_queue_url().queue_name(name).send().await.aws("sqs", "GetQueueUrl") {
+        let url = match sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .aws("sqs", "GetQueueUrl")
+        {
             Ok(out) => out.queue_url().map(str::to_string),
             Err(e) if e.is(ErrorKind::NotFound) => None,
             Err(e) => return Err(e),
@@ -248,19 +358,34 @@ impl Provisioner<'_> {
                     .await
                     .aws("sqs", "GetQueueAttributes")?;
                 let observed = observed.attributes().cloned().unwrap_or_default();
-                let get = |k: &str| observed.get(&QueueAttributeName::from(k)).map(String::as_str);
+                let get = |k: &str| {
+                    observed
+                        .get(&QueueAttributeName::from(k))
+                        .map(String::as_str)
+                };
                 let mut changed: HashMap<QueueAttributeName, String> = HashMap::new();
                 for (k, v) in &attributes {
-                    let same = if k == "RedrivePolicy" { desired::same_redrive(get(k), Some(v)) } else { get(k) == Some(v.as_str()) };
+                    let same = if k == "RedrivePolicy" {
+                        desired::same_redrive(get(k), Some(v))
+                    } else {
+                        get(k) == Some(v.as_str())
+                    };
                     if !same {
                         changed.insert(QueueAttributeName::from(k.as_str()), v.clone());
                     }
                 }
-                if !attributes.contains_key("RedrivePolicy") && get("RedrivePolicy").is_some_and(|p| !p.is_empty()) {
+                if !attributes.contains_key("RedrivePolicy")
+                    && get("RedrivePolicy").is_some_and(|p| !p.is_empty())
+                {
                     changed.insert(QueueAttributeName::RedrivePolicy, String::new());
                 }
                 if !changed.is_empty() {
-                    sqs.set_queue_attributes().queue_url(&url).set_attributes(Some(changed)).send().await.aws("sqs", "SetQueueAttributes")?;
+                    sqs.set_queue_attributes()
+                        .queue_url(&url)
+                        .set_attributes(Some(changed))
+                        .send()
+                        .await
+                        .aws("sqs", "SetQueueAttributes")?;
                     report.updated.push(what);
                 }
                 if let Some(arn) = get("QueueArn") {
@@ -269,7 +394,10 @@ impl Provisioner<'_> {
                 url
             }
             None => {
-                let attrs = attributes.into_iter().map(|(k, v)| (QueueAttributeName::from(k.as_str()), v)).collect();
+                let attrs = attributes
+                    .into_iter()
+                    .map(|(k, v)| (QueueAttributeName::from(k.as_str()), v))
+                    .collect();
                 let out = sqs
                     .create_queue()
                     .queue_name(name)
@@ -279,7 +407,9 @@ impl Provisioner<'_> {
                     .await
                     .aws("sqs", "CreateQueue")?;
                 report.created.push(what);
-                out.queue_url().map(str::to_string).ok_or_else(|| AwsError::unexpected("sqs", "CreateQueue", "no queue url"))?
+                out.queue_url()
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::unexpected("sqs", "CreateQueue", "no queue url"))?
             }
         };
         let out = sqs
@@ -300,19 +430,43 @@ impl Provisioner<'_> {
     async fn ensure_log_group(&self, report: &mut Report) -> Result<String, AwsError> {
         let logs = &self.aws.logs;
         let name = &self.names.log_group;
-        let found = logs.describe_log_groups().log_group_name_prefix(name).send().await.aws("logs", "DescribeLogGroups")?;
-        let existing = found.log_groups().iter().find(|g| g.log_group_name() == Some(name.as_str())).cloned();
+        let found = logs
+            .describe_log_groups()
+            .log_group_name_prefix(name)
+            .send()
+            .await
+            .aws("logs", "DescribeLogGroups")?;
+        let existing = found
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(name.as_str()))
+            .cloned();
         let arn = match existing {
             Some(g) => {
                 if g.retention_in_days() != Some(self.spec.log_retention_days) {
-                    logs.put_retention_policy().log_group_name(name).retention_in_days(self.spec.log_retention_days).send().await.aws("logs", "PutRetentionPolicy")?;
+                    logs.put_retention_policy()
+                        .log_group_name(name)
+                        .retention_in_days(self.spec.log_retention_days)
+                        .send()
+                        .await
+                        .aws("logs", "PutRetentionPolicy")?;
                     report.updated.push("LogGroup");
                 }
                 g.arn().map(|a| a.trim_end_matches(":*").to_string())
             }
             None => {
-                logs.create_log_group().log_group_name(name).set_tags(Some(self.tags.clone().into_iter().collect())).send().await.aws("logs", "CreateLogGroup")?;
-                logs.put_retention_policy().log_group_name(name).retention_in_days(self.spec.log_retention_days).send().await.aws("logs", "PutRetentionPolicy")?;
+                logs.create_log_group()
+                    .log_group_name(name)
+                    .set_tags(Some(self.tags.clone().into_iter().collect()))
+                    .send()
+                    .await
+                    .aws("logs", "CreateLogGroup")?;
+                logs.put_retention_policy()
+                    .log_group_name(name)
+                    .retention_in_days(self.spec.log_retention_days)
+                    .send()
+                    .await
+                    .aws("logs", "PutRetentionPolicy")?;
                 report.created.push("LogGroup");
                 None
             }
@@ -325,20 +479,46 @@ impl Provisioner<'_> {
     fn iam_tags(&self) -> Result<Vec<aws_sdk_iam::types::Tag>, AwsError> {
         self.tags
             .iter()
-            .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().map_err(|e| build_err("iam", e)))
+            .map(|(k, v)| {
+                aws_sdk_iam::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| build_err("iam", e))
+            })
             .collect()
     }
 
-    async fn ensure_role(&self, name: &str, service: &str, policy: &str, what: &'static str, report: &mut Report) -> Result<String, AwsError> {
+    async fn ensure_role(
+        &self,
+        name: &str,
+        service: &str,
+        policy: &str,
+        what: &'static str,
+        report: &mut Report,
+    ) -> Result<String, AwsError> {
         let iam = &self.aws.iam;
-        let arn = match iam.get_role().role_name(name).send().await.aws("iam", "GetRole") {
+        let arn = match iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .aws("iam", "GetRole")
+        {
             Ok(out) => out.role().map(|r| r.arn().to_string()),
             Err(e) if e.is(ErrorKind::NotFound) => None,
             Err(e) => return Err(e),
         };
         let arn = match arn {
             Some(arn) => {
-                match iam.get_role_policy().role_name(name).policy_name("worker").send().await.aws("iam", "GetRolePolicy") {
+                match iam
+                    .get_role_policy()
+                    .role_name(name)
+                    .policy_name("worker")
+                    .send()
+                    .await
+                    .aws("iam", "GetRolePolicy")
+                {
                     Ok(_) => return Ok(arn),
                     Err(e) if e.is(ErrorKind::NotFound) => report.updated.push(what),
                     Err(e) => return Err(e),
@@ -356,17 +536,31 @@ impl Provisioner<'_> {
                     .await
                     .aws("iam", "CreateRole")?;
                 report.created.push(what);
-                out.role().map(|r| r.arn().to_string()).ok_or_else(|| AwsError::unexpected("iam", "CreateRole", "no role"))?
+                out.role()
+                    .map(|r| r.arn().to_string())
+                    .ok_or_else(|| AwsError::unexpected("iam", "CreateRole", "no role"))?
             }
         };
-        iam.put_role_policy().role_name(name).policy_name("worker").policy_document(policy).send().await.aws("iam", "PutRolePolicy")?;
+        iam.put_role_policy()
+            .role_name(name)
+            .policy_name("worker")
+            .policy_document(policy)
+            .send()
+            .await
+            .aws("iam", "PutRolePolicy")?;
         Ok(arn)
     }
 
     async fn ensure_instance_profile(&self, report: &mut Report) -> Result<String, AwsError> {
         let iam = &self.aws.iam;
         let name = &self.names.instance_profile;
-        let profile = match iam.get_instance_profile().instance_profile_name(name).send().await.aws("iam", "GetInstanceProfile") {
+        let profile = match iam
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .aws("iam", "GetInstanceProfile")
+        {
             Ok(out) => out.instance_profile().cloned(),
             Err(e) if e.is(ErrorKind::NotFound) => None,
             Err(e) => return Err(e),
@@ -382,10 +576,16 @@ impl Provisioner<'_> {
                     .await
                     .aws("iam", "CreateInstanceProfile")?;
                 report.created.push("InstanceProfile");
-                out.instance_profile().cloned().ok_or_else(|| AwsError::unexpected("iam", "CreateInstanceProfile", "no profile"))?
+                out.instance_profile().cloned().ok_or_else(|| {
+                    AwsError::unexpected("iam", "CreateInstanceProfile", "no profile")
+                })?
             }
         };
-        if !profile.roles().iter().any(|r| r.role_name() == self.names.instance_role) {
+        if !profile
+            .roles()
+            .iter()
+            .any(|r| r.role_name() == self.names.instance_role)
+        {
             iam.add_role_to_instance_profile()
                 .instance_profile_name(name)
                 .role_name(&self.names.instance_role)
@@ -399,20 +599,36 @@ impl Provisioner<'_> {
     // ---- compute ----------------------------------------------------------------------------
 
     async fn ami(&self) -> Result<String, AwsError> {
-        let out = self.aws.ssm.get_parameter().name(desired::ami_parameter(self.spec)).send().await.aws("ssm", "GetParameter")?;
+        let out = self
+            .aws
+            .ssm
+            .get_parameter()
+            .name(desired::ami_parameter(self.spec))
+            .send()
+            .await
+            .aws("ssm", "GetParameter")?;
         out.parameter()
             .and_then(|p| p.value())
             .map(str::to_string)
             .ok_or_else(|| AwsError::unexpected("ssm", "GetParameter", "no AMI id"))
     }
 
-    async fn ensure_launch_template(&self, lt: &desired::LaunchTemplateSpec, report: &mut Report) -> Result<(String, i64), AwsError> {
+    async fn ensure_launch_template(
+        &self,
+        lt: &desired::LaunchTemplateSpec,
+        report: &mut Report,
+    ) -> Result<(String, i64), AwsError> {
         use aws_sdk_ec2::types::*;
         let ec2 = &self.aws.ec2;
         let fingerprint = lt.fingerprint();
         let found = ec2
             .describe_launch_templates()
-            .filters(Filter::builder().name("launch-template-name").values(&self.names.launch_template).build())
+            .filters(
+                Filter::builder()
+                    .name("launch-template-name")
+                    .values(&self.names.launch_template)
+                    .build(),
+            )
             .send()
             .await
             .aws("ec2", "DescribeLaunchTemplates")?;
@@ -420,7 +636,11 @@ impl Provisioner<'_> {
         let mut data = RequestLaunchTemplateData::builder()
             .image_id(&lt.image_id)
             .instance_type(InstanceType::from(lt.instance_type.as_str()))
-            .iam_instance_profile(LaunchTemplateIamInstanceProfileSpecificationRequest::builder().arn(&lt.instance_profile_arn).build())
+            .iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .arn(&lt.instance_profile_arn)
+                    .build(),
+            )
             .user_data(&lt.user_data)
             .metadata_options(
                 LaunchTemplateInstanceMetadataOptionsRequest::builder()
@@ -431,7 +651,12 @@ impl Provisioner<'_> {
             .tag_specifications(
                 LaunchTemplateTagSpecificationRequest::builder()
                     .resource_type(ResourceType::Instance)
-                    .set_tags(Some(self.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+                    .set_tags(Some(
+                        self.tags
+                            .iter()
+                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                            .collect(),
+                    ))
                     .build(),
             );
         data = match lt.assign_public_ip {
@@ -456,7 +681,10 @@ impl Provisioner<'_> {
                     .send()
                     .await
                     .aws("ec2", "DescribeLaunchTemplateVersions")?;
-                let current = versions.launch_template_versions().first().and_then(|v| v.version_description());
+                let current = versions
+                    .launch_template_versions()
+                    .first()
+                    .and_then(|v| v.version_description());
                 if current == Some(fingerprint.as_str()) {
                     return Ok((id, latest));
                 }
@@ -470,7 +698,12 @@ impl Provisioner<'_> {
                     .await
                     .aws("ec2", "CreateLaunchTemplateVersion")?;
                 report.updated.push("LaunchTemplate");
-                Ok((id, out.launch_template_version().and_then(|v| v.version_number()).unwrap_or(latest + 1)))
+                Ok((
+                    id,
+                    out.launch_template_version()
+                        .and_then(|v| v.version_number())
+                        .unwrap_or(latest + 1),
+                ))
             }
             None => {
                 let out = ec2
@@ -483,26 +716,54 @@ impl Provisioner<'_> {
                     .await
                     .aws("ec2", "CreateLaunchTemplate")?;
                 report.created.push("LaunchTemplate");
-                let t = out.launch_template().ok_or_else(|| AwsError::unexpected("ec2", "CreateLaunchTemplate", "no template"))?;
-                Ok((t.launch_template_id().unwrap_or_default().to_string(), t.latest_version_number().unwrap_or(1)))
+                let t = out.launch_template().ok_or_else(|| {
+                    AwsError::unexpected("ec2", "CreateLaunchTemplate", "no template")
+                })?;
+                Ok((
+                    t.launch_template_id().unwrap_or_default().to_string(),
+                    t.latest_version_number().unwrap_or(1),
+                ))
             }
         }
     }
 
-    async fn ensure_group(&self, launch_template_id: &str, subnets: &[String], report: &mut Report) -> Result<(), AwsError> {
+    async fn ensure_group(
+        &self,
+        launch_template_id: &str,
+        subnets: &[String],
+        report: &mut Report,
+    ) -> Result<(), AwsError> {
         use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
         let asg = &self.aws.autoscaling;
         let name = &self.names.auto_scaling_group;
-        let found = asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.aws("autoscaling", "DescribeAutoScalingGroups")?;
-        let lt = LaunchTemplateSpecification::builder().launch_template_id(launch_template_id).version("$Latest").build();
+        let found = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .aws("autoscaling", "DescribeAutoScalingGroups")?;
+        let lt = LaunchTemplateSpecification::builder()
+            .launch_template_id(launch_template_id)
+            .version("$Latest")
+            .build();
         let zones = subnets.join(",");
         match found.auto_scaling_groups().first() {
             Some(g) => {
-                let mut observed_subnets: Vec<&str> = g.vpc_zone_identifier().unwrap_or_default().split(',').filter(|s| !s.is_empty()).collect();
+                let mut observed_subnets: Vec<&str> = g
+                    .vpc_zone_identifier()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 observed_subnets.sort();
-                let lt_ok = g.launch_template().and_then(|l| l.launch_template_id()) == Some(launch_template_id)
+                let lt_ok = g.launch_template().and_then(|l| l.launch_template_id())
+                    == Some(launch_template_id)
                     && g.launch_template().and_then(|l| l.version()) == Some("$Latest");
-                if g.max_size() != Some(self.spec.max_instances) || observed_subnets != subnets || !lt_ok || g.min_size() != Some(0) {
+                if g.max_size() != Some(self.spec.max_instances)
+                    || observed_subnets != subnets
+                    || !lt_ok
+                    || g.min_size() != Some(0)
+                {
                     asg.update_auto_scaling_group()
                         .auto_scaling_group_name(name)
                         .min_size(0)
@@ -549,30 +810,64 @@ impl Provisioner<'_> {
     async fn ensure_cluster(&self, report: &mut Report) -> Result<String, AwsError> {
         let ecs = &self.aws.ecs;
         let name = &self.names.cluster;
-        let found = ecs.describe_clusters().clusters(name).send().await.aws("ecs", "DescribeClusters")?;
-        if let Some(arn) = found.clusters().iter().find(|c| c.status() == Some("ACTIVE")).and_then(|c| c.cluster_arn()) {
+        let found = ecs
+            .describe_clusters()
+            .clusters(name)
+            .send()
+            .await
+            .aws("ecs", "DescribeClusters")?;
+        if let Some(arn) = found
+            .clusters()
+            .iter()
+            .find(|c| c.status() == Some("ACTIVE"))
+            .and_then(|c| c.cluster_arn())
+        {
             return Ok(arn.to_string());
         }
         let out = ecs
             .create_cluster()
             .cluster_name(name)
-            .set_tags(Some(self.tags.iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build()).collect()))
+            .set_tags(Some(
+                self.tags
+                    .iter()
+                    .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
             .send()
             .await
             .aws("ecs", "CreateCluster")?;
         report.created.push("Cluster");
-        out.cluster().and_then(|c| c.cluster_arn()).map(str::to_string).ok_or_else(|| AwsError::unexpected("ecs", "CreateCluster", "no cluster"))
+        out.cluster()
+            .and_then(|c| c.cluster_arn())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::unexpected("ecs", "CreateCluster", "no cluster"))
     }
 
-    async fn ensure_task_definition(&self, td: &desired::TaskDefinitionSpec, report: &mut Report) -> Result<String, AwsError> {
+    async fn ensure_task_definition(
+        &self,
+        td: &desired::TaskDefinitionSpec,
+        report: &mut Report,
+    ) -> Result<String, AwsError> {
         use aws_sdk_ecs::types::*;
         let ecs = &self.aws.ecs;
         let fingerprint = td.fingerprint();
-        let current = match ecs.describe_task_definition().task_definition(&td.family).include(TaskDefinitionField::Tags).send().await.aws("ecs", "DescribeTaskDefinition") {
+        let current = match ecs
+            .describe_task_definition()
+            .task_definition(&td.family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .aws("ecs", "DescribeTaskDefinition")
+        {
             Ok(out) => out.task_definition().and_then(|d| {
                 let arn = d.task_definition_arn()?.to_string();
                 let active = d.status() == Some(&TaskDefinitionStatus::Active);
-                let fp = out.tags().iter().find(|t| t.key() == Some(FINGERPRINT_TAG)).and_then(|t| t.value()).map(str::to_string);
+                let fp = out
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(FINGERPRINT_TAG))
+                    .and_then(|t| t.value())
+                    .map(str::to_string);
                 Some((arn, active, fp))
             }),
             // ECS answers ClientException for a family with no revision.
@@ -590,7 +885,12 @@ impl Provisioner<'_> {
             .essential(true)
             .memory_reservation(td.memory_reservation)
             .set_command(td.command.clone())
-            .set_environment(Some(td.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect()))
+            .set_environment(Some(
+                td.environment
+                    .iter()
+                    .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+                    .collect(),
+            ))
             .log_configuration(
                 LogConfiguration::builder()
                     .log_driver(LogDriver::Awslogs)
@@ -602,11 +902,24 @@ impl Provisioner<'_> {
             );
         if td.gpu {
             container = container.resource_requirements(
-                ResourceRequirement::builder().r#type(ResourceType::Gpu).value("1").build().map_err(|e| build_err("ecs", e))?,
+                ResourceRequirement::builder()
+                    .r#type(ResourceType::Gpu)
+                    .value("1")
+                    .build()
+                    .map_err(|e| build_err("ecs", e))?,
             );
         }
-        let mut tags: Vec<Tag> = self.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        tags.push(Tag::builder().key(FINGERPRINT_TAG).value(&fingerprint).build());
+        let mut tags: Vec<Tag> = self
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        tags.push(
+            Tag::builder()
+                .key(FINGERPRINT_TAG)
+                .value(&fingerprint)
+                .build(),
+        );
         let out = ecs
             .register_task_definition()
             .family(&td.family)
@@ -626,7 +939,11 @@ impl Provisioner<'_> {
         match current {
             // Running tasks keep their (now inactive) revision; new runs use the new one.
             Some((old, true, _)) => {
-                ecs.deregister_task_definition().task_definition(old).send().await.aws("ecs", "DeregisterTaskDefinition")?;
+                ecs.deregister_task_definition()
+                    .task_definition(old)
+                    .send()
+                    .await
+                    .aws("ecs", "DeregisterTaskDefinition")?;
                 report.updated.push("TaskDefinition");
             }
             _ => report.created.push("TaskDefinition"),
@@ -642,7 +959,12 @@ impl Provisioner<'_> {
         let asg = &self.aws.autoscaling;
         let group = &self.names.auto_scaling_group;
         // Capacity first, whatever the policy: nothing keeps billing after the object is gone.
-        let found = asg.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await.aws("autoscaling", "DescribeAutoScalingGroups")?;
+        let found = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .aws("autoscaling", "DescribeAutoScalingGroups")?;
         if let Some(g) = found.auto_scaling_groups().first() {
             if g.desired_capacity() != Some(0) || g.min_size() != Some(0) {
                 asg.update_auto_scaling_group()
@@ -654,30 +976,80 @@ impl Provisioner<'_> {
                     .aws("autoscaling", "UpdateAutoScalingGroup")?;
             }
             if !g.instances().is_empty() {
-                return Ok(Deletion::Waiting(format!("waiting for {} instance(s) to terminate", g.instances().len())));
+                return Ok(Deletion::Waiting(format!(
+                    "waiting for {} instance(s) to terminate",
+                    g.instances().len()
+                )));
             }
         }
         if self.spec.deletion_policy == DeletionPolicy::Retain {
-            return Ok(Deletion::Done { retained: vec![self.names.queue.clone(), self.names.dead_letter_queue.clone()] });
+            return Ok(Deletion::Done {
+                retained: vec![
+                    self.names.queue.clone(),
+                    self.names.dead_letter_queue.clone(),
+                ],
+            });
         }
-        if found.auto_scaling_groups().first().is_some() {
-            ignore_not_found(asg.delete_auto_scaling_group().auto_scaling_group_name(group).force_delete(true).send().await.aws("autoscaling", "DeleteAutoScalingGroup"))?;
+        if !found.auto_scaling_groups().is_empty() {
+            ignore_not_found(
+                asg.delete_auto_scaling_group()
+                    .auto_scaling_group_name(group)
+                    .force_delete(true)
+                    .send()
+                    .await
+                    .aws("autoscaling", "DeleteAutoScalingGroup"),
+            )?;
         }
         self.delete_cluster_and_tasks().await?;
         let ec2 = &self.aws.ec2;
-        ignore_not_found(ec2.delete_launch_template().launch_template_name(&self.names.launch_template).send().await.aws("ec2", "DeleteLaunchTemplate"))?;
+        ignore_not_found(
+            ec2.delete_launch_template()
+                .launch_template_name(&self.names.launch_template)
+                .send()
+                .await
+                .aws("ec2", "DeleteLaunchTemplate"),
+        )?;
         let sgs = ec2
             .describe_security_groups()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values(&self.names.security_group).build())
-            .filters(aws_sdk_ec2::types::Filter::builder().name(format!("tag:{}", desired::OWNER_TAG)).values(self.tags.get(desired::OWNER_TAG).cloned().unwrap_or_default()).build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values(&self.names.security_group)
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name(format!("tag:{}", desired::OWNER_TAG))
+                    .values(
+                        self.tags
+                            .get(desired::OWNER_TAG)
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                    .build(),
+            )
             .send()
             .await
             .aws("ec2", "DescribeSecurityGroups")?;
         for id in sgs.security_groups().iter().filter_map(|g| g.group_id()) {
-            ignore_not_found(ec2.delete_security_group().group_id(id).send().await.aws("ec2", "DeleteSecurityGroup"))?;
+            ignore_not_found(
+                ec2.delete_security_group()
+                    .group_id(id)
+                    .send()
+                    .await
+                    .aws("ec2", "DeleteSecurityGroup"),
+            )?;
         }
         self.delete_iam().await?;
-        ignore_not_found(self.aws.logs.delete_log_group().log_group_name(&self.names.log_group).send().await.aws("logs", "DeleteLogGroup"))?;
+        ignore_not_found(
+            self.aws
+                .logs
+                .delete_log_group()
+                .log_group_name(&self.names.log_group)
+                .send()
+                .await
+                .aws("logs", "DeleteLogGroup"),
+        )?;
         let mut retained = Vec::new();
         for name in [&self.names.queue, &self.names.dead_letter_queue] {
             if let Some(kept) = self.delete_queue(name).await? {
@@ -690,15 +1062,41 @@ impl Provisioner<'_> {
     async fn delete_cluster_and_tasks(&self) -> Result<(), AwsError> {
         let ecs = &self.aws.ecs;
         let cluster = &self.names.cluster;
-        let clusters = ecs.describe_clusters().clusters(cluster).send().await.aws("ecs", "DescribeClusters")?;
-        if clusters.clusters().iter().any(|c| c.status() == Some("ACTIVE")) {
-            let instances = ecs.list_container_instances().cluster(cluster).send().await.aws("ecs", "ListContainerInstances")?;
+        let clusters = ecs
+            .describe_clusters()
+            .clusters(cluster)
+            .send()
+            .await
+            .aws("ecs", "DescribeClusters")?;
+        if clusters
+            .clusters()
+            .iter()
+            .any(|c| c.status() == Some("ACTIVE"))
+        {
+            let instances = ecs
+                .list_container_instances()
+                .cluster(cluster)
+                .send()
+                .await
+                .aws("ecs", "ListContainerInstances")?;
             for arn in instances.container_instance_arns() {
                 ignore_not_found(
-                    ecs.deregister_container_instance().cluster(cluster).container_instance(arn).force(true).send().await.aws("ecs", "DeregisterContainerInstance"),
+                    ecs.deregister_container_instance()
+                        .cluster(cluster)
+                        .container_instance(arn)
+                        .force(true)
+                        .send()
+                        .await
+                        .aws("ecs", "DeregisterContainerInstance"),
                 )?;
             }
-            ignore_not_found(ecs.delete_cluster().cluster(cluster).send().await.aws("ecs", "DeleteCluster"))?;
+            ignore_not_found(
+                ecs.delete_cluster()
+                    .cluster(cluster)
+                    .send()
+                    .await
+                    .aws("ecs", "DeleteCluster"),
+            )?;
         }
         let defs = ecs
             .list_task_definitions()
@@ -709,8 +1107,20 @@ impl Provisioner<'_> {
             .aws("ecs", "ListTaskDefinitions")?;
         for arn in defs.task_definition_arns() {
             // The prefix also matches longer family names; only this worker's family goes.
-            if arn.rsplit('/').next().and_then(|f| f.rsplit_once(':')).map(|(f, _)| f) == Some(self.names.task_family.as_str()) {
-                ignore_not_found(ecs.deregister_task_definition().task_definition(arn).send().await.aws("ecs", "DeregisterTaskDefinition"))?;
+            if arn
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.rsplit_once(':'))
+                .map(|(f, _)| f)
+                == Some(self.names.task_family.as_str())
+            {
+                ignore_not_found(
+                    ecs.deregister_task_definition()
+                        .task_definition(arn)
+                        .send()
+                        .await
+                        .aws("ecs", "DeregisterTaskDefinition"),
+                )?;
             }
         }
         Ok(())
@@ -728,17 +1138,42 @@ impl Provisioner<'_> {
                     .await
                     .aws("iam", "RemoveRoleFromInstanceProfile"),
             )?;
-            ignore_not_found(iam.delete_instance_profile().instance_profile_name(&self.names.instance_profile).send().await.aws("iam", "DeleteInstanceProfile"))?;
+            ignore_not_found(
+                iam.delete_instance_profile()
+                    .instance_profile_name(&self.names.instance_profile)
+                    .send()
+                    .await
+                    .aws("iam", "DeleteInstanceProfile"),
+            )?;
         }
         let roles = [
-            (given.instance_profile_arn.is_none(), &self.names.instance_role),
+            (
+                given.instance_profile_arn.is_none(),
+                &self.names.instance_role,
+            ),
             (given.task_role_arn.is_none(), &self.names.task_role),
-            (given.execution_role_arn.is_none(), &self.names.execution_role),
+            (
+                given.execution_role_arn.is_none(),
+                &self.names.execution_role,
+            ),
         ];
         for (owned, role) in roles {
             if owned {
-                ignore_not_found(iam.delete_role_policy().role_name(role).policy_name("worker").send().await.aws("iam", "DeleteRolePolicy"))?;
-                ignore_not_found(iam.delete_role().role_name(role).send().await.aws("iam", "DeleteRole"))?;
+                ignore_not_found(
+                    iam.delete_role_policy()
+                        .role_name(role)
+                        .policy_name("worker")
+                        .send()
+                        .await
+                        .aws("iam", "DeleteRolePolicy"),
+                )?;
+                ignore_not_found(
+                    iam.delete_role()
+                        .role_name(role)
+                        .send()
+                        .await
+                        .aws("iam", "DeleteRole"),
+                )?;
             }
         }
         Ok(())
@@ -749,7 +1184,13 @@ impl Provisioner<'_> {
     async fn delete_queue(&self, name: &str) -> Result<Option<String>, AwsError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = &self.aws.sqs;
-        let url = match sqs.get_queue_url().queue_name(name).send().await.aws("sqs", "GetQueueUrl") {
+        let url = match sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .aws("sqs", "GetQueueUrl")
+        {
             Ok(out) => out.queue_url().map(str::to_string),
             Err(e) if e.is(ErrorKind::NotFound) => None,
             Err(e) => return Err(e),
@@ -765,12 +1206,21 @@ impl Provisioner<'_> {
                 .send()
                 .await
                 .aws("sqs", "GetQueueAttributes")?;
-            let held: i64 = out.attributes().map(|a| a.values().filter_map(|v| v.parse::<i64>().ok()).sum()).unwrap_or(0);
+            let held: i64 = out
+                .attributes()
+                .map(|a| a.values().filter_map(|v| v.parse::<i64>().ok()).sum())
+                .unwrap_or(0);
             if held > 0 {
                 return Ok(Some(name.to_string()));
             }
         }
-        ignore_not_found(sqs.delete_queue().queue_url(url).send().await.aws("sqs", "DeleteQueue"))?;
+        ignore_not_found(
+            sqs.delete_queue()
+                .queue_url(url)
+                .send()
+                .await
+                .aws("sqs", "DeleteQueue"),
+        )?;
         Ok(None)
     }
 }

@@ -32,7 +32,12 @@ pub async fn run_as_leader(
         .await?;
     let (mut leading, task) = manager.watch().await;
     tokio::pin!(shutdown);
-    tracing::info!(identity, namespace, lease = LEASE_NAME, "standing by for leadership");
+    tracing::info!(
+        identity,
+        namespace,
+        lease = LEASE_NAME,
+        "standing by for leadership"
+    );
     loop {
         if *leading.borrow_and_update() {
             break;

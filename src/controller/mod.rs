@@ -43,7 +43,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { namespace: None, label_selector: None, drift_interval: Duration::from_secs(300), instance: None }
+        Config {
+            namespace: None,
+            label_selector: None,
+            drift_interval: Duration::from_secs(300),
+            instance: None,
+        }
     }
 }
 
@@ -67,8 +72,16 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, aws: ClientFactory, metrics: Arc<Metrics>, config: Config) -> Context {
-        let reporter = Reporter { controller: MANAGER.into(), instance: config.instance.clone() };
+    pub fn new(
+        client: Client,
+        aws: ClientFactory,
+        metrics: Arc<Metrics>,
+        config: Config,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: config.instance.clone(),
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -90,13 +103,21 @@ impl Context {
         (self.clock)()
     }
 
-    fn memory<T>(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>, f: impl FnOnce(&mut ObjectMemory) -> T) -> T {
+    fn memory<T>(
+        &self,
+        obj: &ObjectRef<EcsSelfTerminatingWorker>,
+        f: impl FnOnce(&mut ObjectMemory) -> T,
+    ) -> T {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         f(memory.entry(obj.clone()).or_default())
     }
 
     /// Whether the full provisioning check is due for this generation.
-    pub(crate) fn ensure_due(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>, generation: i64) -> bool {
+    pub(crate) fn ensure_due(
+        &self,
+        obj: &ObjectRef<EcsSelfTerminatingWorker>,
+        generation: i64,
+    ) -> bool {
         let interval = self.config.drift_interval;
         self.memory(obj, |m| match m.ensured {
             Some((g, at)) => g != generation || at.elapsed() >= interval,
@@ -114,7 +135,10 @@ impl Context {
 }
 
 /// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let api: Api<EcsSelfTerminatingWorker> = match &ctx.config.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -139,8 +163,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
 /// Requeue with per-object exponential backoff (5 s doubling to 5 min, with jitter), so one
 /// failing object neither hot-loops nor delays the others.
-fn error_policy(obj: Arc<EcsSelfTerminatingWorker>, err: &reconcile::Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_errors.get_or_create(&ReasonLabels { reason: err.metric_label().into() }).inc();
+fn error_policy(
+    obj: Arc<EcsSelfTerminatingWorker>,
+    err: &reconcile::Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ReasonLabels {
+            reason: err.metric_label().into(),
+        })
+        .inc();
     let failures = ctx.memory(&ObjectRef::from(obj.as_ref()), |m| {
         m.failures = m.failures.saturating_add(1);
         m.failures

@@ -6,12 +6,15 @@
 
 use super::{Context, MANAGER, credentials};
 use crate::api::conditions::{self, event, reason};
-use crate::api::{EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase, RunOutcome, TRIGGER_ANNOTATION};
+use crate::api::{
+    EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase, RunOutcome,
+    TRIGGER_ANNOTATION,
+};
 use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
 use crate::aws::{AwsClients, AwsError, ErrorKind};
 use crate::metrics::{OutcomeLabels, WorkerLabels};
-use crate::plan::desired::{self, Names};
 use crate::plan::cycle;
+use crate::plan::desired::{self, Names};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -70,7 +73,9 @@ pub async fn reconcile(obj: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) ->
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.memory(&ObjectRef::from(obj.as_ref()), |m| m.failures = 0);
     }
@@ -93,28 +98,51 @@ impl Pass<'_> {
 
     fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
         let generation = self.generation();
-        conditions::set(&mut self.status.conditions, type_, ok, reason, message, generation, self.now.clone());
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            generation,
+            self.now.clone(),
+        );
     }
 
     /// Publishes an Event; failures to record are logged, never fatal.
     async fn event(&self, warning: bool, reason: &str, note: String) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.ctx.recorder.publish(&ev, &self.worker.object_ref(&())).await {
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&ev, &self.worker.object_ref(&()))
+            .await
+        {
             tracing::warn!(error = %e, reason, "could not record Event");
         }
     }
 
     /// Records a problem as `Degraded`/`Ready=False` with a Warning Event, once per change.
     async fn problem(&mut self, reason: &str, message: String, phase: Phase) {
-        let already = self.worker.condition(conditions::DEGRADED).is_some_and(|c| {
-            c.status == "True" && c.reason == reason && c.message == message && c.observed_generation == self.generation()
-        });
+        let already = self
+            .worker
+            .condition(conditions::DEGRADED)
+            .is_some_and(|c| {
+                c.status == "True"
+                    && c.reason == reason
+                    && c.message == message
+                    && c.observed_generation == self.generation()
+            });
         self.condition(conditions::DEGRADED, true, reason, message.clone());
         self.condition(conditions::READY, false, reason, message.clone());
         self.status.phase = Some(phase);
@@ -135,7 +163,11 @@ impl Pass<'_> {
             "status": self.status,
         });
         self.api
-            .patch_status(&self.worker.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(
+                &self.worker.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
             .await?;
         Ok(())
     }
@@ -152,7 +184,10 @@ fn aws_reason(e: &AwsError) -> &'static str {
 
 fn aws_message(e: &AwsError) -> String {
     match e.kind {
-        ErrorKind::AccessDenied => format!("{e}; grant {}:{} to the operator's AWS identity (see deploy/aws/)", e.service, e.operation),
+        ErrorKind::AccessDenied => format!(
+            "{e}; grant {}:{} to the operator's AWS identity (see deploy/aws/)",
+            e.service, e.operation
+        ),
         ErrorKind::InvalidParameter => format!("{e}; check the spec fields this call uses"),
         _ => e.to_string(),
     }
@@ -176,7 +211,8 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     let schedule = match crate::api::validate::validate(spec) {
         Ok(s) => s,
         Err(e) => {
-            pass.problem(reason::INVALID_SPEC, e.to_string(), Phase::Failed).await;
+            pass.problem(reason::INVALID_SPEC, e.to_string(), Phase::Failed)
+                .await;
             pass.save().await?;
             return Ok(Action::await_change());
         }
@@ -207,22 +243,55 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         if !provisioned {
             pass.status.phase = Some(Phase::Provisioning);
         }
-        let provisioner = Provisioner { aws: &aws, names: &names, spec, tags: desired::tags(&ns, &name, spec) };
+        let provisioner = Provisioner {
+            aws: &aws,
+            names: &names,
+            spec,
+            tags: desired::tags(&ns, &name, spec),
+        };
         match provisioner.ensure_all(&mut pass.status.resources).await {
             Ok(report) => {
                 ctx.ensured(&oref, generation);
                 if !provisioned {
-                    pass.event(false, event::PROVISIONED, "every AWS resource exists and is tagged".into()).await;
+                    pass.event(
+                        false,
+                        event::PROVISIONED,
+                        "every AWS resource exists and is tagged".into(),
+                    )
+                    .await;
                 } else if !report.created.is_empty() {
-                    pass.event(true, event::REPAIRED, format!("re-created resources deleted outside the operator: {}", report.created.join(", "))).await;
+                    pass.event(
+                        true,
+                        event::REPAIRED,
+                        format!(
+                            "re-created resources deleted outside the operator: {}",
+                            report.created.join(", ")
+                        ),
+                    )
+                    .await;
                 } else if !report.updated.is_empty() {
-                    pass.event(false, event::PROVISIONED, format!("updated to match the spec: {}", report.updated.join(", "))).await;
+                    pass.event(
+                        false,
+                        event::PROVISIONED,
+                        format!("updated to match the spec: {}", report.updated.join(", ")),
+                    )
+                    .await;
                 }
-                pass.condition(conditions::PROVISIONED, true, reason::PROVISIONED, "every AWS resource exists and matches the spec");
+                pass.condition(
+                    conditions::PROVISIONED,
+                    true,
+                    reason::PROVISIONED,
+                    "every AWS resource exists and matches the spec",
+                );
             }
             Err(ProvisionError::NoNetwork(region)) => {
                 let msg = ProvisionError::NoNetwork(region).to_string();
-                pass.condition(conditions::PROVISIONED, false, reason::NO_NETWORK, msg.clone());
+                pass.condition(
+                    conditions::PROVISIONED,
+                    false,
+                    reason::NO_NETWORK,
+                    msg.clone(),
+                );
                 pass.problem(reason::NO_NETWORK, msg, Phase::Failed).await;
                 pass.save().await?;
                 return Ok(Action::await_change());
@@ -260,7 +329,10 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     record_run_metrics(&ctx, &pass.status, &decision);
     ctx.metrics
         .queue_depth
-        .get_or_create(&WorkerLabels { namespace: ns.clone(), name: name.clone() })
+        .get_or_create(&WorkerLabels {
+            namespace: ns.clone(),
+            name: name.clone(),
+        })
         .set(observed.queue.visible);
     pass.status.queue = Some(observed.queue);
     pass.status.phase = Some(decision.phase);
@@ -269,23 +341,45 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     pass.status.next_run_time = decision.next_run_time.map(Time);
     pass.status.last_trigger = decision.last_trigger.clone();
     match &decision.degraded {
-        Some(update) => pass.condition(conditions::DEGRADED, update.status, update.reason, update.message.clone()),
+        Some(update) => pass.condition(
+            conditions::DEGRADED,
+            update.status,
+            update.reason,
+            update.message.clone(),
+        ),
         None => {
             // Provisioning and spec problems are resolved once we get here.
             let stale = pass.status.conditions.iter().any(|c| {
                 c.type_ == conditions::DEGRADED
                     && c.status == "True"
-                    && ![reason::SCALE_UP_TIMED_OUT, reason::RUN_FAILED].contains(&c.reason.as_str())
+                    && ![reason::SCALE_UP_TIMED_OUT, reason::RUN_FAILED]
+                        .contains(&c.reason.as_str())
             });
-            if stale || !pass.status.conditions.iter().any(|c| c.type_ == conditions::DEGRADED) {
-                pass.condition(conditions::DEGRADED, false, reason::AS_EXPECTED, "no problem seen");
+            if stale
+                || !pass
+                    .status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == conditions::DEGRADED)
+            {
+                pass.condition(
+                    conditions::DEGRADED,
+                    false,
+                    reason::AS_EXPECTED,
+                    "no problem seen",
+                );
             }
         }
     }
     if let Err(e) = executed {
         return fail(pass, e).await;
     }
-    pass.condition(conditions::READY, true, reason::PROVISIONED, "provisioned; the run cycle follows the schedule");
+    pass.condition(
+        conditions::READY,
+        true,
+        reason::PROVISIONED,
+        "provisioned; the run cycle follows the schedule",
+    );
     pass.save().await?;
     Ok(Action::requeue(decision.requeue_after))
 }
@@ -293,7 +387,12 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
 /// Records an AWS failure as a condition and an Event; retryable ones go to the backoff.
 async fn fail(mut pass: Pass<'_>, e: AwsError) -> Result<Action> {
     let r = aws_reason(&e);
-    pass.problem(r, aws_message(&e), pass.status.phase.unwrap_or(Phase::Provisioning)).await;
+    pass.problem(
+        r,
+        aws_message(&e),
+        pass.status.phase.unwrap_or(Phase::Provisioning),
+    )
+    .await;
     pass.save().await?;
     if e.is_retryable() {
         Err(e.into())
@@ -303,8 +402,14 @@ async fn fail(mut pass: Pass<'_>, e: AwsError) -> Result<Action> {
     }
 }
 
-fn record_run_metrics(ctx: &Context, before: &EcsSelfTerminatingWorkerStatus, decision: &cycle::Decision) {
-    let Some(run) = &decision.last_run else { return };
+fn record_run_metrics(
+    ctx: &Context,
+    before: &EcsSelfTerminatingWorkerStatus,
+    decision: &cycle::Decision,
+) {
+    let Some(run) = &decision.last_run else {
+        return;
+    };
     if before.last_run.as_ref().map(|r| &r.id) == Some(&run.id) {
         return;
     }
@@ -313,10 +418,17 @@ fn record_run_metrics(ctx: &Context, before: &EcsSelfTerminatingWorkerStatus, de
         RunOutcome::Failed => "failed",
         RunOutcome::ScaleUpTimedOut => "scale_up_timed_out",
     };
-    ctx.metrics.runs.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    ctx.metrics
+        .runs
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
     let seconds = (run.stopped_at.0.as_second() - run.scale_up_at.0.as_second()).max(0) as f64;
     ctx.metrics.run_duration.observe(seconds);
-    ctx.metrics.instance_seconds.inc_by(seconds * f64::from(run.instances.max(0)));
+    ctx.metrics
+        .instance_seconds
+        .inc_by(seconds * f64::from(run.instances.max(0)));
 }
 
 /// The finalizer: removes everything the worker owns, then lets the object go.
@@ -339,14 +451,20 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
         Ok(k) => k,
         Err(e) => {
             let msg = format!("cannot delete AWS resources: {e}");
-            pass.problem(reason::SECRET_NOT_FOUND, msg, Phase::Deleting).await;
+            pass.problem(reason::SECRET_NOT_FOUND, msg, Phase::Deleting)
+                .await;
             pass.save().await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
     let aws: AwsClients = ctx.aws.clients(&spec.region, keys).await;
     let names = Names::new(&ns, &name);
-    let provisioner = Provisioner { aws: &aws, names: &names, spec, tags: desired::tags(&ns, &name, spec) };
+    let provisioner = Provisioner {
+        aws: &aws,
+        names: &names,
+        spec,
+        tags: desired::tags(&ns, &name, spec),
+    };
     crate::aws::cycle::stop_all_tasks(&aws, &names).await?;
     match provisioner.delete_all().await {
         Ok(Deletion::Waiting(why)) => {
@@ -359,12 +477,18 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
             for queue in retained {
                 pass.event(true, event::QUEUE_RETAINED, format!("queue {queue} still holds messages and was kept (deletionPolicy {:?}); delete it yourself or set deletionPolicy: DeleteWithMessages", spec.deletion_policy)).await;
             }
-            pass.event(false, event::DELETED, "every owned AWS resource was removed".into()).await;
+            pass.event(
+                false,
+                event::DELETED,
+                "every owned AWS resource was removed".into(),
+            )
+            .await;
             Ok(Action::await_change())
         }
         Err(e) => {
             let r = aws_reason(&e);
-            pass.problem(r, format!("deleting: {}", aws_message(&e)), Phase::Deleting).await;
+            pass.problem(r, format!("deleting: {}", aws_message(&e)), Phase::Deleting)
+                .await;
             pass.save().await?;
             Err(e.into())
         }

@@ -923,7 +923,7 @@ mod tests {
     fn base_spec() -> Spec {
         serde_json::from_value(serde_json::json!({
             "instanceType": "t3.micro",
-            "memoryLimitMib": 512,
+            "memoryLimitMiB": 512,
             "region": "us-east-1",
             "image": "worker:latest",
             "cronRate": "1_MINUTE",

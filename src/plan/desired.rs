@@ -44,7 +44,13 @@ impl Names {
         let hash = hex(&Sha256::digest(format!("{namespace}/{name}").as_bytes()))[..8].to_string();
         let readable: String = format!("{namespace}-{name}")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(26)
             .collect();
         let base = format!("ecsw-{}-{hash}", readable.trim_end_matches('-'));
@@ -77,7 +83,11 @@ pub fn fingerprint<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Tags on every resource: the user's, then the owner and managed-by tags (which win).
-pub fn tags(namespace: &str, name: &str, spec: &EcsSelfTerminatingWorkerSpec) -> BTreeMap<String, String> {
+pub fn tags(
+    namespace: &str,
+    name: &str,
+    spec: &EcsSelfTerminatingWorkerSpec,
+) -> BTreeMap<String, String> {
     let mut tags = spec.tags.clone();
     tags.insert(OWNER_TAG.into(), format!("{namespace}/{name}"));
     tags.insert(MANAGED_BY_TAG.into(), MANAGED_BY.into());
@@ -87,18 +97,32 @@ pub fn tags(namespace: &str, name: &str, spec: &EcsSelfTerminatingWorkerSpec) ->
 /// The public SSM parameter holding the recommended ECS-optimized AMI id.
 pub fn ami_parameter(spec: &EcsSelfTerminatingWorkerSpec) -> &'static str {
     match (spec.ami_family, spec.gpu, spec.arm) {
-        (AmiFamily::AmazonLinux2023, true, _) => "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id",
-        (AmiFamily::AmazonLinux2023, false, true) => "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id",
-        (AmiFamily::AmazonLinux2023, false, false) => "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
-        (AmiFamily::AmazonLinux2, true, _) => "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id",
-        (AmiFamily::AmazonLinux2, false, true) => "/aws/service/ecs/optimized-ami/amazon-linux-2/arm64/recommended/image_id",
-        (AmiFamily::AmazonLinux2, false, false) => "/aws/service/ecs/optimized-ami/amazon-linux-2/recommended/image_id",
+        (AmiFamily::AmazonLinux2023, true, _) => {
+            "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+        }
+        (AmiFamily::AmazonLinux2023, false, true) => {
+            "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id"
+        }
+        (AmiFamily::AmazonLinux2023, false, false) => {
+            "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
+        }
+        (AmiFamily::AmazonLinux2, true, _) => {
+            "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+        }
+        (AmiFamily::AmazonLinux2, false, true) => {
+            "/aws/service/ecs/optimized-ami/amazon-linux-2/arm64/recommended/image_id"
+        }
+        (AmiFamily::AmazonLinux2, false, false) => {
+            "/aws/service/ecs/optimized-ami/amazon-linux-2/recommended/image_id"
+        }
     }
 }
 
 /// Base64 user data that joins the instance to the worker's cluster.
 pub fn user_data(cluster: &str, gpu: bool) -> String {
-    let mut script = format!("#!/bin/bash\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={cluster}\nECS_ENABLE_CONTAINER_METADATA=true\n");
+    let mut script = format!(
+        "#!/bin/bash\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={cluster}\nECS_ENABLE_CONTAINER_METADATA=true\n"
+    );
     if gpu {
         script.push_str("ECS_ENABLE_GPU_SUPPORT=true\n");
     }
@@ -107,12 +131,24 @@ pub fn user_data(cluster: &str, gpu: bool) -> String {
 }
 
 /// SQS attributes of the work queue (`redrive` = dead-letter queue ARN when enabled).
-pub fn queue_attributes(spec: &EcsSelfTerminatingWorkerSpec, redrive_to: Option<&str>) -> BTreeMap<String, String> {
+pub fn queue_attributes(
+    spec: &EcsSelfTerminatingWorkerSpec,
+    redrive_to: Option<&str>,
+) -> BTreeMap<String, String> {
     let q = &spec.queue;
     let mut a = BTreeMap::from([
-        ("VisibilityTimeout".to_string(), q.visibility_timeout_seconds.to_string()),
-        ("MessageRetentionPeriod".to_string(), q.message_retention_seconds.to_string()),
-        ("ReceiveMessageWaitTimeSeconds".to_string(), q.receive_wait_time_seconds.to_string()),
+        (
+            "VisibilityTimeout".to_string(),
+            q.visibility_timeout_seconds.to_string(),
+        ),
+        (
+            "MessageRetentionPeriod".to_string(),
+            q.message_retention_seconds.to_string(),
+        ),
+        (
+            "ReceiveMessageWaitTimeSeconds".to_string(),
+            q.receive_wait_time_seconds.to_string(),
+        ),
     ]);
     if let Some(arn) = redrive_to {
         a.insert(
@@ -192,7 +228,10 @@ pub struct TaskInputs<'a> {
 
 /// The task definition for a spec. The environment tells the worker its queue, cluster and
 /// group (see worker/README.md); no credential is ever part of it.
-pub fn task_definition(spec: &EcsSelfTerminatingWorkerSpec, inputs: &TaskInputs<'_>) -> TaskDefinitionSpec {
+pub fn task_definition(
+    spec: &EcsSelfTerminatingWorkerSpec,
+    inputs: &TaskInputs<'_>,
+) -> TaskDefinitionSpec {
     let w = &spec.worker;
     let termination = match w.termination {
         TerminationMode::Instance => "instance",
@@ -204,10 +243,19 @@ pub fn task_definition(spec: &EcsSelfTerminatingWorkerSpec, inputs: &TaskInputs<
         ("AWS_DEFAULT_REGION".to_string(), spec.region.clone()),
         ("WORKER_QUEUE_URL".to_string(), inputs.queue_url.to_string()),
         ("WORKER_CLUSTER".to_string(), inputs.names.cluster.clone()),
-        ("WORKER_AUTOSCALING_GROUP".to_string(), inputs.names.auto_scaling_group.clone()),
+        (
+            "WORKER_AUTOSCALING_GROUP".to_string(),
+            inputs.names.auto_scaling_group.clone(),
+        ),
         ("WORKER_CONCURRENCY".to_string(), w.concurrency.to_string()),
-        ("WORKER_EMPTY_RECEIVES".to_string(), w.empty_receives.to_string()),
-        ("WORKER_WAIT_SECONDS".to_string(), spec.queue.receive_wait_time_seconds.to_string()),
+        (
+            "WORKER_EMPTY_RECEIVES".to_string(),
+            w.empty_receives.to_string(),
+        ),
+        (
+            "WORKER_WAIT_SECONDS".to_string(),
+            spec.queue.receive_wait_time_seconds.to_string(),
+        ),
         ("WORKER_TERMINATION".to_string(), termination.to_string()),
     ];
     if let Some(handler) = &w.handler {
@@ -293,32 +341,62 @@ mod tests {
     fn names_fit_aws_limits_and_are_unique() {
         let long_ns = "n".repeat(63);
         let long_name = "a".repeat(253);
-        for (ns, name) in [("default", "w"), (long_ns.as_str(), long_name.as_str()), ("prod", "video.encode")] {
+        for (ns, name) in [
+            ("default", "w"),
+            (long_ns.as_str(), long_name.as_str()),
+            ("prod", "video.encode"),
+        ] {
             let n = Names::new(ns, name);
             assert!(n.base.len() <= 40, "{}", n.base);
             assert!(n.queue.len() <= 80 && n.dead_letter_queue.len() <= 80);
-            assert!(n.instance_role.len() <= 64 && n.task_role.len() <= 64 && n.execution_role.len() <= 64);
+            assert!(
+                n.instance_role.len() <= 64
+                    && n.task_role.len() <= 64
+                    && n.execution_role.len() <= 64
+            );
             assert!(n.launch_template.len() >= 3 && n.launch_template.len() <= 128);
-            assert!(n.base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{}", n.base);
+            assert!(
+                n.base
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "{}",
+                n.base
+            );
         }
         // Same truncated prefix, different objects: different names.
-        assert_ne!(Names::new(&long_ns, &format!("{long_name}x")).base, Names::new(&long_ns, &long_name).base);
+        assert_ne!(
+            Names::new(&long_ns, &format!("{long_name}x")).base,
+            Names::new(&long_ns, &long_name).base
+        );
         assert_ne!(Names::new("a-b", "c").base, Names::new("a", "b-c").base);
         assert_eq!(Names::new("prod", "w"), Names::new("prod", "w"));
     }
 
     #[test]
     fn ami_parameter_per_family_gpu_arm() {
-        assert!(ami_parameter(&spec(serde_json::json!({}))).ends_with("amazon-linux-2023/recommended/image_id"));
+        assert!(
+            ami_parameter(&spec(serde_json::json!({})))
+                .ends_with("amazon-linux-2023/recommended/image_id")
+        );
         assert!(ami_parameter(&spec(serde_json::json!({"gpu": true}))).contains("2023/gpu/"));
         assert!(ami_parameter(&spec(serde_json::json!({"arm": true}))).contains("2023/arm64/"));
-        assert!(ami_parameter(&spec(serde_json::json!({"amiFamily": "AmazonLinux2", "gpu": true}))).contains("amazon-linux-2/gpu/"));
-        assert!(ami_parameter(&spec(serde_json::json!({"amiFamily": "AmazonLinux2"}))).ends_with("amazon-linux-2/recommended/image_id"));
+        assert!(
+            ami_parameter(&spec(
+                serde_json::json!({"amiFamily": "AmazonLinux2", "gpu": true})
+            ))
+            .contains("amazon-linux-2/gpu/")
+        );
+        assert!(
+            ami_parameter(&spec(serde_json::json!({"amiFamily": "AmazonLinux2"})))
+                .ends_with("amazon-linux-2/recommended/image_id")
+        );
     }
 
     #[test]
     fn user_data_joins_the_cluster() {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(user_data("c1", true)).expect("base64");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(user_data("c1", true))
+            .expect("base64");
         let text = String::from_utf8(decoded).expect("utf8");
         assert!(text.contains("ECS_CLUSTER=c1\n") && text.contains("ECS_ENABLE_GPU_SUPPORT=true"));
     }
@@ -326,19 +404,47 @@ mod tests {
     #[test]
     fn task_definition_has_no_credentials_and_tells_the_worker_where_to_work() {
         let names = Names::new("ns", "w");
-        let s = spec(serde_json::json!({"env": [{"name": "MODEL", "value": "small"}], "worker": {"handler": "python3 handler.py"}}));
-        let td = task_definition(&s, &TaskInputs { names: &names, queue_url: "http://q", task_role_arn: "arn:t", execution_role_arn: "arn:e" });
+        let s = spec(
+            serde_json::json!({"env": [{"name": "MODEL", "value": "small"}], "worker": {"handler": "python3 handler.py"}}),
+        );
+        let td = task_definition(
+            &s,
+            &TaskInputs {
+                names: &names,
+                queue_url: "http://q",
+                task_role_arn: "arn:t",
+                execution_role_arn: "arn:e",
+            },
+        );
         let env: BTreeMap<_, _> = td.environment.iter().cloned().collect();
         assert_eq!(env["WORKER_QUEUE_URL"], "http://q");
         assert_eq!(env["WORKER_CLUSTER"], names.cluster);
         assert_eq!(env["WORKER_HANDLER"], "python3 handler.py");
         assert_eq!(env["MODEL"], "small");
-        assert!(!env.contains_key("AWS_ACCESS_KEY_ID") && !env.contains_key("AWS_SECRET_ACCESS_KEY"));
+        assert!(
+            !env.contains_key("AWS_ACCESS_KEY_ID") && !env.contains_key("AWS_SECRET_ACCESS_KEY")
+        );
         assert_eq!(td.memory_reservation, 512);
         // A change in the spec changes the fingerprint; the same spec does not.
-        let same = task_definition(&s, &TaskInputs { names: &names, queue_url: "http://q", task_role_arn: "arn:t", execution_role_arn: "arn:e" });
+        let same = task_definition(
+            &s,
+            &TaskInputs {
+                names: &names,
+                queue_url: "http://q",
+                task_role_arn: "arn:t",
+                execution_role_arn: "arn:e",
+            },
+        );
         assert_eq!(td.fingerprint(), same.fingerprint());
-        let other = task_definition(&spec(serde_json::json!({"image": "worker:2"})), &TaskInputs { names: &names, queue_url: "http://q", task_role_arn: "arn:t", execution_role_arn: "arn:e" });
+        let other = task_definition(
+            &spec(serde_json::json!({"image": "worker:2"})),
+            &TaskInputs {
+                names: &names,
+                queue_url: "http://q",
+                task_role_arn: "arn:t",
+                execution_role_arn: "arn:e",
+            },
+        );
         assert_ne!(td.fingerprint(), other.fingerprint());
     }
 
@@ -348,8 +454,14 @@ mod tests {
         let a = queue_attributes(&s, Some("arn:dlq"));
         assert_eq!(a["VisibilityTimeout"], "7200");
         assert_eq!(a["MessageRetentionPeriod"], "86400");
-        assert!(same_redrive(Some(r#"{"maxReceiveCount":"5","deadLetterTargetArn":"arn:dlq"}"#), a.get("RedrivePolicy").map(String::as_str)));
-        assert!(!same_redrive(Some(r#"{"maxReceiveCount":3,"deadLetterTargetArn":"arn:dlq"}"#), a.get("RedrivePolicy").map(String::as_str)));
+        assert!(same_redrive(
+            Some(r#"{"maxReceiveCount":"5","deadLetterTargetArn":"arn:dlq"}"#),
+            a.get("RedrivePolicy").map(String::as_str)
+        ));
+        assert!(!same_redrive(
+            Some(r#"{"maxReceiveCount":3,"deadLetterTargetArn":"arn:dlq"}"#),
+            a.get("RedrivePolicy").map(String::as_str)
+        ));
         assert!(same_redrive(None, None));
     }
 

@@ -29,8 +29,17 @@ pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = EcsSelfTerminatingWorker::crd();
     let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&crd)).await?;
-    let established = kube::runtime::wait::await_condition(crds, &name, kube::runtime::wait::conditions::is_crd_established());
+    crds.patch(
+        &name,
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let established = kube::runtime::wait::await_condition(
+        crds,
+        &name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
     tokio::time::timeout(Duration::from_secs(30), established).await??;
     Ok(())
 }
@@ -56,9 +65,23 @@ impl Harness {
 
     /// Starts the controller (in-process, this namespace only).
     pub fn start_controller(&mut self, drift_interval: Duration) {
-        let factory = ClientFactory::new(Some(self.moto.endpoint().to_string()), Some(ClientFactory::emulator_credentials()), self.metrics.clone());
-        let config = Config { namespace: Some(self.ns.clone()), label_selector: None, drift_interval, instance: Some("test".into()) };
-        let ctx = Arc::new(Context::new(self.client.clone(), factory, self.metrics.clone(), config));
+        let factory = ClientFactory::new(
+            Some(self.moto.endpoint().to_string()),
+            Some(ClientFactory::emulator_credentials()),
+            self.metrics.clone(),
+        );
+        let config = Config {
+            namespace: Some(self.ns.clone()),
+            label_selector: None,
+            drift_interval,
+            instance: Some("test".into()),
+        };
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            factory,
+            self.metrics.clone(),
+            config,
+        ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(tx);
         self.controller = Some(tokio::spawn(controller::run(ctx, async move {
@@ -81,11 +104,24 @@ impl Harness {
     pub async fn apply_yaml(&self, yaml: &str) -> anyhow::Result<EcsSelfTerminatingWorker> {
         let w: EcsSelfTerminatingWorker = serde_yaml::from_str(yaml)?;
         let name = w.metadata.name.clone().unwrap_or_default();
-        Ok(self.api.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&w)).await?)
+        Ok(self
+            .api
+            .patch(
+                &name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&w),
+            )
+            .await?)
     }
 
     /// Waits until `pred` holds for the named worker.
-    pub async fn wait_for(&self, name: &str, timeout: Duration, what: &str, pred: impl Fn(&EcsSelfTerminatingWorker) -> bool) -> anyhow::Result<EcsSelfTerminatingWorker> {
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&EcsSelfTerminatingWorker) -> bool,
+    ) -> anyhow::Result<EcsSelfTerminatingWorker> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(w) = self.api.get_opt(name).await?
@@ -95,33 +131,48 @@ impl Harness {
             }
             if tokio::time::Instant::now() > deadline {
                 let w = self.api.get_opt(name).await?;
-                anyhow::bail!("timed out waiting for {what}; last seen status: {}", serde_json::to_string_pretty(&w.and_then(|w| w.status))?);
+                anyhow::bail!(
+                    "timed out waiting for {what}; last seen status: {}",
+                    serde_json::to_string_pretty(&w.and_then(|w| w.status))?
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     pub async fn wait_ready(&self, name: &str) -> anyhow::Result<EcsSelfTerminatingWorker> {
-        self.wait_for(name, Duration::from_secs(60), "Ready=True", |w| w.condition("Ready").is_some_and(|c| c.status == "True")).await
+        self.wait_for(name, Duration::from_secs(60), "Ready=True", |w| {
+            w.condition("Ready").is_some_and(|c| c.status == "True")
+        })
+        .await
     }
 
     /// Events recorded for a worker, as (type, reason, note).
     pub async fn events(&self, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
-        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
         Ok(events
             .list(&Default::default())
             .await?
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
             .collect())
     }
 
     /// Changes a label so the controller reconciles again (no spec change, no trigger).
     pub async fn poke(&self, name: &str) -> anyhow::Result<()> {
         let patch = serde_json::json!({"metadata": {"labels": {"poke": format!("{}", rand::random::<u32>())}}});
-        self.api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 }
@@ -157,11 +208,16 @@ pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
 pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let target = std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let binary = target.join("debug").join("ecs-worker");
     if !*built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo).args(["build", "-q", "-p", "ecs-worker", "--bin", "ecs-worker"]).current_dir(env!("CARGO_MANIFEST_DIR")).status()?;
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "ecs-worker", "--bin", "ecs-worker"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()?;
         anyhow::ensure!(status.success(), "building the worker failed");
         *built = true;
     }
@@ -169,8 +225,17 @@ pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Sets the run-now annotation.
-pub async fn trigger(api: &kube::Api<ecs_worker_operator::api::EcsSelfTerminatingWorker>, name: &str, value: &str) -> anyhow::Result<()> {
+pub async fn trigger(
+    api: &kube::Api<ecs_worker_operator::api::EcsSelfTerminatingWorker>,
+    name: &str,
+    value: &str,
+) -> anyhow::Result<()> {
     let patch = serde_json::json!({"metadata": {"annotations": {ecs_worker_operator::api::TRIGGER_ANNOTATION: value}}});
-    api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! loop like the original system's (short poll for 1 message, delete it, repeat until a receive
 //! comes back empty). Same moto server, same run, same number of messages.
 //!
-//! `cargo bench -p ecs-worker --bench drain` (BENCH_MESSAGES sets the count, default 2000).
+//! `cargo bench -p ecs-worker --bench drain` (BENCH_MESSAGES sets the count, default 500).
 //! Prints figures; asserts nothing about speed.
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ async fn run() -> anyhow::Result<()> {
     let messages: usize = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(500);
     let moto = testbed::Moto::start().await?;
     let sdk = moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);

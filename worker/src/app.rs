@@ -2,6 +2,7 @@
 //! SIGINT handling, the summary line and the exit code. The `ecs-worker` binary is this with the
 //! command handler; a Rust handler calls [`main_with`] from its own `main`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -62,9 +63,11 @@ pub fn command_handler(config: &Config) -> Result<CommandHandler, String> {
 fn init_logs() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A second initialisation (a Rust handler that set up its own logging) is not an error.
+    // Colours only on a terminal: in the task's log (CloudWatch) they would be escape codes.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -22,8 +22,8 @@ fn record(seen: &Seen, id: &str) {
 async fn a_thousand_messages_are_each_handled_exactly_once() {
     // moto's SQS spends time proportional to the queue length on every message it sends or
     // receives, so a 1,000-message backlog alone costs it about a minute of CPU. The producer
-    // therefore sends while the worker drains (a backlog is covered by the kill -9 test); the
-    // worker sees up to a few hundred messages queued and must not stop while more arrive.
+    // therefore sends while the worker drains, keeping about 100 messages queued (a backlog is
+    // covered by the kill -9 test); the worker must not stop while more arrive.
     let env = Env::start().await;
     let q = env.queue("thousand", 30, None).await;
     let seen: Seen = Arc::default();
@@ -48,22 +48,30 @@ async fn a_thousand_messages_are_each_handled_exactly_once() {
             }
         })
     };
-    let run =
-        tokio::spawn(Worker::new(config, &env.clients(), handler).run(CancellationToken::new()));
-    let sent = env
-        .send(&q.url, (0..1000).map(|i| format!("{{\"n\": {i}}}")))
-        .await;
+    let worker = Worker::new(config, &env.clients(), handler);
+    let counters = worker.counters();
+    let run = tokio::spawn(worker.run(CancellationToken::new()));
+    let mut sent = BTreeMap::new();
+    for batch in 0..20 {
+        while sent.len() as u64 > counters.snapshot().received + 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bodies = (batch * 50..(batch + 1) * 50).map(|i| format!("{{\"n\": {i}}}"));
+        sent.extend(env.send(&q.url, bodies).await);
+    }
     assert_eq!(sent.len(), 1000);
     let report = run.await.expect("worker runs");
 
     assert_eq!(report.exit(), Exit::Success, "{report:?}");
     assert_eq!(report.end, Some(End::Drained));
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 1000);
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "a message was handled twice"
-    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1000);
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "a message was handled twice"
+        );
+    }
     assert_eq!(*bodies.lock().unwrap(), sent, "every body arrived intact");
     assert_eq!(report.counters.deleted, 1000);
     assert_eq!(report.counters.failed, 0);

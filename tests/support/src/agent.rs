@@ -91,7 +91,10 @@ impl Agent {
     pub async fn sync(&self) -> anyhow::Result<Vec<Registered>> {
         let members = self.group_instances().await?;
         let registered = self.registered().await?;
-        for r in registered.iter().filter(|r| !members.contains(&r.instance_id)) {
+        for r in registered
+            .iter()
+            .filter(|r| !members.contains(&r.instance_id))
+        {
             self.ecs
                 .deregister_container_instance()
                 .cluster(&self.cluster)
@@ -110,8 +113,14 @@ impl Agent {
                 .instance_identity_document(serde_json::json!({ "instanceId": id }).to_string())
                 .send()
                 .await?;
-            if let Some(arn) = out.container_instance().and_then(|c| c.container_instance_arn()) {
-                added.push(Registered { instance_id: id.clone(), container_instance_arn: arn.to_string() });
+            if let Some(arn) = out
+                .container_instance()
+                .and_then(|c| c.container_instance_arn())
+            {
+                added.push(Registered {
+                    instance_id: id.clone(),
+                    container_instance_arn: arn.to_string(),
+                });
             }
         }
         Ok(added)
@@ -131,12 +140,23 @@ impl Agent {
         if arns.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.ecs.describe_tasks().cluster(&self.cluster).set_tasks(Some(arns)).send().await?;
+        let out = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await?;
         Ok(out.tasks().to_vec())
     }
 
     /// Ends a task the way the agent reports an exited essential container.
-    pub async fn end_task(&self, task_arn: &str, exit_code: i32, reason: &str) -> anyhow::Result<()> {
+    pub async fn end_task(
+        &self,
+        task_arn: &str,
+        exit_code: i32,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let task = self
             .ecs
             .describe_tasks()
@@ -175,7 +195,11 @@ impl Agent {
 pub enum Play {
     /// Run the real worker binary as a local process with the task's environment (plus the
     /// emulator endpoint and the instance id), and end the task with its exit code.
-    RealWorker { binary: std::path::PathBuf, endpoint: String, extra_env: Vec<(String, String)> },
+    RealWorker {
+        binary: std::path::PathBuf,
+        endpoint: String,
+        extra_env: Vec<(String, String)>,
+    },
     /// Only register/deregister instances; the test ends tasks itself.
     InstancesOnly,
 }
@@ -209,7 +233,11 @@ impl Player {
                 let _ = child.kill().await;
             }
         });
-        Player { stop: Some(stop), handle: Some(handle), ended }
+        Player {
+            stop: Some(stop),
+            handle: Some(handle),
+            ended,
+        }
     }
 
     /// Stops playing and kills any worker process still running.
@@ -245,18 +273,31 @@ impl Agent {
             match child.try_wait()? {
                 Some(status) => {
                     let code = status.code().unwrap_or(137);
-                    self.end_task(&arn, code, "Essential container in task exited").await?;
-                    ended.lock().unwrap_or_else(|e| e.into_inner()).push((arn, code));
+                    self.end_task(&arn, code, "Essential container in task exited")
+                        .await?;
+                    ended
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((arn, code));
                 }
                 None => still.push((arn, child)),
             }
         }
         *running = still;
         self.sync().await?;
-        let Play::RealWorker { binary, endpoint, extra_env } = play else { return Ok(()) };
+        let Play::RealWorker {
+            binary,
+            endpoint,
+            extra_env,
+        } = play
+        else {
+            return Ok(());
+        };
         let registered = self.registered().await?;
         for task in self.tasks("RUNNING").await? {
-            let Some(arn) = task.task_arn().map(str::to_string) else { continue };
+            let Some(arn) = task.task_arn().map(str::to_string) else {
+                continue;
+            };
             if task.last_status() != Some("RUNNING") || started.contains(&arn) {
                 continue;
             }
@@ -272,7 +313,10 @@ impl Agent {
                 .task_definition(task.task_definition_arn().unwrap_or_default())
                 .send()
                 .await?;
-            let container = def.task_definition().and_then(|d| d.container_definitions().first()).cloned();
+            let container = def
+                .task_definition()
+                .and_then(|d| d.container_definitions().first())
+                .cloned();
             let mut cmd = tokio::process::Command::new(binary);
             cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
             for kv in container.iter().flat_map(|c| c.environment()) {

@@ -37,7 +37,9 @@ impl ControlPlane {
                         .enable_all()
                         .build()
                         .map_err(|e| e.to_string())?;
-                    let cp = rt.block_on(ControlPlane::start()).map_err(|e| format!("{e:#}"))?;
+                    let cp = rt
+                        .block_on(ControlPlane::start())
+                        .map_err(|e| format!("{e:#}"))?;
                     let cp: &'static ControlPlane = Box::leak(Box::new(cp));
                     process::at_exit(|| cp.stop());
                     Ok(cp)
@@ -60,7 +62,12 @@ impl ControlPlane {
         let peer_port = crate::free_port();
         let port = crate::free_port();
         // From here on, dropping `cp` (also on an error) stops what started and removes `dir`.
-        let cp = ControlPlane { dir: dir.clone(), bin: bin.clone(), port, guards: Mutex::new(Vec::new()) };
+        let cp = ControlPlane {
+            dir: dir.clone(),
+            bin: bin.clone(),
+            port,
+            guards: Mutex::new(Vec::new()),
+        };
         write_certificates(&dir)?;
         let log = |name: &str| -> anyhow::Result<Stdio> {
             Ok(Stdio::from(std::fs::File::create(dir.join(name))?))
@@ -69,10 +76,16 @@ impl ControlPlane {
         let mut etcd = Command::new(bin.join("etcd"));
         etcd.arg(format!("--data-dir={}", dir.join("etcd").display()))
             .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{peer_port}"
+            ))
             .arg("--unsafe-no-fsync=true")
             .arg("--log-level=warn")
             .stdout(log("etcd.log")?)
@@ -93,17 +106,22 @@ impl ControlPlane {
             .arg("--allow-privileged=true")
             .arg("--authorization-mode=RBAC")
             .arg("--disable-admission-plugins=ServiceAccount")
-            .arg(format!("--service-account-issuer=https://127.0.0.1:{port}/"))
+            .arg(format!(
+                "--service-account-issuer=https://127.0.0.1:{port}/"
+            ))
             .arg(format!("--service-account-key-file={}", d("sa.key")))
-            .arg(format!("--service-account-signing-key-file={}", d("sa.key")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                d("sa.key")
+            ))
             .arg(format!("--cert-dir={}", d("cert-dir")))
             .stdout(log("apiserver.log")?)
             .stderr(log("apiserver.log")?);
         cp.write_kubeconfig()?;
         cp.push(process::spawn_long_lived("kube-apiserver", api)?);
-        cp.wait_ready().await.with_context(|| {
-            format!("kube-apiserver not ready; logs in {}", cp.dir.display())
-        })?;
+        cp.wait_ready()
+            .await
+            .with_context(|| format!("kube-apiserver not ready; logs in {}", cp.dir.display()))?;
         Ok(cp)
     }
 
@@ -113,7 +131,8 @@ impl ControlPlane {
 
     /// Stops the API server, then etcd, and removes the working directory.
     pub fn stop(&self) {
-        let mut guards = std::mem::take(&mut *self.guards.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut guards =
+            std::mem::take(&mut *self.guards.lock().unwrap_or_else(|e| e.into_inner()));
         while let Some(mut g) = guards.pop() {
             g.stop();
         }
@@ -128,7 +147,10 @@ impl ControlPlane {
                 let mut guards = self.guards.lock().expect("guards lock");
                 for g in guards.iter_mut() {
                     if g.exited() {
-                        anyhow::bail!("a control plane process (pid {}) exited during start-up", g.pid());
+                        anyhow::bail!(
+                            "a control plane process (pid {}) exited during start-up",
+                            g.pid()
+                        );
                     }
                 }
             }
@@ -148,7 +170,10 @@ impl ControlPlane {
             .await
             .context("GET /readyz")?;
         anyhow::ensure!(body.trim() == "ok", "readyz: {body}");
-        Api::<Namespace>::all(client).get("default").await.context("namespace default")?;
+        Api::<Namespace>::all(client)
+            .get("default")
+            .await
+            .context("namespace default")?;
         Ok(())
     }
 
@@ -189,7 +214,8 @@ impl ControlPlane {
     pub async fn client(&self) -> anyhow::Result<Client> {
         install_crypto_provider();
         let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(Client::try_from(config)?)
     }
 
@@ -206,7 +232,11 @@ fn http_get(path: &str) -> anyhow::Result<http::Request<Vec<u8>>> {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().context("run openssl")?;
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("run openssl")?;
     anyhow::ensure!(
         out.status.success(),
         "openssl {}: {}",
@@ -218,13 +248,28 @@ fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// CA, serving certificate (localhost, 127.0.0.1), admin client certificate, service account key.
 fn write_certificates(dir: &Path) -> anyhow::Result<()> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
     ca.extend([
-        "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", "/CN=testbed-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=testbed-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     openssl(dir, &ca)?;
     for (name, subject, ext) in [
@@ -239,8 +284,12 @@ fn write_certificates(dir: &Path) -> anyhow::Result<()> {
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
         ),
     ] {
-        let (key, csr, crt, extfile) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        let (key, csr, crt, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
         std::fs::write(dir.join(&extfile), ext)?;
         let mut req = vec!["req"];
         req.extend(ec);
@@ -249,8 +298,21 @@ fn write_certificates(dir: &Path) -> anyhow::Result<()> {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", &crt, "-days", "3650", "-extfile", &extfile,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "3650",
+                "-extfile",
+                &extfile,
             ],
         )?;
     }
@@ -286,7 +348,9 @@ impl TestNamespace {
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
         }))?;
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
         Ok(TestNamespace { name, client })
     }
 }

@@ -60,7 +60,13 @@ impl Moto {
             };
             let endpoint = format!("http://127.0.0.1:{port}");
             match wait_ready(&endpoint, &mut guard).await {
-                Ok(()) => return Ok(Moto { guard, endpoint, port }),
+                Ok(()) => {
+                    return Ok(Moto {
+                        guard,
+                        endpoint,
+                        port,
+                    });
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -115,7 +121,10 @@ async fn wait_ready(endpoint: &str, guard: &mut Guard) -> anyhow::Result<()> {
         if guard.exited() {
             anyhow::bail!("moto exited during start-up");
         }
-        if let Ok(resp) = client.get(format!("{endpoint}/moto-api/config")).send().await
+        if let Ok(resp) = client
+            .get(format!("{endpoint}/moto-api/config"))
+            .send()
+            .await
             && resp.status().is_success()
         {
             return Ok(());

@@ -70,7 +70,10 @@ fn with_parent_death_signal(cmd: &mut Command) {
 pub fn spawn(name: &str, mut cmd: Command) -> std::io::Result<Guard> {
     with_parent_death_signal(&mut cmd);
     let child = cmd.spawn()?;
-    Ok(Guard { child: Some(child), name: name.to_string() })
+    Ok(Guard {
+        child: Some(child),
+        name: name.to_string(),
+    })
 }
 
 type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
@@ -109,7 +112,10 @@ pub fn spawn_long_lived(name: &str, mut cmd: Command) -> std::io::Result<Guard> 
     let child = reply_rx
         .recv()
         .map_err(|_| std::io::Error::other("spawner thread gone"))??;
-    Ok(Guard { child: Some(child), name: name.to_string() })
+    Ok(Guard {
+        child: Some(child),
+        name: name.to_string(),
+    })
 }
 
 type ExitHook = Box<dyn FnOnce() + Send>;

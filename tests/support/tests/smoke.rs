@@ -28,8 +28,17 @@ async fn apiserver_serves_crds_status_secrets_events_and_leases() -> anyhow::Res
                     "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
                     "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}}}}]}
     }));
-    crds.patch("widgets.smoke.testbed.dev", &PatchParams::apply("smoke").force(), &Patch::Apply(&crd)).await?;
-    let established = kube::runtime::wait::await_condition(crds.clone(), "widgets.smoke.testbed.dev", kube::runtime::wait::conditions::is_crd_established());
+    crds.patch(
+        "widgets.smoke.testbed.dev",
+        &PatchParams::apply("smoke").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let established = kube::runtime::wait::await_condition(
+        crds.clone(),
+        "widgets.smoke.testbed.dev",
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
     tokio::time::timeout(Duration::from_secs(30), established).await??;
 
     let gvk = GroupVersionKind::gvk("smoke.testbed.dev", "v1", "Widget");
@@ -40,9 +49,13 @@ async fn apiserver_serves_crds_status_secrets_events_and_leases() -> anyhow::Res
     }));
     widgets.create(&PostParams::default(), &w).await?;
     widgets
-        .patch_status("w1", &PatchParams::apply("smoke").force(), &Patch::Apply(serde_json::json!({
-            "apiVersion": "smoke.testbed.dev/v1", "kind": "Widget", "status": {"phase": "Ready"}
-        })))
+        .patch_status(
+            "w1",
+            &PatchParams::apply("smoke").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "smoke.testbed.dev/v1", "kind": "Widget", "status": {"phase": "Ready"}
+            })),
+        )
         .await?;
     let read = widgets.get("w1").await?;
     assert_eq!(read.data["status"]["phase"], "Ready");
@@ -65,11 +78,25 @@ async fn apiserver_serves_crds_status_secrets_events_and_leases() -> anyhow::Res
     assert_eq!(events.get("e1").await?.note.as_deref(), Some("hello"));
 
     let leases: Api<Lease> = Api::namespaced(t.client.clone(), &t.name);
-    leases.create(&PostParams::default(), &from_json(serde_json::json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l1"},
-        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
-    }))).await?;
-    assert_eq!(leases.get("l1").await?.spec.expect("spec").holder_identity.as_deref(), Some("a"));
+    leases
+        .create(
+            &PostParams::default(),
+            &from_json(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l1"},
+                "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+            })),
+        )
+        .await?;
+    assert_eq!(
+        leases
+            .get("l1")
+            .await?
+            .spec
+            .expect("spec")
+            .holder_identity
+            .as_deref(),
+        Some("a")
+    );
     Ok(())
 }
 
@@ -77,7 +104,11 @@ async fn apiserver_serves_crds_status_secrets_events_and_leases() -> anyhow::Res
 fn kubectl_reports_the_pinned_version_and_readyz_ok() -> anyhow::Result<()> {
     let cp = ControlPlane::shared()?;
     let out = cp.kubectl().args(["version", "-o", "json"]).output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["serverVersion"]["gitVersion"], "v1.34.4");
     assert_eq!(v["clientVersion"]["gitVersion"], "v1.34.4");
@@ -91,23 +122,54 @@ async fn moto_answers_every_client_through_one_endpoint() -> anyhow::Result<()> 
     let moto = Moto::start().await?;
     let config = moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let url = sqs.create_queue().queue_name("smoke").send().await?.queue_url().expect("url").to_string();
+    let url = sqs
+        .create_queue()
+        .queue_name("smoke")
+        .send()
+        .await?
+        .queue_url()
+        .expect("url")
+        .to_string();
     assert!(url.starts_with(moto.endpoint()), "{url}");
     let ssm = aws_sdk_ssm::Client::new(&config);
-    let ami = ssm.get_parameter().name("/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id").send().await?;
-    let ami = ami.parameter().and_then(|p| p.value()).expect("ami").to_string();
+    let ami = ssm
+        .get_parameter()
+        .name("/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id")
+        .send()
+        .await?;
+    let ami = ami
+        .parameter()
+        .and_then(|p| p.value())
+        .expect("ami")
+        .to_string();
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let images = ec2.describe_images().image_ids(&ami).send().await?;
     assert_eq!(images.images().len(), 1, "the SSM AMI exists in EC2");
     let ecs = aws_sdk_ecs::Client::new(&config);
     ecs.create_cluster().cluster_name("smoke").send().await?;
     let asg = aws_sdk_autoscaling::Client::new(&config);
-    assert!(asg.describe_auto_scaling_groups().send().await?.auto_scaling_groups().is_empty());
+    assert!(
+        asg.describe_auto_scaling_groups()
+            .send()
+            .await?
+            .auto_scaling_groups()
+            .is_empty()
+    );
     let iam = aws_sdk_iam::Client::new(&config);
-    iam.create_role().role_name("smoke").assume_role_policy_document("{}").send().await?;
+    iam.create_role()
+        .role_name("smoke")
+        .assume_role_policy_document("{}")
+        .send()
+        .await?;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
-    logs.create_log_group().log_group_name("/smoke").send().await?;
-    assert_eq!(logs.describe_log_groups().send().await?.log_groups().len(), 1);
+    logs.create_log_group()
+        .log_group_name("/smoke")
+        .send()
+        .await?;
+    assert_eq!(
+        logs.describe_log_groups().send().await?.log_groups().len(),
+        1
+    );
     Ok(())
 }
 
@@ -117,23 +179,47 @@ async fn agent_registers_instances_and_ends_tasks_with_an_exit_code() -> anyhow:
     let config = moto.sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let ssm = aws_sdk_ssm::Client::new(&config);
-    let ami = ssm.get_parameter().name("/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id").send().await?;
-    let ami = ami.parameter().and_then(|p| p.value()).expect("ami").to_string();
+    let ami = ssm
+        .get_parameter()
+        .name("/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id")
+        .send()
+        .await?;
+    let ami = ami
+        .parameter()
+        .and_then(|p| p.value())
+        .expect("ami")
+        .to_string();
     ec2.create_launch_template()
         .launch_template_name("lt-smoke")
-        .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id(&ami).instance_type("t3.micro".into()).build())
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&ami)
+                .instance_type("t3.micro".into())
+                .build(),
+        )
         .send()
         .await?;
     // A later version with user data: the moto extension keeps launches from it working.
     ec2.create_launch_template_version()
         .launch_template_name("lt-smoke")
-        .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id(&ami).instance_type("t3.micro".into()).user_data("IyEvYmluL3NoCg==").build())
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&ami)
+                .instance_type("t3.micro".into())
+                .user_data("IyEvYmluL3NoCg==")
+                .build(),
+        )
         .send()
         .await?;
     let asg = aws_sdk_autoscaling::Client::new(&config);
     asg.create_auto_scaling_group()
         .auto_scaling_group_name("g")
-        .launch_template(aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_name("lt-smoke").version("$Latest").build())
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name("lt-smoke")
+                .version("$Latest")
+                .build(),
+        )
         .min_size(0)
         .max_size(1)
         .desired_capacity(1)
@@ -148,23 +234,47 @@ async fn agent_registers_instances_and_ends_tasks_with_an_exit_code() -> anyhow:
     assert!(agent.sync().await?.is_empty(), "registration is idempotent");
     ecs.register_task_definition()
         .family("f")
-        .container_definitions(aws_sdk_ecs::types::ContainerDefinition::builder().name("worker").image("w").memory_reservation(6000).build())
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("w")
+                .memory_reservation(6000)
+                .build(),
+        )
         .send()
         .await?;
-    let task = ecs.run_task().cluster("c").task_definition("f").started_by("run-1").send().await?;
+    let task = ecs
+        .run_task()
+        .cluster("c")
+        .task_definition("f")
+        .started_by("run-1")
+        .send()
+        .await?;
     let arn = task.tasks()[0].task_arn().expect("arn").to_string();
     for _ in 0..6 {
         // Frozen transitions: describing never ends the task.
         assert_eq!(agent.tasks("RUNNING").await?.len(), 1);
     }
-    agent.end_task(&arn, 3, "Essential container in task exited").await?;
+    agent
+        .end_task(&arn, 3, "Essential container in task exited")
+        .await?;
     let stopped = agent.tasks("STOPPED").await?;
     assert_eq!(stopped[0].last_status(), Some("STOPPED"));
     assert_eq!(stopped[0].containers()[0].exit_code(), Some(3));
-    assert_eq!(stopped[0].stop_code().map(|c| c.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        stopped[0].stop_code().map(|c| c.as_str()),
+        Some("EssentialContainerExited")
+    );
 
-    asg.set_desired_capacity().auto_scaling_group_name("g").desired_capacity(0).send().await?;
+    asg.set_desired_capacity()
+        .auto_scaling_group_name("g")
+        .desired_capacity(0)
+        .send()
+        .await?;
     agent.sync().await?;
-    assert!(agent.registered().await?.is_empty(), "instances that left the group are deregistered");
+    assert!(
+        agent.registered().await?.is_empty(),
+        "instances that left the group are deregistered"
+    );
     Ok(())
 }

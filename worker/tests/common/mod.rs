@@ -300,7 +300,7 @@ pub fn binary_command(env: &Env, vars: &[(&str, String)]) -> tokio::process::Com
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .kill_on_drop(true);
     for (k, v) in vars {
         cmd.env(k, v);
