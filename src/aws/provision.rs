@@ -41,7 +41,8 @@ pub enum ProvisionError {
 /// Where deletion stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deletion {
-    /// Everything owned is gone (or retained by policy); `retained` lists queues kept.
+    /// Everything owned is gone (or kept by `deletionPolicy: Retain`); `retained` lists the
+    /// queues kept because they still hold messages.
     Done { retained: Vec<String> },
     /// Waiting for something AWS does asynchronously (instances terminating).
     Waiting(String),
@@ -984,10 +985,7 @@ impl Provisioner<'_> {
         }
         if self.spec.deletion_policy == DeletionPolicy::Retain {
             return Ok(Deletion::Done {
-                retained: vec![
-                    self.names.queue.clone(),
-                    self.names.dead_letter_queue.clone(),
-                ],
+                retained: Vec::new(),
             });
         }
         if !found.auto_scaling_groups().is_empty() {

@@ -7,8 +7,8 @@
 use super::{Context, MANAGER, credentials};
 use crate::api::conditions::{self, event, reason};
 use crate::api::{
-    EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase, RunOutcome,
-    TRIGGER_ANNOTATION,
+    DeletionPolicy, EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase,
+    RunOutcome, TRIGGER_ANNOTATION,
 };
 use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
 use crate::aws::{AwsClients, AwsError, ErrorKind};
@@ -91,7 +91,17 @@ struct Pass<'a> {
     now: Time,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    fn new(ctx: &'a Context, worker: &'a EcsSelfTerminatingWorker, namespace: &str) -> Pass<'a> {
+        Pass {
+            ctx,
+            worker,
+            api: Api::namespaced(ctx.client.clone(), namespace),
+            status: worker.status.clone().unwrap_or_default(),
+            now: Time(ctx.now()),
+        }
+    }
+
     fn generation(&self) -> Option<i64> {
         self.worker.metadata.generation
     }
@@ -198,13 +208,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     let ns = worker.namespace().ok_or(Error::NoNamespace)?;
     let name = worker.name_any();
     let oref = ObjectRef::from(worker.as_ref());
-    let mut pass = Pass {
-        ctx: &ctx,
-        worker: &worker,
-        api: Api::namespaced(ctx.client.clone(), &ns),
-        status: worker.status.clone().unwrap_or_default(),
-        now: Time(ctx.now()),
-    };
+    let mut pass = Pass::new(&ctx, &worker, &ns);
     let spec = &worker.spec;
 
     // 1. What only the controller can check. Invalid: terminal, zero AWS calls.
@@ -435,13 +439,7 @@ fn record_run_metrics(
 async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
     let ns = worker.namespace().ok_or(Error::NoNamespace)?;
     let name = worker.name_any();
-    let mut pass = Pass {
-        ctx: &ctx,
-        worker: &worker,
-        api: Api::namespaced(ctx.client.clone(), &ns),
-        status: worker.status.clone().unwrap_or_default(),
-        now: Time(ctx.now()),
-    };
+    let mut pass = Pass::new(&ctx, &worker, &ns);
     let spec = &worker.spec;
     // A spec that never validated never created anything.
     if crate::api::validate::validate(spec).is_err() {
@@ -477,12 +475,12 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
             for queue in retained {
                 pass.event(true, event::QUEUE_RETAINED, format!("queue {queue} still holds messages and was kept (deletionPolicy {:?}); delete it yourself or set deletionPolicy: DeleteWithMessages", spec.deletion_policy)).await;
             }
-            pass.event(
-                false,
-                event::DELETED,
-                "every owned AWS resource was removed".into(),
-            )
-            .await;
+            let note = if spec.deletion_policy == DeletionPolicy::Retain {
+                "deletionPolicy Retain: capacity is at zero; every other AWS resource was kept"
+            } else {
+                "every owned AWS resource was removed"
+            };
+            pass.event(false, event::DELETED, note.into()).await;
             Ok(Action::await_change())
         }
         Err(e) => {
