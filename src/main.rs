@@ -65,7 +65,8 @@ struct RunArgs {
     /// Leader election: only the holder of this Lease reconciles; others stand by.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
-    /// Namespace of the leader election Lease (defaults to the pod's namespace or `default`).
+    /// Namespace of the leader election Lease (defaults to --namespace, else `default`; the
+    /// Deployment in deploy/ sets it to the pod's namespace).
     #[arg(long, env = "LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
     /// Name of this replica (the pod name); a random id when absent.
