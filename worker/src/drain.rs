@@ -4,7 +4,9 @@
 //! A message's life in the worker:
 //! 1. received by a long poll (up to 10 at once, never more than the free hold slots —
 //!    `concurrency + prefetch`), held invisible for the visibility timeout, and registered with
-//!    the [heartbeat](crate::heartbeat), which keeps renewing that timeout;
+//!    the [heartbeat](crate::heartbeat), which keeps renewing that timeout. The next receive
+//!    starts as soon as a handler would otherwise go idle, or when a full batch of hold slots is
+//!    free, so receives stay large without starving handlers;
 //! 2. waits for one of `concurrency` run slots, then its handler runs (bounded by the handler
 //!    timeout, panics caught);
 //! 3. settled: on success it is deleted (deletes are batched by one deleter task); on failure
@@ -19,10 +21,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -56,11 +59,26 @@ pub fn retry_delay(receive_count: u32, base: Duration, max: Duration) -> Duratio
         .min(Duration::from_secs(MAX_VISIBILITY_SECONDS))
 }
 
-/// A succeeded message waiting for the deleter; its hold slot is freed once the delete is done.
+/// A message's claim on one of the `concurrency + prefetch` hold slots. Dropping it frees the
+/// slot and wakes the receive loop.
+struct Hold {
+    permit: Option<OwnedSemaphorePermit>,
+    progress: Arc<Notify>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        drop(self.permit.take()); // free the slot before waking the receive loop
+        self.progress.notify_one();
+    }
+}
+
+/// A succeeded message waiting for the deleter. Its hold slot is already free (the delete does
+/// not hold up the next receive); the heartbeat keeps it invisible until the delete is done.
 struct Delete {
+    key: HoldKey,
     message_id: String,
     receipt_handle: String,
-    _hold: OwnedSemaphorePermit,
 }
 
 /// What a handler run came to.
@@ -77,7 +95,12 @@ struct Shared<H> {
     counters: Arc<Counters>,
     redrive: Option<Redrive>,
     in_flight: Arc<InFlight>,
+    hold_slots: Arc<Semaphore>,
     run_slots: Arc<Semaphore>,
+    /// Messages held but not started (waiting for a run slot).
+    waiting: AtomicUsize,
+    /// Notified when a hold slot is freed or a waiting message starts.
+    progress: Arc<Notify>,
     deletes: mpsc::UnboundedSender<Delete>,
     /// Cancelled when the worker stops receiving: messages not yet started are released.
     stop: CancellationToken,
@@ -107,7 +130,10 @@ pub async fn drain<H: Handler>(
         counters: counters.clone(),
         redrive,
         in_flight: in_flight.clone(),
+        hold_slots: Arc::new(Semaphore::new(config.max_held())),
         run_slots: Arc::new(Semaphore::new(config.concurrency)),
+        waiting: AtomicUsize::new(0),
+        progress: Arc::new(Notify::new()),
         deletes,
         stop: stop.clone(),
         hard_stop: CancellationToken::new(),
@@ -122,7 +148,12 @@ pub async fn drain<H: Handler>(
         counters.clone(),
         heartbeat_stop.clone(),
     ));
-    let deleter = tokio::spawn(delete_loop(queue.clone(), delete_rx, counters.clone()));
+    let deleter = tokio::spawn(delete_loop(
+        queue.clone(),
+        delete_rx,
+        counters.clone(),
+        in_flight.clone(),
+    ));
 
     let mut tasks = JoinSet::new();
     let result = receive_loop(&shared, &stop, &mut tasks).await;
@@ -162,22 +193,21 @@ async fn receive_loop<H: Handler>(
     tasks: &mut JoinSet<()>,
 ) -> Result<End, QueueError> {
     let config = &shared.config;
-    let hold_slots = Arc::new(Semaphore::new(config.max_held()));
     let mut empty_in_a_row = 0u32;
     let mut errors_in_a_row = 0u32;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             log_join_error(joined);
         }
-        let permits = tokio::select! {
+        let holds = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(End::Interrupted),
-            permits = acquire_batch(&hold_slots) => permits,
+            holds = shared.claim_slots() => holds,
         };
         let received = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(End::Interrupted),
-            r = shared.queue.receive(permits.len(), config.wait, config.visibility_timeout) => r,
+            r = shared.queue.receive(holds.len(), config.wait, config.visibility_timeout) => r,
         };
         shared.counters.receives(1);
         let messages = match received {
@@ -191,7 +221,7 @@ async fn receive_loop<H: Handler>(
                     tracing::error!(error = %e, attempts = errors_in_a_row, "giving up receiving");
                     return Err(e);
                 }
-                drop(permits);
+                drop(holds);
                 let pause = Duration::from_secs(1 << (errors_in_a_row - 1).min(5));
                 tracing::warn!(error = %e, retry_in_seconds = pause.as_secs(), "receive failed");
                 tokio::select! {
@@ -204,8 +234,10 @@ async fn receive_loop<H: Handler>(
 
         if messages.is_empty() {
             shared.counters.empty_receives(1);
-            drop(permits);
-            if hold_slots.available_permits() < config.max_held() {
+            drop(holds);
+            if !shared.in_flight.is_empty()
+                || shared.hold_slots.available_permits() < config.max_held()
+            {
                 // Still working on (or deleting) messages: not a sign of an empty queue.
                 empty_in_a_row = 0;
                 continue;
@@ -237,13 +269,14 @@ async fn receive_loop<H: Handler>(
 
         empty_in_a_row = 0;
         shared.counters.received(messages.len() as u64);
-        let mut permits = permits.into_iter();
+        let mut holds = holds.into_iter();
         for received in messages {
             let key = shared
                 .in_flight
                 .insert(&received.message.id, &received.receipt_handle);
-            match permits.next() {
+            match holds.next() {
                 Some(hold) => {
+                    shared.waiting.fetch_add(1, Ordering::SeqCst);
                     tasks.spawn(process(shared.clone(), received, key, hold));
                 }
                 None => {
@@ -255,21 +288,32 @@ async fn receive_loop<H: Handler>(
     }
 }
 
-/// Waits for one free hold slot, then takes up to 9 more that are free right now.
-async fn acquire_batch(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
-    let first = slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the hold semaphore is never closed");
-    let mut permits = vec![first];
-    while permits.len() < MAX_BATCH {
-        match slots.clone().try_acquire_owned() {
-            Ok(p) => permits.push(p),
-            Err(_) => break,
+impl<H> Shared<H> {
+    /// Claims hold slots for the next receive: as soon as a handler would otherwise go idle (a
+    /// slot is free and no held message is waiting to start), or once a full batch is free.
+    async fn claim_slots(&self) -> Vec<Hold> {
+        let full_batch = self.config.max_held().min(MAX_BATCH);
+        loop {
+            let notified = self.progress.notified();
+            let free = self.hold_slots.available_permits();
+            if free >= full_batch || (free > 0 && self.waiting.load(Ordering::SeqCst) == 0) {
+                let mut holds = Vec::with_capacity(free.min(MAX_BATCH));
+                while holds.len() < MAX_BATCH {
+                    match self.hold_slots.clone().try_acquire_owned() {
+                        Ok(permit) => holds.push(Hold {
+                            permit: Some(permit),
+                            progress: self.progress.clone(),
+                        }),
+                        Err(_) => break,
+                    }
+                }
+                if !holds.is_empty() {
+                    return holds;
+                }
+            }
+            notified.await;
         }
     }
-    permits
 }
 
 async fn join_all(tasks: &mut JoinSet<()>) {
@@ -285,19 +329,17 @@ fn log_join_error(joined: Result<(), tokio::task::JoinError>) {
 }
 
 /// Runs one message from the run-slot wait to its settlement.
-async fn process<H: Handler>(
-    shared: Arc<Shared<H>>,
-    received: Received,
-    key: HoldKey,
-    hold: OwnedSemaphorePermit,
-) {
+async fn process<H: Handler>(shared: Arc<Shared<H>>, received: Received, key: HoldKey, hold: Hold) {
     let run_slot = tokio::select! {
         biased;
-        _ = shared.stop.cancelled() => {
-            shared.release(key, &received).await;
-            return;
-        }
-        slot = shared.run_slots.clone().acquire_owned() => slot,
+        _ = shared.stop.cancelled() => None,
+        slot = shared.run_slots.clone().acquire_owned() => Some(slot),
+    };
+    shared.waiting.fetch_sub(1, Ordering::SeqCst);
+    shared.progress.notify_one();
+    let Some(run_slot) = run_slot else {
+        shared.release(key, &received).await;
+        return;
     };
     let message = received.message.clone();
     let run = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
@@ -333,13 +375,12 @@ async fn process<H: Handler>(
         Outcome::Done => {
             shared.counters.succeeded(1);
             tracing::debug!(message_id = %message.id, "handled");
-            shared.in_flight.remove(key);
             // The deleter outlives every message task, so this send cannot fail; if it somehow
             // did, the message would come back after its visibility timeout.
             let _ = shared.deletes.send(Delete {
+                key,
                 message_id: message.id.clone(),
                 receipt_handle: received.receipt_handle.clone(),
-                _hold: hold,
             });
         }
         Outcome::Failed(reason) => {
@@ -353,6 +394,7 @@ async fn process<H: Handler>(
             shared.retry_later(key, &received, &reason).await;
         }
     }
+    drop(hold);
 }
 
 impl<H> Shared<H> {
@@ -411,11 +453,13 @@ impl<H> Shared<H> {
     }
 }
 
-/// Deletes succeeded messages in batches of up to 10, as they arrive.
+/// Deletes succeeded messages in batches of up to 10, as they arrive, then stops renewing their
+/// visibility.
 async fn delete_loop(
     queue: Queue,
     mut rx: mpsc::UnboundedReceiver<Delete>,
     counters: Arc<Counters>,
+    in_flight: Arc<InFlight>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -454,7 +498,9 @@ async fn delete_loop(
             }
         }
         drop(handles);
-        batch.clear(); // frees the hold slots
+        for delete in batch.drain(..) {
+            in_flight.remove(delete.key);
+        }
     }
 }
 
