@@ -36,6 +36,10 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no namespace")]
     NoNamespace,
+    /// Deletion must wait (instances terminating, credentials missing). An error, not a
+    /// requeue: the finalizer stays on until cleanup succeeds.
+    #[error("deletion pending: {0}")]
+    DeletionPending(String),
 }
 
 impl Error {
@@ -53,6 +57,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
+            Error::DeletionPending(_) => "deletion_pending",
         }
     }
 }
@@ -448,11 +453,14 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
         Ok(k) => k,
         Err(e) => {
+            let r = match e {
+                credentials::CredentialsError::NotFound { .. } => reason::SECRET_NOT_FOUND,
+                _ => reason::SECRET_INVALID,
+            };
             let msg = format!("cannot delete AWS resources: {e}");
-            pass.problem(reason::SECRET_NOT_FOUND, msg, Phase::Deleting)
-                .await;
+            pass.problem(r, msg.clone(), Phase::Deleting).await;
             pass.save().await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            return Err(Error::DeletionPending(msg));
         }
     };
     let aws: AwsClients = ctx.aws.clients(&spec.region, keys).await;
@@ -467,9 +475,9 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     match provisioner.delete_all().await {
         Ok(Deletion::Waiting(why)) => {
             pass.status.phase = Some(Phase::Deleting);
-            pass.condition(conditions::READY, false, reason::DELETING, why);
+            pass.condition(conditions::READY, false, reason::DELETING, why.clone());
             pass.save().await?;
-            Ok(Action::requeue(Duration::from_secs(2)))
+            Err(Error::DeletionPending(why))
         }
         Ok(Deletion::Done { retained }) => {
             for queue in retained {
