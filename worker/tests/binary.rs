@@ -212,3 +212,40 @@ async fn kill_9_at_random_points_loses_no_message() {
         sent.len()
     );
 }
+
+#[tokio::test]
+async fn the_python_example_handler_succeeds_and_fails_as_documented() {
+    let env = Env::start().await;
+    let q = env.queue("python", 30, Some(1)).await;
+    let sent = env
+        .send(
+            &q.url,
+            [r#"{"n": 1}"#.to_owned(), r#"{"fail": true}"#.to_owned()],
+        )
+        .await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/handler.py");
+    let mut vars = base_vars(&q.url, format!("python3 '{example}'"));
+    vars.push(("WORKER_TERMINATION", "none".into()));
+
+    let status = binary_command(&env, &vars)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("run the worker");
+
+    assert_eq!(status.code(), Some(3), "one message failed");
+    assert_eq!(env.depth(&q.url).await, (0, 0));
+    let dead = env
+        .peek(q.dlq_url.as_deref().expect("dead-letter queue"), 30)
+        .await;
+    let dead_ids: Vec<&str> = dead.iter().filter_map(|m| m.message_id()).collect();
+    let failing: Vec<&str> = sent
+        .iter()
+        .filter(|(_, body)| body.contains("fail"))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(
+        dead_ids, failing,
+        "only the failing message was dead-lettered"
+    );
+}
