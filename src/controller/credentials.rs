@@ -33,6 +33,16 @@ pub enum CredentialsError {
     },
 }
 
+impl CredentialsError {
+    /// The condition reason this error is reported under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CredentialsError::NotFound { .. } => crate::api::conditions::reason::SECRET_NOT_FOUND,
+            _ => crate::api::conditions::reason::SECRET_INVALID,
+        }
+    }
+}
+
 /// The keys of the named Secret, or `None` when the spec names none (default chain).
 pub async fn load(
     client: &Client,

@@ -24,6 +24,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Why a reconcile failed (retried with backoff by the error policy).
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +71,15 @@ pub async fn reconcile(obj: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) ->
     ctx.metrics.reconciles.inc();
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<EcsSelfTerminatingWorker> = Api::namespaced(ctx.client.clone(), &ns);
+    // Every log line of this reconcile carries the object's namespace and name.
+    let span = tracing::info_span!("reconcile", namespace = %ns, name = %obj.name_any());
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(w) => apply(w, ctx.clone()).await,
             Finalizer::Cleanup(w) => cleanup(w, ctx.clone()).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
@@ -232,10 +236,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
         Ok(k) => k,
         Err(e) => {
-            let r = match e {
-                credentials::CredentialsError::NotFound { .. } => reason::SECRET_NOT_FOUND,
-                _ => reason::SECRET_INVALID,
-            };
+            let r = e.reason();
             pass.problem(r, e.to_string(), Phase::Failed).await;
             pass.save().await?;
             // Secrets are not watched: look again soon.
@@ -453,10 +454,7 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
         Ok(k) => k,
         Err(e) => {
-            let r = match e {
-                credentials::CredentialsError::NotFound { .. } => reason::SECRET_NOT_FOUND,
-                _ => reason::SECRET_INVALID,
-            };
+            let r = e.reason();
             let msg = format!("cannot delete AWS resources: {e}");
             pass.problem(r, msg.clone(), Phase::Deleting).await;
             pass.save().await?;
