@@ -1,9 +1,8 @@
 //! Provisioning against the real API server and moto: Ready with every resource tagged, zero
 //! writes when nothing changed, repair of out-of-band deletions, complete removal on delete.
 
-mod common;
 
-use common::{Harness, worker_yaml};
+use crate::common::{Harness, worker_yaml};
 use ecs_worker_operator::plan::desired::{Names, OWNER_TAG};
 use kube::api::DeleteParams;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Shared harness of the operator's integration tests: the CRD on the shared real API server,
 //! a moto server per test, and the controller running in-process, scoped to the test's own
 //! namespace.
-#![allow(dead_code)]
+
 
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
 use ecs_worker_operator::aws::ClientFactory;

@@ -4,9 +4,8 @@
 //! Event naming the field or Secret). None of them makes an AWS call, and no Secret value shows
 //! up in a status, a condition, an Event or the metrics.
 
-mod common;
 
-use common::Harness;
+use crate::common::Harness;
 use ecs_worker_operator::api::conditions::{self, reason};
 use ecs_worker_operator::api::{EcsSelfTerminatingWorker, Phase};
 use k8s_openapi::ByteString;

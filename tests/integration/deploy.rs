@@ -13,7 +13,7 @@
 //!   embeds the same Lua, and every sample is a valid worker.
 //! - `deploy/aws/operator-policy.json` allows every AWS call in `src/aws/` and nothing else.
 
-mod common;
+use crate::common;
 
 use ecs_worker_operator::api::{EcsSelfTerminatingWorker, FINALIZER};
 use ecs_worker_operator::aws::ClientFactory;

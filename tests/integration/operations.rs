@@ -1,9 +1,8 @@
 //! Running like a production operator: leader election between two replicas and the
 //! Prometheus endpoint.
 
-mod common;
 
-use common::{Harness, worker_yaml};
+use crate::common::{Harness, worker_yaml};
 use ecs_worker_operator::aws::ClientFactory;
 use ecs_worker_operator::controller::{Config, Context, leader};
 use ecs_worker_operator::http::{self, Health};

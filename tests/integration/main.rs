@@ -1,0 +1,14 @@
+//! The operator's integration tests, linked into one test binary (each module used to be its
+//! own binary; one link of the AWS SDK instead of six keeps builds fast and small).
+//!
+//! They run against a real kube-apiserver + etcd (shared by the whole binary) and a moto
+//! server per test; see `common` for the harness.
+
+mod common;
+
+mod bad_manifests;
+mod crd;
+mod cycle;
+mod deploy;
+mod operations;
+mod provisioning;
