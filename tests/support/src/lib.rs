@@ -7,6 +7,9 @@
 //!   extension in `python/moto_ext.py`.
 //! - [`agent`]: plays the ECS agent against moto (register instances, end tasks with an exit
 //!   code, deregister instances that left their group).
+//! - [`proxy`]: a fault-injecting proxy in front of moto (throttling errors in each AWS
+//!   protocol's shape, HTTP 500s, connection resets, latency; seeded, so a run replays) that
+//!   records every AWS call.
 //!
 //! Every process started here is killed when the test binary exits (normally, by panic, or by
 //! signal: children get `PR_SET_PDEATHSIG`), and temporary directories are removed.
@@ -15,6 +18,7 @@ pub mod agent;
 pub mod control_plane;
 pub mod moto;
 pub mod process;
+pub mod proxy;
 
 pub use control_plane::{ControlPlane, TestNamespace};
 pub use moto::Moto;
