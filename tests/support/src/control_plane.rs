@@ -5,6 +5,10 @@
 //! localhost/127.0.0.1 and an admin client certificate in `system:masters`. There is no
 //! controller-manager and no kubelet: namespaces never finish terminating, no Pod runs, no
 //! default ServiceAccount exists. Tests use a fresh namespace each ([`TestNamespace`]).
+//!
+//! For outage tests a private control plane can stop and start kube-apiserver alone, on the
+//! same port, while etcd keeps its data ([`ControlPlane::restart_apiserver`]), and run a second
+//! kube-apiserver on the same etcd ([`ControlPlane::replica_apiserver`]), as an HA replica would.
 
 use crate::process::{self, Guard};
 use anyhow::Context as _;
@@ -22,7 +26,35 @@ pub struct ControlPlane {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    etcd_port: u16,
+    /// etcd.
     guards: Mutex<Vec<Guard>>,
+    /// kube-apiserver on `port` (None while stopped).
+    apiserver: Mutex<Option<Guard>>,
+}
+
+/// A second kube-apiserver on the control plane's etcd, on its own port; stopped on drop.
+pub struct ApiServerReplica {
+    guard: Guard,
+    port: u16,
+    kubeconfig: PathBuf,
+}
+
+impl ApiServerReplica {
+    /// `https://127.0.0.1:PORT`
+    pub fn server_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// An admin client of this replica.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client_at(&self.kubeconfig, Some(self.port)).await
+    }
+
+    /// Stops the replica (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop(mut self) {
+        self.guard.stop();
+    }
 }
 
 impl ControlPlane {
@@ -66,7 +98,9 @@ impl ControlPlane {
             dir: dir.clone(),
             bin: bin.clone(),
             port,
+            etcd_port,
             guards: Mutex::new(Vec::new()),
+            apiserver: Mutex::new(None),
         };
         write_certificates(&dir)?;
         let log = |name: &str| -> anyhow::Result<Stdio> {
@@ -91,10 +125,23 @@ impl ControlPlane {
             .stdout(log("etcd.log")?)
             .stderr(log("etcd.log")?);
         cp.push(process::spawn_long_lived("etcd", etcd)?);
+        cp.write_kubeconfig()?;
+        cp.start_apiserver()
+            .await
+            .with_context(|| format!("kube-apiserver not ready; logs in {}", cp.dir.display()))?;
+        Ok(cp)
+    }
 
-        let d = |f: &str| dir.join(f).display().to_string();
-        let mut api = Command::new(bin.join("kube-apiserver"));
-        api.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+    /// The kube-apiserver command serving on `port` (the control plane's own or a replica's).
+    fn apiserver_command(&self, port: u16, log: &str) -> anyhow::Result<Command> {
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(log))?;
+        let etcd = format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port);
+        let mut api = Command::new(self.bin.join("kube-apiserver"));
+        api.arg(etcd)
             .arg(format!("--secure-port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
@@ -106,8 +153,10 @@ impl ControlPlane {
             .arg("--allow-privileged=true")
             .arg("--authorization-mode=RBAC")
             .arg("--disable-admission-plugins=ServiceAccount")
+            // One issuer for every server of this control plane, as in an HA setup.
             .arg(format!(
-                "--service-account-issuer=https://127.0.0.1:{port}/"
+                "--service-account-issuer=https://127.0.0.1:{}/",
+                self.port
             ))
             .arg(format!("--service-account-key-file={}", d("sa.key")))
             .arg(format!(
@@ -115,14 +164,67 @@ impl ControlPlane {
                 d("sa.key")
             ))
             .arg(format!("--cert-dir={}", d("cert-dir")))
-            .stdout(log("apiserver.log")?)
-            .stderr(log("apiserver.log")?);
-        cp.write_kubeconfig()?;
-        cp.push(process::spawn_long_lived("kube-apiserver", api)?);
-        cp.wait_ready()
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        Ok(api)
+    }
+
+    /// Starts kube-apiserver on the control plane's port (again, after
+    /// [`ControlPlane::stop_apiserver`]) and waits until it serves.
+    pub async fn start_apiserver(&self) -> anyhow::Result<()> {
+        {
+            let mut api = self.apiserver.lock().expect("apiserver lock");
+            anyhow::ensure!(api.is_none(), "kube-apiserver is running already");
+            let cmd = self.apiserver_command(self.port, "apiserver.log")?;
+            *api = Some(process::spawn_long_lived("kube-apiserver", cmd)?);
+        }
+        self.wait_ready(self.port, None).await
+    }
+
+    /// Kills kube-apiserver only (SIGKILL: a crash, every client connection drops at once);
+    /// etcd and its data stay. Clients get connection errors until
+    /// [`ControlPlane::start_apiserver`].
+    pub fn stop_apiserver(&self) {
+        if let Some(mut g) = self.take_apiserver() {
+            // SAFETY: kill(2) on our own child; the guard has not reaped it yet.
+            unsafe { libc::kill(g.pid() as i32, libc::SIGKILL) };
+            g.stop();
+        }
+    }
+
+    fn take_apiserver(&self) -> Option<Guard> {
+        self.apiserver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Kills and starts kube-apiserver on the same port; etcd keeps running with its data.
+    pub async fn restart_apiserver(&self) -> anyhow::Result<()> {
+        self.stop_apiserver();
+        self.start_apiserver().await
+    }
+
+    /// Starts a second kube-apiserver on this control plane's etcd, on a free port, and waits
+    /// until it serves. Changes made through it are in etcd for every server of the control
+    /// plane, like changes made through another replica of an HA control plane.
+    pub async fn replica_apiserver(&self) -> anyhow::Result<ApiServerReplica> {
+        let port = crate::free_port();
+        let cmd = self.apiserver_command(port, "apiserver-replica.log")?;
+        let mut guard = process::spawn_long_lived("kube-apiserver replica", cmd)?;
+        self.wait_ready(port, Some(&mut guard))
             .await
-            .with_context(|| format!("kube-apiserver not ready; logs in {}", cp.dir.display()))?;
-        Ok(cp)
+            .with_context(|| {
+                format!(
+                    "replica kube-apiserver not ready; logs in {}",
+                    self.dir.display()
+                )
+            })?;
+        Ok(ApiServerReplica {
+            guard,
+            port,
+            kubeconfig: self.kubeconfig_path(),
+        })
     }
 
     fn push(&self, g: Guard) {
@@ -131,6 +233,9 @@ impl ControlPlane {
 
     /// Stops the API server, then etcd, and removes the working directory.
     pub fn stop(&self) {
+        if let Some(mut g) = self.take_apiserver() {
+            g.stop();
+        }
         let mut guards =
             std::mem::take(&mut *self.guards.lock().unwrap_or_else(|e| e.into_inner()));
         while let Some(mut g) = guards.pop() {
@@ -139,13 +244,20 @@ impl ControlPlane {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
+    /// Waits until the kube-apiserver on `port` serves; fails early when a process of the
+    /// control plane (or `replica`) exits.
+    async fn wait_ready(&self, port: u16, mut replica: Option<&mut Guard>) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut last = String::new();
         while Instant::now() < deadline {
             {
                 let mut guards = self.guards.lock().expect("guards lock");
-                for g in guards.iter_mut() {
+                let mut api = self.apiserver.lock().expect("apiserver lock");
+                let running = guards
+                    .iter_mut()
+                    .chain(api.iter_mut())
+                    .chain(replica.iter_mut().map(|g| &mut **g));
+                for g in running {
                     if g.exited() {
                         anyhow::bail!(
                             "a control plane process (pid {}) exited during start-up",
@@ -154,7 +266,7 @@ impl ControlPlane {
                     }
                 }
             }
-            match self.ready_once().await {
+            match self.ready_once(port).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = format!("{e:#}"),
             }
@@ -163,8 +275,8 @@ impl ControlPlane {
         anyhow::bail!("not ready within 90 s: {last}")
     }
 
-    async fn ready_once(&self) -> anyhow::Result<()> {
-        let client = self.client().await?;
+    async fn ready_once(&self, port: u16) -> anyhow::Result<()> {
+        let client = client_at(&self.kubeconfig_path(), Some(port)).await?;
         let body = client
             .request_text(http_get("/readyz")?)
             .await
@@ -212,11 +324,7 @@ impl ControlPlane {
 
     /// A new admin client (clients are tied to the runtime that made them: make one per test).
     pub async fn client(&self) -> anyhow::Result<Client> {
-        install_crypto_provider();
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        client_at(&self.kubeconfig_path(), None).await
     }
 
     /// `kubectl --kubeconfig <admin>` ready for more arguments.
@@ -225,6 +333,18 @@ impl ControlPlane {
         cmd.arg("--kubeconfig").arg(self.kubeconfig_path());
         cmd
     }
+}
+
+/// An admin client from `kubeconfig`, sent to `port` on 127.0.0.1 instead when given.
+async fn client_at(kubeconfig: &Path, port: Option<u16>) -> anyhow::Result<Client> {
+    install_crypto_provider();
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    if let Some(port) = port {
+        config.cluster_url = format!("https://127.0.0.1:{port}").parse()?;
+    }
+    Ok(Client::try_from(config)?)
 }
 
 fn http_get(path: &str) -> anyhow::Result<http::Request<Vec<u8>>> {
