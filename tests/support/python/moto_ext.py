@@ -10,11 +10,19 @@ Additions:
    Scaling launches from later template versions work (stock moto fails them with a 500).
 3. ECS task state transitions are frozen (manual progression): stock moto advances a task one
    step towards STOPPED on every DescribeTasks, so an operator's own polling would end tasks.
+4. DeleteLaunchTemplate of a name that does not exist answers
+   InvalidLaunchTemplateName.NotFoundException, as AWS does (stock moto answers
+   MissingParameter), so a deletion interrupted after that call can finish when repeated.
+5. RemoveRoleFromInstanceProfile of a role the profile does not hold answers NoSuchEntity, as
+   AWS does (stock moto fails with HTTP 500), for the same reason.
 """
 
 import datetime
 
-from moto.ec2.models.launch_templates import LaunchTemplate
+from moto.ec2.exceptions import InvalidLaunchTemplateNameNotFoundError
+from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
+from moto.iam.exceptions import NotFoundException
+from moto.iam.models import IAMBackend
 from moto.ec2.utils import parse_user_data
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.core.responses import ActionResult
@@ -32,6 +40,31 @@ def _create_version_with_user_data(self, data, description):
 
 
 LaunchTemplate.create_version = _create_version_with_user_data
+
+_delete_launch_template = LaunchTemplateBackend.delete_launch_template
+
+
+def _delete_launch_template_or_not_found(self, name, tid):
+    if name and tid is None and name not in self.launch_template_name_to_ids:
+        raise InvalidLaunchTemplateNameNotFoundError()
+    return _delete_launch_template(self, name, tid)
+
+
+LaunchTemplateBackend.delete_launch_template = _delete_launch_template_or_not_found
+
+_remove_role_from_instance_profile = IAMBackend.remove_role_from_instance_profile
+
+
+def _remove_role_or_not_found(self, profile_name, role_name):
+    profile = self.get_instance_profile(profile_name)
+    if not any(r.name == role_name for r in profile.roles):
+        raise NotFoundException(
+            f"Role {role_name} is not in instance profile {profile_name}"
+        )
+    return _remove_role_from_instance_profile(self, profile_name, role_name)
+
+
+IAMBackend.remove_role_from_instance_profile = _remove_role_or_not_found
 
 
 def _find_task(backend, cluster_str, task_str):
