@@ -7,6 +7,7 @@
 mod common;
 
 mod bad_manifests;
+mod chaos;
 mod crd;
 mod cycle;
 mod deploy;
