@@ -131,31 +131,59 @@ impl Drop for Operator {
 /// Where one kill hit.
 struct Kill {
     phase: &'static str,
-    /// AWS calls since the operator's last start.
+    /// Calls counted since the operator's last start: every AWS call, or only those of
+    /// [`CYCLE_CALLS`].
     after_calls: u64,
+    cycle_calls_only: bool,
     /// Whether the phase still had work left when the operator died.
     mid_phase: bool,
     /// Workers in each phase at that moment.
     phases: BTreeMap<String, usize>,
 }
 
-/// Kills the operator after its `k`-th AWS call from now and starts it again; `done` says
-/// whether the phase's work is complete. None when the phase completed first (or the operator
-/// made no call for two minutes): there was nothing left to interrupt.
+/// Calls only the run cycle makes (observing tasks and instances, scaling, starting tasks):
+/// counting these puts a kill inside the cycle rather than in the provisioning check every
+/// restart begins with.
+const CYCLE_CALLS: &[&str] = &[
+    "ListContainerInstances",
+    "DescribeContainerInstances",
+    "ListTasks",
+    "DescribeTasks",
+    "RunTask",
+    "SetDesiredCapacity",
+    "TerminateInstanceInAutoScalingGroup",
+];
+
+/// Kills the operator after its `k`-th AWS call from now (only calls of `ops`, when not
+/// empty) and starts it again; `done` says whether the phase's work is complete. None when the
+/// phase completed first (or no call came for two minutes): nothing was left to interrupt.
 async fn kill_after_calls(
     op: &mut Operator,
     proxy: &Proxy,
     api: &Api<EcsSelfTerminatingWorker>,
-    phase: &'static str,
-    k: u64,
+    (phase, k, ops): (&'static str, u64, &[&str]),
     done: fn(&[EcsSelfTerminatingWorker]) -> bool,
 ) -> anyhow::Result<Option<Kill>> {
-    let target = proxy.request_count() + k;
+    let mut seen = proxy.request_count();
+    let mut counted = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !proxy
-        .wait_for_requests(target, Duration::from_millis(300))
-        .await
-    {
+    while counted < k {
+        if proxy
+            .wait_for_requests(seen + 1, Duration::from_millis(300))
+            .await
+        {
+            let new = proxy.requests_since(seen);
+            for r in &new {
+                if ops.is_empty() || ops.contains(&r.operation.as_str()) {
+                    counted += 1;
+                }
+                seen = r.seq + 1;
+                if counted == k {
+                    break;
+                }
+            }
+            continue;
+        }
         op.ensure_running()?;
         if Instant::now() > deadline || done(&api.list(&Default::default()).await?.items) {
             return Ok(None);
@@ -171,6 +199,7 @@ async fn kill_after_calls(
     Ok(Some(Kill {
         phase,
         after_calls: k,
+        cycle_calls_only: !ops.is_empty(),
         mid_phase: !done(&items),
         phases,
     }))
@@ -869,10 +898,11 @@ async fn check_one_task_set_per_run(
 // ---- the scenario -------------------------------------------------------------------------
 
 /// Kills in one phase: how many, and the range of AWS calls since the operator's last start
-/// each one waits for (drawn from the seed).
+/// each one waits for (drawn from the seed), counting only `ops` when not empty.
 struct Kills {
     count: usize,
     after_calls: std::ops::RangeInclusive<u64>,
+    ops: &'static [&'static str],
 }
 
 /// Workers provisioned, run once each and deleted, with the operator killed in each phase.
@@ -926,9 +956,14 @@ impl Figures {
         );
         for k in &self.kills {
             println!(
-                "  killed during {} after {} AWS calls ({}); workers by phase {:?}",
+                "  killed during {} after {} {}calls ({}); workers by phase {:?}",
                 k.phase,
                 k.after_calls,
+                if k.cycle_calls_only {
+                    "run-cycle "
+                } else {
+                    "AWS "
+                },
                 if k.mid_phase {
                     "mid-phase"
                 } else {
@@ -1005,7 +1040,8 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
     let mut kill = async |op: &mut Operator, phase, plan: &Kills, done| -> anyhow::Result<()> {
         for _ in 0..plan.count {
             let k = rng.random_range(plan.after_calls.clone());
-            kills.extend(kill_after_calls(op, &proxy, &api, phase, k, done).await?);
+            let at = (phase, k, plan.ops);
+            kills.extend(kill_after_calls(op, &proxy, &api, at, done).await?);
         }
         Ok(())
     };
@@ -1093,14 +1129,17 @@ async fn operator_killed_at_random_points_still_converges() -> anyhow::Result<()
         provisioning: Kills {
             count: 4,
             after_calls: 1..=60,
+            ops: &[],
         },
         run_cycle: Kills {
             count: 4,
-            after_calls: 1..=120,
+            after_calls: 1..=25,
+            ops: CYCLE_CALLS,
         },
         deletion: Kills {
             count: 3,
             after_calls: 1..=40,
+            ops: &[],
         },
         timeout: Duration::from_secs(120),
     })
@@ -1128,14 +1167,17 @@ async fn fifty_workers_converge_through_faults_and_kills() -> anyhow::Result<()>
         provisioning: Kills {
             count: 2,
             after_calls: 200..=1200,
+            ops: &[],
         },
         run_cycle: Kills {
             count: 2,
-            after_calls: 200..=2000,
+            after_calls: 100..=1500,
+            ops: CYCLE_CALLS,
         },
         deletion: Kills {
             count: 1,
             after_calls: 100..=1000,
+            ops: &[],
         },
         timeout: Duration::from_secs(300),
     })

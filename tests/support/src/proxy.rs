@@ -317,6 +317,14 @@ impl Proxy {
             .clone()
     }
 
+    /// The requests from number `seq` on.
+    pub fn requests_since(&self, seq: u64) -> Vec<Request> {
+        let log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.get(seq as usize..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Number of requests received so far.
     pub fn request_count(&self) -> u64 {
         *self.shared.arrived.borrow()
@@ -515,7 +523,7 @@ async fn handle(
         (Some(s), None) if s == "ec2" => Protocol::Ec2,
         _ => Protocol::Query,
     };
-    let seq = {
+    let (seq, fault) = {
         let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
         let seq = log.len() as u64;
         let fault = match &service {
@@ -536,9 +544,8 @@ async fn handle(
             elapsed: None,
         });
         shared.arrived.send_replace(seq + 1);
-        seq
+        (seq, fault)
     };
-    let fault = shared.log.lock().unwrap_or_else(|e| e.into_inner())[seq as usize].fault;
     let answer = |status: u16| {
         let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = log.get_mut(seq as usize) {

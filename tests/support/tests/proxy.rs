@@ -212,7 +212,7 @@ async fn sdk_retries_through_throttles_server_errors_and_resets_and_succeeds() -
             .send()
             .await?;
     }
-    for round in 0..6 {
+    for round in 0..12 {
         for (service, _, _) in SERVICES {
             let out = call(service, &config, retry.clone(), None).await;
             assert!(out.ok, "round {round}, {service}: {out:?}");
@@ -241,7 +241,7 @@ async fn sdk_retries_through_throttles_server_errors_and_resets_and_succeeds() -
     let requests = proxy.requests();
     assert_eq!(
         requests.iter().filter(|r| r.status == Some(200)).count(),
-        1 + 10 + 6 * SERVICES.len(),
+        1 + 10 + 12 * SERVICES.len(),
         "one success per call"
     );
     Ok(())
