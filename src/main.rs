@@ -78,6 +78,16 @@ fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube=warn,aws_config=warn,aws_smithy_runtime=warn")
     });
+    // At debug and trace level the SDK prints each call's resolved identity (the orchestrator's
+    // endpoint parameters and runtime components, the SigV4 signer's parameters), and with it
+    // the access key id of a worker's Secret: those targets stay at info whatever RUST_LOG says.
+    let filter = [
+        "aws_smithy_runtime::client::orchestrator=info",
+        "aws_sigv4=info",
+    ]
+    .into_iter()
+    .filter_map(|d| d.parse().ok())
+    .fold(filter, |filter, directive| filter.add_directive(directive));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder

@@ -307,3 +307,197 @@ mod tests {
         }
     }
 }
+
+/// Bounded fuzzing of the parsers and the tick arithmetic: no input panics, and every schedule
+/// that parses ticks strictly after any `now`. `PROPTEST_CASES=100000 cargo test --workspace
+/// --lib fuzz` runs longer.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Cases per property in `make test`, unless `PROPTEST_CASES` says otherwise.
+    pub(crate) fn config(cases: u32) -> ProptestConfig {
+        let mut config = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = cases;
+        }
+        config
+    }
+
+    /// Seconds of 4000-01-01: croner searches up to the year 5000, so every valid pattern
+    /// has a next tick before it.
+    const YEAR_4000: i64 = 64_060_588_800;
+
+    /// A `NUMBER_UNIT` that is valid or one edit away from it.
+    fn near_rate() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            4 => (1u64..1000).prop_map(|n| n.to_string()),
+            2 => (1u64..=999_999_999).prop_map(|n| n.to_string()),
+            1 => any::<u64>().prop_map(|n| n.to_string()),
+            1 => prop::sample::select(vec!["", "0", "00", "07", "-1", "+1", "1.5", " 1", "1e3",
+                "１", "٣", "99999999999999999999999"]).prop_map(str::to_owned),
+        ];
+        let separator = prop::sample::select(vec!["_", "_", "_", "__", "-", " ", ""]);
+        let unit = prop::sample::select(vec![
+            "SECOND", "SECONDS", "MINUTE", "MINUTES", "HOUR", "HOURS", "DAY", "DAYS", "seconds",
+            "Hour", "WEEKS", "SS", "SECONDSS", "S", "", "HOURS_", "DAYſ", "MİNUTE",
+        ]);
+        let suffix = prop_oneof![8 => Just(String::new()), 1 => "\\PC{1,3}"];
+        (number, separator, unit, suffix)
+            .prop_map(|(n, sep, unit, suffix)| format!("{n}{sep}{unit}{suffix}"))
+    }
+
+    /// One cron field: the syntax croner understands (lists, ranges, steps, names, `L`, `W`,
+    /// `#`, `?`), with values in and out of range, and now and then garbage.
+    fn cron_field() -> impl Strategy<Value = String> {
+        let atom = prop_oneof![
+            3 => (0u32..62).prop_map(|n| n.to_string()),
+            2 => Just("*".to_owned()),
+            1 => prop::sample::select(vec!["?", "L", "LW", "5L", "15W", "1W", "31W", "JAN", "dec",
+                "MON", "sun", "FRI", "7", "0", "99", "-1", "4294967296", "2#5", "5#1", "1#6", "L-3"])
+                .prop_map(str::to_owned),
+        ];
+        let term = (
+            atom.clone(),
+            prop::option::of(atom),
+            prop::option::of(0u32..64),
+        )
+            .prop_map(|(a, b, step)| {
+                let mut t = a;
+                if let Some(b) = b {
+                    t = format!("{t}-{b}");
+                }
+                if let Some(step) = step {
+                    t = format!("{t}/{step}");
+                }
+                t
+            });
+        prop_oneof![
+            12 => prop::collection::vec(term, 1..4).prop_map(|terms| terms.join(",")),
+            1 => "\\PC{1,4}",
+        ]
+    }
+
+    /// Five fields most of the time; four or six now and then.
+    fn near_cron() -> impl Strategy<Value = String> {
+        let count = prop_oneof![10 => Just(5usize), 1 => Just(4usize), 1 => Just(6usize)];
+        (
+            count.prop_flat_map(|n| prop::collection::vec(cron_field(), n)),
+            prop::sample::select(vec![" ", "  ", "\t"]),
+        )
+            .prop_map(|(fields, sep)| fields.join(sep))
+    }
+
+    /// A time the operator may run at (1970 to 4000), most often near the present.
+    fn now() -> impl Strategy<Value = Timestamp> {
+        prop_oneof![
+            3 => 1_700_000_000i64..2_100_000_000,
+            1 => 0i64..YEAR_4000,
+        ]
+        .prop_map(|s| Timestamp::from_second(s).expect("in range"))
+    }
+
+    /// Every tick property a parsed schedule must have at `now`.
+    fn check_ticks(schedule: &Schedule, now: Timestamp) -> Result<(), TestCaseError> {
+        let next = schedule.next_after(now);
+        prop_assert!(next.is_some(), "{schedule} has no tick after {now}");
+        let next = next.expect("checked");
+        prop_assert!(next > now, "{schedule}: next {next} not after {now}");
+        if let Some(last) = schedule.last_at_or_before(now) {
+            prop_assert!(last <= now, "{schedule}: last {last} after {now}");
+        }
+        // `next` is a tick itself, and nothing ticks between `now` and it.
+        prop_assert_eq!(schedule.last_at_or_before(next), Some(next), "{}", schedule);
+        let just_before = next - jiff::SignedDuration::from_secs(1);
+        if let Some(previous) = schedule.last_at_or_before(just_before) {
+            prop_assert!(
+                previous <= now,
+                "{schedule}: tick {previous} between {now} and {next}"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn near_valid_rates_parse_exactly_or_are_refused(text in near_rate(), now in now()) {
+            match Schedule::parse_rate(&text) {
+                Ok(s) => {
+                    let Schedule::Rate { seconds, .. } = &s else {
+                        return Err(TestCaseError::fail("a rate parsed as cron"));
+                    };
+                    let (number, unit) = text.split_once('_').expect("NUMBER_UNIT");
+                    let n: i64 = number.parse().expect("a number");
+                    let unit_seconds = match unit.strip_suffix('S').unwrap_or(unit) {
+                        "SECOND" => 1,
+                        "MINUTE" => 60,
+                        "HOUR" => 3600,
+                        "DAY" => 86400,
+                        other => return Err(TestCaseError::fail(format!("unit {other:?} accepted"))),
+                    };
+                    prop_assert_eq!(*seconds, n * unit_seconds);
+                    prop_assert!((1..=MAX_RATE_SECONDS).contains(seconds));
+                    check_ticks(&s, now)?;
+                    let next = s.next_after(now).expect("checked");
+                    prop_assert_eq!(next.as_second() % seconds, 0);
+                    prop_assert!(next.as_second() - now.as_second() <= *seconds);
+                    let shown = s.to_string();
+                    prop_assert!(shown.starts_with(&format!("rate({n} ")) && shown.ends_with(')'), "{}", shown);
+                }
+                Err(e) => prop_assert!(e.to_string().contains("spec.cronRate"), "{}", e),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn any_text_is_parsed_without_panic(text in "\\PC{0,64}", other in "\\PC{0,16}") {
+            for parsed in [
+                Schedule::parse_rate(&text),
+                Schedule::parse_cron(&text),
+                Schedule::from_spec(Some(&text), None),
+                Schedule::from_spec(None, Some(&text)),
+                Schedule::from_spec(Some(&text), Some(&other)),
+            ] {
+                match parsed {
+                    Ok(s) => prop_assert!(!s.to_string().is_empty()),
+                    Err(e) => prop_assert!(e.to_string().starts_with("spec.") || e == ScheduleError::NotExactlyOne),
+                }
+            }
+        }
+
+        #[test]
+        fn near_valid_cron_parses_and_ticks_or_is_refused(text in near_cron(), now in now()) {
+            match Schedule::parse_cron(&text) {
+                Ok(s) => {
+                    prop_assert_eq!(text.split_whitespace().count(), 5);
+                    check_ticks(&s, now)?;
+                    prop_assert_eq!(s.to_string(), format!("cron({text})"));
+                }
+                Err(e) => prop_assert!(e.to_string().contains("spec.schedule"), "{}", e),
+            }
+        }
+
+        #[test]
+        fn ticks_at_any_representable_time_do_not_panic(
+            rate in near_rate(),
+            cron in near_cron(),
+            second in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+        ) {
+            let now = Timestamp::from_second(second).expect("in range");
+            for s in [Schedule::parse_rate(&rate), Schedule::parse_cron(&cron)].into_iter().flatten() {
+                if let Some(next) = s.next_after(now) {
+                    prop_assert!(next > now);
+                }
+                if let Some(last) = s.last_at_or_before(now) {
+                    prop_assert!(last <= now);
+                }
+            }
+        }
+    }
+}

@@ -230,3 +230,325 @@ mod tests {
         }
     }
 }
+
+/// Bounded fuzzing of what the controller does with any object the API server hands it:
+/// deserializing the spec and validating it never panics, whatever the JSON. `PROPTEST_CASES`
+/// raises the case count (see README.md).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::schedule::fuzz::config;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Every key of the spec, at any depth.
+    const KEYS: &[&str] = &[
+        "instanceType",
+        "gpu",
+        "arm",
+        "memoryLimitMiB",
+        "region",
+        "credentials",
+        "secretRef",
+        "name",
+        "cronRate",
+        "schedule",
+        "suspend",
+        "image",
+        "command",
+        "env",
+        "value",
+        "queue",
+        "visibilityTimeoutSeconds",
+        "messageRetentionSeconds",
+        "receiveWaitTimeSeconds",
+        "deadLetter",
+        "enabled",
+        "maxReceiveCount",
+        "scaling",
+        "minMessages",
+        "messagesPerInstance",
+        "joinTimeoutSeconds",
+        "maxInstances",
+        "worker",
+        "handler",
+        "concurrency",
+        "emptyReceives",
+        "termination",
+        "network",
+        "subnetIds",
+        "securityGroupIds",
+        "assignPublicIp",
+        "managedVpc",
+        "cidrBlock",
+        "amiFamily",
+        "iam",
+        "instanceProfileArn",
+        "taskRoleArn",
+        "executionRoleArn",
+        "logRetentionDays",
+        "tags",
+        "deletionPolicy",
+    ];
+
+    /// Strings the spec's fields take, valid and nearly valid.
+    const STRINGS: &[&str] = &[
+        "t3.medium",
+        "T3.medium",
+        "t3.",
+        ".medium",
+        "g4dn.xlarge",
+        "a1.medium",
+        "1_MINUTE",
+        "7_HOURS",
+        "0_HOURS",
+        "400_DAYS",
+        "*/5 * * * *",
+        "0 0 31 2 *",
+        "* * * *",
+        "us-east-1",
+        "Instance",
+        "Group",
+        "None",
+        "AmazonLinux2",
+        "AmazonLinux2023",
+        "Delete",
+        "Retain",
+        "DeleteWithMessages",
+        "WORKER_X",
+        "AWS_SECRET_ACCESS_KEY",
+        "ECS_",
+        "MODE",
+        "",
+        " ",
+        "subnet-0123456789abcdef0",
+        "sg-01234567",
+        "arn:aws:iam::123456789012:role/r",
+        "10.0.0.0/16",
+        "172.17.0.0/16",
+        "10.0.0.0/33",
+        "10.0.0.1/28",
+        "::/0",
+        "300.1.2.3/8",
+    ];
+
+    fn number(n: i128) -> Value {
+        if let Ok(i) = i64::try_from(n) {
+            json!(i)
+        } else if let Ok(u) = u64::try_from(n) {
+            json!(u)
+        } else {
+            json!(n as f64)
+        }
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        let edges: Vec<i128> = vec![
+            0,
+            1,
+            -1,
+            2,
+            20,
+            21,
+            100,
+            101,
+            256,
+            257,
+            1000,
+            1001,
+            43200,
+            43201,
+            4_194_304,
+            4_194_305,
+            i32::MAX as i128,
+            i32::MAX as i128 + 1,
+            i32::MIN as i128,
+            i32::MIN as i128 - 1,
+            i64::MAX as i128,
+            i64::MIN as i128,
+            u64::MAX as i128,
+        ];
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            prop::sample::select(edges).prop_map(number),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop::sample::select(STRINGS).prop_map(|s| json!(s)),
+            "\\PC{0,12}".prop_map(Value::String),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(KEYS).prop_map(str::to_owned),
+            1 => "\\PC{0,8}",
+        ]
+    }
+
+    /// Any JSON tree, its keys mostly the spec's own.
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A valid spec with every field set.
+    fn full_spec() -> Value {
+        json!({
+            "instanceType": "g4dn.xlarge", "gpu": true, "arm": false, "memoryLimitMiB": 3072,
+            "region": "us-east-1", "credentials": { "secretRef": { "name": "aws-keys" } },
+            "schedule": "*/15 * * * *", "suspend": false, "image": "worker:1",
+            "command": ["ecs-worker"], "env": [{ "name": "MODE", "value": "fast" }],
+            "queue": { "visibilityTimeoutSeconds": 60, "messageRetentionSeconds": 86400,
+                "receiveWaitTimeSeconds": 20,
+                "deadLetter": { "enabled": true, "maxReceiveCount": 5 } },
+            "scaling": { "minMessages": 1, "messagesPerInstance": 10, "joinTimeoutSeconds": 300 },
+            "maxInstances": 3,
+            "worker": { "handler": "python3 /app/handler.py", "concurrency": 2,
+                "emptyReceives": 2, "termination": "Instance" },
+            "network": { "subnetIds": ["subnet-0123456789abcdef0"],
+                "securityGroupIds": ["sg-01234567"], "assignPublicIp": true },
+            "amiFamily": "AmazonLinux2", "iam": { "taskRoleArn": "arn:aws:iam::123456789012:role/t" },
+            "logRetentionDays": 30, "tags": { "team": "video" }, "deletionPolicy": "Retain",
+        })
+    }
+
+    /// Paths to every node of a tree.
+    fn paths(v: &Value, prefix: &mut Vec<Value>, out: &mut Vec<Vec<Value>>) {
+        out.push(prefix.clone());
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    prefix.push(json!(k));
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    prefix.push(json!(i));
+                    paths(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn node<'a>(v: &'a mut Value, path: &[Value]) -> Option<&'a mut Value> {
+        path.iter().try_fold(v, |v, seg| match (v, seg) {
+            (Value::Object(m), Value::String(k)) => m.get_mut(k),
+            (Value::Array(a), Value::Number(i)) => a.get_mut(i.as_u64()? as usize),
+            _ => None,
+        })
+    }
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Remove,
+        Replace(Value),
+    }
+
+    /// Removes or replaces the node at `pick` (modulo the number of nodes).
+    fn mutate(spec: &mut Value, pick: usize, mutation: Mutation) {
+        let mut all = Vec::new();
+        paths(spec, &mut Vec::new(), &mut all);
+        let path = &all[pick % all.len()];
+        match (mutation, path.split_last()) {
+            (Mutation::Remove, Some((last, parent))) => match (node(spec, parent), last) {
+                (Some(Value::Object(m)), Value::String(k)) => {
+                    m.remove(k);
+                }
+                (Some(Value::Array(a)), Value::Number(i)) => {
+                    let i = i.as_u64().unwrap_or(0) as usize;
+                    if i < a.len() {
+                        a.remove(i);
+                    }
+                }
+                _ => {}
+            },
+            (Mutation::Replace(value), _) => {
+                if let Some(target) = node(spec, path) {
+                    *target = value;
+                }
+            }
+            (Mutation::Remove, None) => *spec = json!({}),
+        }
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            1 => Just(Mutation::Remove),
+            3 => leaf().prop_map(Mutation::Replace),
+            1 => tree().prop_map(Mutation::Replace),
+        ]
+    }
+
+    /// What the controller does with a spec: deserialize, validate, compute the next tick.
+    fn controller_view(spec: Value) -> Result<(), TestCaseError> {
+        let Ok(spec) = serde_json::from_value::<EcsSelfTerminatingWorkerSpec>(spec) else {
+            return Ok(());
+        };
+        // What the operator reads back is what was written.
+        let again: EcsSelfTerminatingWorkerSpec =
+            serde_json::from_value(serde_json::to_value(&spec).expect("serializes"))
+                .expect("its own serialization deserializes");
+        prop_assert_eq!(&again, &spec);
+        match validate(&spec) {
+            Ok(schedule) => {
+                prop_assert!(!(spec.gpu && spec.arm));
+                prop_assert!(spec.instance_type.contains('.'));
+                let now = jiff::Timestamp::from_second(1_800_000_000).expect("valid");
+                prop_assert!(schedule.next_after(now).is_some_and(|next| next > now));
+            }
+            Err(e) => prop_assert!(e.to_string().contains("spec."), "{}", e),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn any_json_tree_is_validated_without_panic(spec in tree()) {
+            controller_view(spec)?;
+        }
+
+        #[test]
+        fn mutated_valid_specs_are_validated_without_panic(
+            mutations in prop::collection::vec((any::<usize>(), mutation()), 1..5),
+        ) {
+            let mut spec = full_spec();
+            for (pick, m) in mutations {
+                mutate(&mut spec, pick, m);
+            }
+            controller_view(spec)?;
+        }
+    }
+
+    proptest! {
+        // Wide objects of deep trees: the slowest property, so fewer cases.
+        #![proptest_config(config(250))]
+
+        #[test]
+        fn any_object_with_spec_keys_is_validated_without_panic(
+            fields in prop::collection::btree_map(prop::sample::select(KEYS), tree(), 0..12),
+        ) {
+            let spec = Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+            controller_view(spec)?;
+        }
+    }
+
+    #[test]
+    fn the_full_spec_is_valid() {
+        let spec: EcsSelfTerminatingWorkerSpec =
+            serde_json::from_value(full_spec()).expect("deserializes");
+        assert!(validate(&spec).is_ok(), "{:?}", validate(&spec));
+    }
+}

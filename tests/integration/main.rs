@@ -11,5 +11,8 @@ mod chaos;
 mod crd;
 mod cycle;
 mod deploy;
+mod isolation;
 mod operations;
 mod provisioning;
+mod schema_agreement;
+mod secrets;

@@ -341,3 +341,55 @@ pub fn lines(path: &std::path::Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+impl Env {
+    /// Ids of every message visible in the queue right now. Each is received with a long
+    /// visibility timeout (so none is counted twice) and then made visible again at once, so
+    /// the queue is left as it was found. Call it only while no worker runs.
+    pub async fn visible_ids(&self, url: &str) -> std::collections::BTreeSet<String> {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+        let (visible, _) = self.depth(url).await;
+        let mut ids = std::collections::BTreeSet::new();
+        let mut receipts = Vec::new();
+        let mut empty = 0;
+        while (ids.len() as u64) < visible && empty < 3 {
+            let got = self.peek(url, 300).await;
+            if got.is_empty() {
+                empty += 1;
+                continue;
+            }
+            for m in got {
+                ids.insert(m.message_id().expect("message id").to_owned());
+                receipts.push(m.receipt_handle().expect("receipt handle").to_owned());
+            }
+        }
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            let out = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("release the peeked messages");
+            assert!(
+                out.failed().is_empty(),
+                "release failures: {:?}",
+                out.failed()
+            );
+        }
+        ids
+    }
+}
