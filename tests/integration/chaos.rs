@@ -538,6 +538,9 @@ async fn step(p: &mut Played, binary: &Path, endpoint: &str) -> anyhow::Result<(
 
 // ---- what exists in AWS -------------------------------------------------------------------
 
+/// Resources beyond what their owner should have: (kind, owner, how many beyond).
+type Surplus = Vec<(String, String, usize)>;
+
 /// Count of every owned AWS resource in moto, by kind and owner (`namespace/name`), read
 /// directly (not through the proxy). Instances count only while pending or running.
 #[derive(Debug, Default, PartialEq)]
@@ -568,9 +571,9 @@ impl Census {
         }
     }
 
-    /// Resources beyond what `owners` should have, as (kind, owner, count); and the kinds an
-    /// owner lacks.
-    fn compare(&self, owners: &[String]) -> (Vec<(String, String, usize)>, Vec<String>) {
+    /// Resources beyond what `owners` should have, as (kind, owner, how many beyond); and the
+    /// kinds an owner lacks.
+    fn compare(&self, owners: &[String]) -> (Surplus, Vec<String>) {
         let mut extra = Vec::new();
         let mut missing = Vec::new();
         for kind in KINDS {
@@ -579,7 +582,7 @@ impl Census {
             for owner in owners {
                 let have = counts.get(owner).copied().unwrap_or(0);
                 if have > want {
-                    extra.push((kind.to_string(), owner.clone(), have));
+                    extra.push((kind.to_string(), owner.clone(), have - want));
                 } else if have < want {
                     missing.push(format!("{kind} of {owner}: {have} of {want}"));
                 }
@@ -591,21 +594,6 @@ impl Census {
             }
         }
         (extra, missing)
-    }
-
-    /// Number of resources beyond the expected ones.
-    fn duplicates(&self, owners: &[String]) -> usize {
-        let (extra, _) = self.compare(owners);
-        extra
-            .iter()
-            .map(|(kind, owner, n)| {
-                if owners.contains(owner) {
-                    n - Census::expected_per_worker(kind)
-                } else {
-                    *n
-                }
-            })
-            .sum()
     }
 }
 
@@ -645,13 +633,26 @@ async fn census(
             .map(|(o, _)| o.clone())
     };
 
+    // Each resource belongs to the owner its tag names, else to the worker whose name it has
+    // (an untagged resource is not missed).
+    let owner = |tag: Option<&str>, pick: fn(&Names) -> Vec<&String>, name: &str| {
+        tag.filter(|o| ours(o))
+            .map(str::to_string)
+            .or_else(|| by_name(pick, name))
+    };
+
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut pages = sqs.list_queues().into_paginator().send();
     while let Some(page) = pages.next().await {
         for url in page?.queue_urls() {
+            let tags = sqs.list_queue_tags().queue_url(url).send().await?;
+            let tag = tags
+                .tags()
+                .and_then(|t| t.get(OWNER_TAG))
+                .map(String::as_str);
             let name = url.rsplit('/').next().unwrap_or_default();
-            if let Some(owner) = by_name(|n| vec![&n.queue, &n.dead_letter_queue], name) {
-                c.add("queue", &owner);
+            if let Some(o) = owner(tag, |n| vec![&n.queue, &n.dead_letter_queue], name) {
+                c.add("queue", &o);
             }
         }
     }
@@ -660,16 +661,29 @@ async fn census(
     let mut pages = logs.describe_log_groups().into_paginator().send();
     while let Some(page) = pages.next().await {
         for g in page?.log_groups() {
-            if let Some(owner) = by_name(
-                |n| vec![&n.log_group],
-                g.log_group_name().unwrap_or_default(),
-            ) {
-                c.add("log group", &owner);
+            let arn = g.arn().unwrap_or_default().trim_end_matches(":*");
+            let tags = logs
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await?;
+            let tag = tags
+                .tags()
+                .and_then(|t| t.get(OWNER_TAG))
+                .map(String::as_str);
+            let name = g.log_group_name().unwrap_or_default();
+            if let Some(o) = owner(tag, |n| vec![&n.log_group], name) {
+                c.add("log group", &o);
             }
         }
     }
 
     let ecs = aws_sdk_ecs::Client::new(sdk);
+    fn ecs_owner(tags: &[aws_sdk_ecs::types::Tag]) -> Option<&str> {
+        tags.iter()
+            .find(|t| t.key() == Some(OWNER_TAG))
+            .and_then(|t| t.value())
+    }
     let clusters = ecs.list_clusters().send().await?.cluster_arns().to_vec();
     for chunk in clusters.chunks(100) {
         let out = ecs
@@ -678,16 +692,14 @@ async fn census(
             .include(aws_sdk_ecs::types::ClusterField::Tags)
             .send()
             .await?;
-        for cl in out.clusters() {
-            let owner = cl
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some(OWNER_TAG))
-                .and_then(|t| t.value());
-            if cl.status() == Some("ACTIVE")
-                && let Some(owner) = owner.filter(|o| ours(o))
-            {
-                c.add("cluster", owner);
+        for cl in out
+            .clusters()
+            .iter()
+            .filter(|c| c.status() == Some("ACTIVE"))
+        {
+            let name = cl.cluster_name().unwrap_or_default();
+            if let Some(o) = owner(ecs_owner(cl.tags()), |n| vec![&n.cluster], name) {
+                c.add("cluster", &o);
             }
         }
     }
@@ -698,35 +710,52 @@ async fn census(
         .send();
     while let Some(page) = pages.next().await {
         for arn in page?.task_definition_arns() {
-            let family = arn
-                .rsplit('/')
-                .next()
-                .and_then(|f| f.rsplit_once(':'))
-                .map(|(f, _)| f)
+            let out = ecs
+                .describe_task_definition()
+                .task_definition(arn)
+                .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+                .send()
+                .await?;
+            let family = out
+                .task_definition()
+                .and_then(|d| d.family())
                 .unwrap_or_default();
-            if let Some(owner) = by_name(|n| vec![&n.task_family], family) {
-                c.add("task definition", &owner);
+            if let Some(o) = owner(ecs_owner(out.tags()), |n| vec![&n.task_family], family) {
+                c.add("task definition", &o);
             }
         }
     }
 
     let iam = aws_sdk_iam::Client::new(sdk);
+    fn iam_owner(tags: &[aws_sdk_iam::types::Tag]) -> Option<&str> {
+        tags.iter()
+            .find(|t| t.key() == OWNER_TAG)
+            .map(|t| t.value())
+    }
     let mut pages = iam.list_roles().into_paginator().send();
     while let Some(page) = pages.next().await {
         for r in page?.roles() {
-            if let Some(owner) = by_name(
-                |n| vec![&n.instance_role, &n.task_role, &n.execution_role],
-                r.role_name(),
-            ) {
-                c.add("role", &owner);
+            let tags = iam.list_role_tags().role_name(r.role_name()).send().await?;
+            let pick: fn(&Names) -> Vec<&String> =
+                |n| vec![&n.instance_role, &n.task_role, &n.execution_role];
+            if let Some(o) = owner(iam_owner(tags.tags()), pick, r.role_name()) {
+                c.add("role", &o);
             }
         }
     }
     let mut pages = iam.list_instance_profiles().into_paginator().send();
     while let Some(page) = pages.next().await {
         for p in page?.instance_profiles() {
-            if let Some(owner) = by_name(|n| vec![&n.instance_profile], p.instance_profile_name()) {
-                c.add("instance profile", &owner);
+            let name = p.instance_profile_name();
+            // GetInstanceProfile carries the tags (moto fails ListInstanceProfileTags).
+            let got = iam
+                .get_instance_profile()
+                .instance_profile_name(name)
+                .send()
+                .await?;
+            let tags = got.instance_profile().map(|p| p.tags()).unwrap_or_default();
+            if let Some(o) = owner(iam_owner(tags), |n| vec![&n.instance_profile], name) {
+                c.add("instance profile", &o);
             }
         }
     }
@@ -743,14 +772,10 @@ async fn census(
             .find(|t| t.key() == Some(OWNER_TAG))
             .and_then(|t| t.value())
     }
+    // Network resources have no name of their own: by owner tag.
     macro_rules! tagged {
-        ($describe:ident, $items:ident, $kind:literal $(, $page:expr)?) => {
-            let mut pages = ec2
-                .$describe()
-                .filters(owned())
-                $(.max_results($page))?
-                .into_paginator()
-                .send();
+        ($describe:ident, $items:ident, $kind:literal) => {
+            let mut pages = ec2.$describe().filters(owned()).into_paginator().send();
             while let Some(page) = pages.next().await {
                 for x in page?.$items() {
                     if let Some(o) = owner_of(x.tags()).filter(|o| ours(o)) {
@@ -760,14 +785,27 @@ async fn census(
             }
         };
     }
-    tagged!(describe_security_groups, security_groups, "security group");
+    let mut pages = ec2.describe_security_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for g in page?.security_groups() {
+            let name = g.group_name().unwrap_or_default();
+            if let Some(o) = owner(owner_of(g.tags()), |n| vec![&n.security_group], name) {
+                c.add("security group", &o);
+            }
+        }
+    }
     // moto answers at most MaxResults templates (default 15) and no NextToken.
-    tagged!(
-        describe_launch_templates,
-        launch_templates,
-        "launch template",
-        200
-    );
+    let templates = ec2
+        .describe_launch_templates()
+        .max_results(200)
+        .send()
+        .await?;
+    for t in templates.launch_templates() {
+        let name = t.launch_template_name().unwrap_or_default();
+        if let Some(o) = owner(owner_of(t.tags()), |n| vec![&n.launch_template], name) {
+            c.add("launch template", &o);
+        }
+    }
     tagged!(describe_vpcs, vpcs, "vpc");
     tagged!(describe_subnets, subnets, "subnet");
     tagged!(
@@ -781,16 +819,15 @@ async fn census(
     let mut pages = asg.describe_auto_scaling_groups().into_paginator().send();
     while let Some(page) = pages.next().await {
         for g in page?.auto_scaling_groups() {
-            let owner = g
+            let tag = g
                 .tags()
                 .iter()
                 .find(|t| t.key() == Some(OWNER_TAG))
                 .and_then(|t| t.value());
-            if let Some(o) = owner.filter(|o| ours(o)) {
-                c.add("auto scaling group", o);
-                if let Some(name) = g.auto_scaling_group_name() {
-                    groups.insert(name.to_string(), o.to_string());
-                }
+            let name = g.auto_scaling_group_name().unwrap_or_default();
+            if let Some(o) = owner(tag, |n| vec![&n.auto_scaling_group], name) {
+                c.add("auto scaling group", &o);
+                groups.insert(name.to_string(), o);
             }
         }
     }
@@ -864,15 +901,14 @@ async fn tasks_by_run(
     Ok(by_run)
 }
 
-/// Checks that each worker's cluster ran exactly one task set, the one of its recorded run;
-/// returns the task sets beyond one (duplicated runs).
-async fn check_one_task_set_per_run(
+/// Each worker's tasks by run: every task should carry the id of the worker's recorded run,
+/// at most one per instance of the run. Returns the task sets beyond that, described.
+async fn extra_task_sets(
     sdk: &aws_config::SdkConfig,
     api: &Api<EcsSelfTerminatingWorker>,
     namespace: &str,
-) -> anyhow::Result<usize> {
-    let mut problems = Vec::new();
-    let mut extra = 0;
+) -> anyhow::Result<Vec<String>> {
+    let mut extra = Vec::new();
     for w in api.list(&Default::default()).await?.items {
         let name = w.name_any();
         let run = w
@@ -882,16 +918,14 @@ async fn check_one_task_set_per_run(
             .ok_or_else(|| anyhow::anyhow!("{name} has no recorded run"))?;
         let by_run = tasks_by_run(sdk, &Names::new(namespace, &name)).await?;
         let in_run = by_run.get(&run.id).copied().unwrap_or(0);
-        if by_run.len() != 1 || in_run == 0 || in_run > run.instances.max(1) as usize {
-            problems.push(format!(
-                "{name}: run {} ({} instance(s)) but tasks by startedBy {by_run:?}",
+        anyhow::ensure!(in_run > 0, "{name}: no task of run {}: {by_run:?}", run.id);
+        if by_run.len() > 1 || in_run > run.instances.max(1) as usize {
+            extra.push(format!(
+                "{name}: run {} on {} instance(s), tasks by startedBy {by_run:?}",
                 run.id, run.instances
             ));
-            extra += by_run.len().saturating_sub(1)
-                + in_run.saturating_sub(run.instances.max(1) as usize);
         }
     }
-    anyhow::ensure!(problems.is_empty(), "more than one task set: {problems:#?}");
     Ok(extra)
 }
 
@@ -930,9 +964,9 @@ struct Figures {
     all_gone: Duration,
     total: Duration,
     /// Resources beyond one set per worker, after provisioning and after the runs.
-    duplicates: (usize, usize),
-    /// Task sets beyond one per run.
-    duplicated_runs: usize,
+    duplicates: (Surplus, Surplus),
+    /// Workers whose cluster ran more than their run's one task set.
+    extra_task_sets: Vec<String>,
     /// Tasks the agent ended, with their exit codes.
     tasks_ended: Vec<(String, i32)>,
     /// Owned resources left after every worker was deleted.
@@ -982,9 +1016,9 @@ impl Figures {
         );
         println!(
             "  duplicates found: {} after provisioning, {} after the runs, {} extra task sets; tasks ended {} (exit 0: {}); resources left after deletion {}",
-            self.duplicates.0,
-            self.duplicates.1,
-            self.duplicated_runs,
+            self.duplicates.0.iter().map(|d| d.2).sum::<usize>(),
+            self.duplicates.1.iter().map(|d| d.2).sum::<usize>(),
+            self.extra_task_sets.len(),
             self.tasks_ended.len(),
             self.tasks_ended.iter().filter(|(_, c)| *c == 0).count(),
             self.left.total()
@@ -995,11 +1029,15 @@ impl Figures {
     /// phase was interrupted at least once while it had work left.
     fn check(&self, workers: usize) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.duplicates == (0, 0),
-            "duplicated resources: {:?}",
+            self.duplicates.0.is_empty() && self.duplicates.1.is_empty(),
+            "duplicated resources (kind, owner, how many beyond): {:?}",
             self.duplicates
         );
-        anyhow::ensure!(self.duplicated_runs == 0, "a run started a second task set");
+        anyhow::ensure!(
+            self.extra_task_sets.is_empty(),
+            "more than one task set per run: {:?}",
+            self.extra_task_sets
+        );
         anyhow::ensure!(
             self.tasks_ended.len() == workers && self.tasks_ended.iter().all(|(_, c)| *c == 0),
             "one task per worker, exit 0: {:?}",
@@ -1083,7 +1121,7 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
     );
     let items = api.list(&Default::default()).await?.items;
     anyhow::ensure!(all_ready(&items), "a worker is not Ready after its run");
-    let duplicated_runs = check_one_task_set_per_run(&direct, &api, &t.name).await?;
+    let extra_task_sets = extra_task_sets(&direct, &api, &t.name).await?;
     let after_run = census(&direct, &t.name, &workers).await?;
     let (_, missing) = after_run.compare(&owners);
     anyhow::ensure!(missing.is_empty(), "missing after the runs: {missing:?}");
@@ -1105,11 +1143,8 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
         all_ran: all_ran_after,
         all_gone: all_gone_after,
         total: started.elapsed(),
-        duplicates: (
-            provisioned.duplicates(&owners),
-            after_run.duplicates(&owners),
-        ),
-        duplicated_runs,
+        duplicates: (provisioned.compare(&owners).0, after_run.compare(&owners).0),
+        extra_task_sets,
         tasks_ended,
         left,
     })
@@ -1193,6 +1228,71 @@ async fn fifty_workers_converge_through_faults_and_kills() -> anyhow::Result<()>
         "about 20 % of the calls failed, of every kind: {c:?}"
     );
     figures.check(50)
+}
+
+/// The census counts what it is meant to: resources tagged for a worker and resources that
+/// only carry a worker's name, and a second one of a kind shows as a duplicate.
+#[tokio::test]
+async fn census_counts_tagged_and_named_resources_and_sees_duplicates() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let sdk = moto.sdk_config().await;
+    let (ns, worker) = ("census", "w");
+    let names = Names::new(ns, worker);
+    let owner = format!("{ns}/{worker}");
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    // The worker's two queues (one untagged, known by name) and a third one, tagged.
+    sqs.create_queue().queue_name(&names.queue).send().await?;
+    for name in [names.dead_letter_queue.as_str(), "another-name"] {
+        sqs.create_queue()
+            .queue_name(name)
+            .tags(OWNER_TAG, &owner)
+            .send()
+            .await?;
+    }
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let vpc = ec2.describe_vpcs().send().await?;
+    let vpc = vpc
+        .vpcs()
+        .first()
+        .and_then(|v| v.vpc_id())
+        .unwrap_or_default();
+    for name in [names.security_group.as_str(), "another-group"] {
+        let tags = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(OWNER_TAG)
+                    .value(&owner)
+                    .build(),
+            )
+            .build();
+        ec2.create_security_group()
+            .group_name(name)
+            .description("census")
+            .vpc_id(vpc)
+            .tag_specifications(tags)
+            .send()
+            .await?;
+    }
+    let c = census(&sdk, ns, &[worker.to_string()]).await?;
+    assert_eq!(c.total(), 5, "{c:?}");
+    let (extra, missing) = c.compare(std::slice::from_ref(&owner));
+    assert_eq!(
+        extra,
+        vec![
+            ("queue".to_string(), owner.clone(), 1),
+            ("security group".to_string(), owner.clone(), 1)
+        ]
+    );
+    assert!(
+        missing.iter().any(|m| m.starts_with("cluster of")),
+        "{missing:?}"
+    );
+    assert_eq!(
+        census(&sdk, "other", &[worker.to_string()]).await?.total(),
+        0
+    );
+    Ok(())
 }
 
 /// The operator's API server is stopped while the operator runs; work arrives through another
