@@ -159,7 +159,9 @@ async fn the_schema_admits_the_schedules_the_controller_parses() -> anyhow::Resu
         unanchored.len() + 2 == pattern.len(),
         "{pattern} is not anchored"
     );
-    let from_pattern = || proptest::string::string_regex(unanchored);
+    let from_pattern = || {
+        proptest::string::string_regex(unanchored).map_err(|e| anyhow::anyhow!("{pattern}: {e}"))
+    };
     let mut rates = generate(from_pattern()?, &mut runner, n / 2);
     rates.extend(generate(edited(from_pattern()?), &mut runner, n));
     rates.extend(
