@@ -31,6 +31,7 @@ demo: tools
 bench: tools
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) bench -p ecs-worker --bench drain
+	$(CARGO) bench --workspace --bench cost
 
 crd:
 	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml

@@ -1,0 +1,316 @@
+//! Cost simulator: the EC2 instance-seconds a worker bills under this project's run cycle,
+//! under the original CDK stack's policy, and at the physical limit, for seeded
+//! message-arrival traces, with the time from each message's arrival to its handler's start.
+//!
+//! `make bench`, or `cargo bench --workspace --bench cost`. Nothing sleeps and nothing talks to
+//! a network: a simulated clock drives the operator's real, pure decision
+//! (`plan::cycle::decide`, with `schedule::Schedule`) against a model of EC2, ECS, SQS and the
+//! worker. The worker settings are the ones the operator's task definition passes for the
+//! spec (`plan::desired::task_definition`), so the defaults are the crate's own.
+//!
+//! Environment: `COST_DAYS` (simulated days per trace, default 7), `COST_SEED` (seed of the
+//! traces and the boot times, default 1), `COST_BOOT_SECONDS` (mean time from launch until the
+//! instance joins the cluster, default 60), `COST_BOOT_JITTER_SECONDS` (boot times are uniform
+//! within this of the mean, default 10), `COST_TASK_START_SECONDS` (RunTask until the worker
+//! receives, default 10).
+//!
+//! Run without `--bench` (as `cargo test` does) it runs its self-checks instead.
+//!
+//! - `traces`: the seeded arrival traces;
+//! - `model`: the simulated account (queue, group, instances, tasks) and the EC2 bill;
+//! - `worker`: the worker process of both designs;
+//! - `policies`: the operator's reconcile loop, the original's scheduled function, the
+//!   simulation loop;
+//! - `limit`: the physical limit;
+//! - `report`: the markdown tables;
+//! - `checks`: the self-checks.
+
+#[path = "cost/checks.rs"]
+mod checks;
+#[path = "cost/limit.rs"]
+mod limit;
+#[path = "cost/model.rs"]
+mod model;
+#[path = "cost/policies.rs"]
+mod policies;
+#[path = "cost/report.rs"]
+mod report;
+#[path = "cost/traces.rs"]
+mod traces;
+#[path = "cost/worker.rs"]
+mod worker;
+
+use anyhow::{Context, Result, bail, ensure};
+use ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec;
+use ecs_worker_operator::plan::desired::{Names, TaskInputs, task_definition};
+use model::{Bill, Timings};
+use policies::{Lambda, Operator, simulate};
+use report::{SettingRow, TraceResult};
+use std::time::Instant;
+use traces::Trace;
+use worker::{Behaviour, Termination};
+
+/// The ratio to the limit the operator's policy is meant to stay within on every trace.
+const TARGET: f64 = 1.10;
+
+/// The tuned row: a real spec setting (`spec.queue.receiveWaitTimeSeconds`,
+/// `spec.worker.emptyReceives`), clearly labelled in the report.
+const TUNED: (i64, u32) = (5, 2);
+
+/// The worker settings compared in the settings table (the defaults and the tuned row are
+/// added when missing).
+const SETTINGS: [(i64, u32); 8] = [
+    (20, 2),
+    (20, 1),
+    (10, 2),
+    (10, 1),
+    (5, 2),
+    (5, 1),
+    (1, 2),
+    (1, 1),
+];
+
+fn main() -> Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return checks::run();
+    }
+    let days = env_number("COST_DAYS", 7)?;
+    let seed = env_number("COST_SEED", 1)?;
+    let timings = Timings {
+        boot: env_number("COST_BOOT_SECONDS", 60)?,
+        boot_jitter: env_number("COST_BOOT_JITTER_SECONDS", 10)?,
+        boot_seed: u64::try_from(seed)?,
+        task_start: env_number("COST_TASK_START_SECONDS", 10)?,
+    };
+    ensure!(days >= 1, "COST_DAYS must be at least 1");
+    let started = Instant::now();
+    let default_spec = spec(None)?;
+    let defaults = behaviour_of(&default_spec)?;
+    let default_setting = (defaults.wait, defaults.empty_receives);
+    let mut settings = SETTINGS.to_vec();
+    for setting in [default_setting, TUNED] {
+        if !settings.contains(&setting) {
+            settings.push(setting);
+        }
+    }
+    let mut settings_rows: Vec<SettingRow> = settings
+        .iter()
+        .map(|&(wait, empty_receives)| SettingRow {
+            wait,
+            empty_receives,
+            note: if (wait, empty_receives) == default_setting {
+                "defaults"
+            } else if (wait, empty_receives) == TUNED {
+                "tuned row"
+            } else {
+                ""
+            },
+            cells: Vec::new(),
+        })
+        .collect();
+    let traces = traces::standard(days, u64::try_from(seed)?);
+
+    let mut results = Vec::new();
+    for trace in &traces {
+        let limit = limit::limit(&trace.messages, timings.start_overhead());
+        let ours = settings
+            .iter()
+            .map(|&setting| run_ours(trace, timings, &spec(Some(setting))?))
+            .collect::<Result<Vec<Bill>>>()?;
+        for (row, bill) in settings_rows.iter_mut().zip(&ours) {
+            row.cells
+                .push((report::ratio(bill, &limit), report::mean(&bill.latencies)));
+        }
+        let ours_with = |setting| {
+            let i = settings.iter().position(|&s| s == setting);
+            ours[i.expect("every row's setting is simulated")].clone()
+        };
+        let mut lambda = Lambda::new(60);
+        let original = simulate(trace, timings, Behaviour::original(), &mut lambda)?;
+        results.push(TraceResult {
+            trace,
+            limit,
+            policies: vec![
+                (
+                    format!(
+                        "ours, defaults (wait {} s, {} empty receives)",
+                        default_setting.0, default_setting.1
+                    ),
+                    ours_with(default_setting),
+                ),
+                (
+                    format!(
+                        "ours, tuned: receiveWaitTimeSeconds {}, emptyReceives {}",
+                        TUNED.0, TUNED.1
+                    ),
+                    ours_with(TUNED),
+                ),
+                ("original (rate 1 minute)".to_string(), original),
+            ],
+        });
+    }
+    let elapsed = started.elapsed();
+    print_report(
+        days,
+        seed,
+        timings,
+        &default_spec,
+        &traces,
+        &results,
+        &settings_rows,
+    );
+    println!(
+        "\n{} simulations in {:.1} s",
+        traces.len() * (settings.len() + 1),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs the operator's policy for `spec` over `trace`.
+fn run_ours(trace: &Trace, timings: Timings, spec: &EcsSelfTerminatingWorkerSpec) -> Result<Bill> {
+    let behaviour = behaviour_of(spec)?;
+    let mut operator = Operator::new(spec.clone())?;
+    simulate(trace, timings, behaviour, &mut operator)
+        .with_context(|| format!("{}: the operator's policy", trace.name))
+}
+
+/// A worker spec with every default and a 1-minute schedule; `worker` overrides
+/// (`spec.queue.receiveWaitTimeSeconds`, `spec.worker.emptyReceives`).
+fn spec(worker: Option<(i64, u32)>) -> Result<EcsSelfTerminatingWorkerSpec> {
+    let mut spec: EcsSelfTerminatingWorkerSpec = serde_json::from_value(serde_json::json!({
+        "instanceType": "t3.medium",
+        "memoryLimitMiB": 3072,
+        "region": "us-east-1",
+        "image": "ghcr.io/example/worker:1.0",
+        "cronRate": "1_MINUTE",
+    }))?;
+    if let Some((wait, empty)) = worker {
+        spec.queue.receive_wait_time_seconds = i32::try_from(wait)?;
+        spec.worker.empty_receives = i32::try_from(empty)?;
+    }
+    Ok(spec)
+}
+
+/// The worker behaviour the operator's task definition sets up for `spec`.
+fn behaviour_of(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Behaviour> {
+    ensure!(
+        spec.max_instances == 1,
+        "the physical limit is computed for one instance"
+    );
+    let names = Names::new("default", "cost");
+    let definition = task_definition(
+        spec,
+        &TaskInputs {
+            names: &names,
+            queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/cost",
+            task_role_arn: "arn:aws:iam::123456789012:role/task",
+            execution_role_arn: "arn:aws:iam::123456789012:role/execution",
+        },
+    );
+    let var = |name: &str| {
+        definition
+            .environment
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .with_context(|| format!("the task definition does not set {name}"))
+    };
+    ensure!(
+        var("WORKER_CONCURRENCY")? == "1",
+        "the worker model runs one handler at a time"
+    );
+    let wait: i64 = var("WORKER_WAIT_SECONDS")?.parse()?;
+    ensure!(
+        (1..=20).contains(&wait),
+        "the worker refuses WORKER_WAIT_SECONDS={wait}"
+    );
+    let termination = match var("WORKER_TERMINATION")? {
+        "instance" => Termination::OwnInstance,
+        "group" => Termination::GroupToZero,
+        other => bail!("the model has no capacity step for WORKER_TERMINATION={other}"),
+    };
+    Ok(Behaviour::ours(
+        wait,
+        var("WORKER_EMPTY_RECEIVES")?.parse()?,
+        termination,
+    ))
+}
+
+fn env_number(name: &str, default: i64) -> Result<i64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn print_report(
+    days: i64,
+    seed: i64,
+    timings: Timings,
+    spec: &EcsSelfTerminatingWorkerSpec,
+    traces: &[Trace],
+    results: &[TraceResult],
+    settings_rows: &[SettingRow],
+) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("### Cost against the physical limit\n");
+    println!(
+        "Simulated {days} days per trace (seed {seed}) on a machine with {cores} cores. \
+         Launch until the instance joins the cluster: {} ± {} s (uniform); RunTask until the \
+         worker receives: {} s. Schedule `1_MINUTE` for both policies; the operator with every \
+         other spec default (maxInstances {}, minMessages {}, worker concurrency {}).\n",
+        timings.boot,
+        timings.boot_jitter,
+        timings.task_start,
+        spec.max_instances,
+        spec.scaling.min_messages,
+        spec.worker.concurrency,
+    );
+    for t in traces {
+        println!(
+            "- **{}**: {} ({} messages, {} handler-seconds)",
+            t.name,
+            t.description,
+            report::thousands(t.messages.len() as i64),
+            report::thousands(t.busy())
+        );
+    }
+    println!(
+        "\n**Physical limit**: handler seconds, plus {} s (boot + task start) for every \
+         instance start, plus the idle gaps an instance is kept across because that is cheaper \
+         than a new start, billed with EC2's 60 s minimum — the cheapest bill of a clairvoyant \
+         policy that runs every handler as soon as the one instance is free.\n",
+        timings.start_overhead()
+    );
+    println!("{}", report::cost_table(results));
+    println!(
+        "A ratio below 1.00 means the policy held messages back and merged them into fewer \
+         starts than the limit's; the time to first handling shows what that cost.\n"
+    );
+    for (row, label) in [(0, "its defaults"), (1, "the tuned setting")] {
+        let missed: Vec<&str> = results
+            .iter()
+            .filter(|r| report::ratio(&r.policies[row].1, &r.limit) > TARGET)
+            .map(|r| r.trace.name)
+            .collect();
+        if missed.is_empty() {
+            println!(
+                "With {label} the operator is within {TARGET:.2}x of the limit on every trace."
+            );
+        } else {
+            println!(
+                "With {label} the operator is above {TARGET:.2}x of the limit on: {}.",
+                missed.join(", ")
+            );
+        }
+    }
+    println!("\nWhere the billed instance-seconds go:\n");
+    println!("{}", report::breakdown_table(results));
+    println!("The operator by worker setting: billed / limit · mean time to first handling:\n");
+    let trace_refs: Vec<&Trace> = traces.iter().collect();
+    print!("{}", report::settings_table(&trace_refs, settings_rows));
+}

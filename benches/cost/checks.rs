@@ -1,0 +1,346 @@
+//! Self-checks of the simulator, run when the bench is started without `--bench` (that is how
+//! `cargo test` runs it): the EC2 billing rule, the trace generators, the physical limit
+//! against brute force, the worker state machines, and whole cycles whose timeline is worked
+//! out by hand. They take about a second.
+
+use crate::limit::{brute_force_billed, limit};
+use crate::model::{Queue, Timings, billed};
+use crate::policies::{Lambda, Operator, simulate};
+use crate::traces::{self, DAY, Handler, Message, Trace};
+use crate::worker::{Behaviour, Did, Termination, Worker};
+use anyhow::{Context, Result, ensure};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type Check = fn() -> Result<()>;
+
+pub fn run() -> Result<()> {
+    let checks: [(&str, Check); 8] = [
+        (
+            "ec2_bills_at_least_60_seconds",
+            ec2_bills_at_least_60_seconds,
+        ),
+        ("traces_are_seeded_and_shaped", traces_are_seeded_and_shaped),
+        ("limit_of_simple_traces", limit_of_simple_traces),
+        ("limit_matches_brute_force", limit_matches_brute_force),
+        (
+            "worker_drains_after_empty_long_polls",
+            worker_drains_after_empty_long_polls,
+        ),
+        (
+            "original_worker_ends_on_first_empty_receive",
+            original_worker_ends_on_first_empty_receive,
+        ),
+        ("one_message_timeline", one_message_timeline),
+        (
+            "every_policy_handles_every_message",
+            every_policy_handles_every_message,
+        ),
+    ];
+    for (name, check) in checks {
+        check().with_context(|| format!("check {name} failed"))?;
+        println!("check {name} ... ok");
+    }
+    Ok(())
+}
+
+const TIMINGS: Timings = Timings {
+    boot: 60,
+    boot_jitter: 0,
+    boot_seed: 0,
+    task_start: 10,
+};
+
+fn trace(messages: &[(i64, i64)]) -> Trace {
+    Trace {
+        name: "check",
+        description: String::new(),
+        messages: messages
+            .iter()
+            .map(|&(arrival, handler)| Message { arrival, handler })
+            .collect(),
+    }
+}
+
+/// The worker as the default spec runs it (`WORKER_WAIT_SECONDS=20`, `WORKER_EMPTY_RECEIVES=2`).
+fn ours_default() -> Behaviour {
+    Behaviour::ours(20, 2, Termination::OwnInstance)
+}
+
+/// The operator with the spec the report uses: every default, a 1-minute schedule.
+fn operator() -> Result<Operator> {
+    Operator::new(crate::spec(None)?)
+}
+
+fn ec2_bills_at_least_60_seconds() -> Result<()> {
+    ensure!(billed(0) == 60 && billed(1) == 60 && billed(60) == 60);
+    ensure!(billed(61) == 61 && billed(3_600) == 3_600);
+    Ok(())
+}
+
+fn traces_are_seeded_and_shaped() -> Result<()> {
+    let a = traces::standard(2, 7);
+    let b = traces::standard(2, 7);
+    let c = traces::standard(2, 8);
+    ensure!(a.len() == 4);
+    for ((x, y), z) in a.iter().zip(&b).zip(&c) {
+        ensure!(
+            x.messages == y.messages,
+            "{}: same seed, other trace",
+            x.name
+        );
+        ensure!(
+            x.messages != z.messages,
+            "{}: other seed, same trace",
+            x.name
+        );
+        ensure!(!x.messages.is_empty(), "{}: empty", x.name);
+        ensure!(
+            x.messages.windows(2).all(|w| w[0].arrival <= w[1].arrival),
+            "{}: not sorted",
+            x.name
+        );
+        ensure!(
+            x.messages
+                .iter()
+                .all(|m| m.arrival >= 0 && m.arrival < 2 * DAY + 3_600 && m.handler >= 1),
+            "{}: arrival or handler out of range",
+            x.name
+        );
+    }
+    let steady = traces::steady(2, 30, Handler(5, 15), 1);
+    ensure!(steady.messages.len() == 2 * DAY as usize / 30);
+    ensure!(
+        steady
+            .messages
+            .windows(2)
+            .all(|w| w[1].arrival - w[0].arrival == 30)
+    );
+    ensure!(
+        steady
+            .messages
+            .iter()
+            .all(|m| (5..=15).contains(&m.handler))
+    );
+    let batch = traces::daily_batch(3, 500, 7_200, 600, Handler(1, 3), 1);
+    ensure!(batch.messages.len() == 1_500);
+    for day in 0..3 {
+        let from = day * DAY + 7_200;
+        let n = batch
+            .messages
+            .iter()
+            .filter(|m| (from..from + 600).contains(&m.arrival))
+            .count();
+        ensure!(n == 500, "day {day}: {n} messages in the batch window");
+    }
+    let rare = traces::rare(200, 3 * 3_600, Handler(30, 90), 1);
+    let mean_gap = (rare.messages.last().expect("messages").arrival - rare.messages[0].arrival)
+        as f64
+        / (rare.messages.len() - 1) as f64;
+    ensure!(
+        (9_700.0..11_900.0).contains(&mean_gap),
+        "rare: mean gap {mean_gap} s, expected about 10,800"
+    );
+    Ok(())
+}
+
+fn limit_of_simple_traces() -> Result<()> {
+    // One short message: the 60 s minimum does not bind with a 70 s start.
+    let one = limit(&trace(&[(100, 10)]).messages, 70);
+    ensure!((one.billed, one.starts) == (80, 1), "{one:?}");
+    // A start overhead under a minute: the minimum binds.
+    let quick = limit(&trace(&[(100, 10)]).messages, 30);
+    ensure!(
+        (quick.billed, quick.breakdown.minimum) == (60, 20),
+        "{quick:?}"
+    );
+    // Back to back: the second waits for the first.
+    let queued = limit(&trace(&[(0, 10), (5, 10)]).messages, 70);
+    ensure!(
+        queued.billed == 90 && queued.latencies == [0, 5],
+        "{queued:?}"
+    );
+    // A 50 s gap is cheaper to keep up than a 70 s start; a 100 s gap is not.
+    let near = limit(&trace(&[(0, 10), (60, 10)]).messages, 70);
+    ensure!(
+        (near.billed, near.starts, near.breakdown.idle) == (140, 1, 50),
+        "{near:?}"
+    );
+    let far = limit(&trace(&[(0, 10), (110, 10)]).messages, 70);
+    ensure!((far.billed, far.starts) == (160, 2), "{far:?}");
+    Ok(())
+}
+
+fn limit_matches_brute_force() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(11);
+    for case in 0..400 {
+        let n = rng.random_range(1..=11);
+        let mut at = 0;
+        let messages: Vec<Message> = (0..n)
+            .map(|_| {
+                at += rng.random_range(0..200);
+                Message {
+                    arrival: at,
+                    handler: rng.random_range(1..40),
+                }
+            })
+            .collect();
+        for overhead in [5, 30, 70, 150] {
+            let fast = limit(&messages, overhead);
+            let slow = brute_force_billed(&messages, overhead);
+            ensure!(
+                fast.billed == slow,
+                "case {case}, overhead {overhead}: {} vs brute force {slow} for {messages:?}",
+                fast.billed
+            );
+            ensure!(fast.breakdown.total() == fast.billed);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `worker` over `messages` (message index, arrival) until it ends; returns what it did
+/// with the times.
+fn drive(mut worker: Worker, messages: &[Message]) -> Vec<(i64, Did)> {
+    let mut queue = Queue::default();
+    let mut sent = 0;
+    let mut log = Vec::new();
+    let mut did = Vec::new();
+    let mut now = 0;
+    loop {
+        while sent < messages.len() && messages[sent].arrival <= now {
+            queue.send(sent);
+            sent += 1;
+        }
+        did.clear();
+        worker.wake(now, &mut queue, messages, &mut did);
+        log.extend(did.iter().map(|d| (now, *d)));
+        let Some(next) = worker.next_wake() else {
+            return log;
+        };
+        now = messages
+            .get(sent)
+            .map_or(next, |m| m.arrival.min(next))
+            .max(now + 1);
+    }
+}
+
+fn worker_drains_after_empty_long_polls() -> Result<()> {
+    let messages = trace(&[(5, 10), (40, 3)]).messages;
+    let log = drive(Worker::start(ours_default(), 0), &messages);
+    // 5: received at arrival (the poll was open); 15: done; 15-35 empty; 40: the second
+    // message ends the second poll early and resets the count; 43: done; 43-63, 63-83 empty.
+    let expected = [
+        (5, Did::Started { message: 0 }),
+        (15, Did::Finished { message: 0 }),
+        (40, Did::Started { message: 1 }),
+        (43, Did::Finished { message: 1 }),
+        (83, Did::Drained),
+    ];
+    ensure!(log == expected, "{log:?}");
+    // One empty 4 s poll ends a worker with WORKER_EMPTY_RECEIVES=1 before the first message.
+    let once = drive(
+        Worker::start(Behaviour::ours(4, 1, Termination::OwnInstance), 0),
+        &messages,
+    );
+    ensure!(once == [(4, Did::Drained)], "{once:?}");
+    Ok(())
+}
+
+fn original_worker_ends_on_first_empty_receive() -> Result<()> {
+    let messages = trace(&[(0, 10), (5, 10), (30, 1)]).messages;
+    let log = drive(Worker::start(Behaviour::original(), 0), &messages);
+    let expected = [
+        (0, Did::Started { message: 0 }),
+        (10, Did::Finished { message: 0 }),
+        (10, Did::Started { message: 1 }),
+        (20, Did::Finished { message: 1 }),
+        (20, Did::Drained),
+    ];
+    ensure!(log == expected, "{log:?}");
+    Ok(())
+}
+
+fn one_message_timeline() -> Result<()> {
+    // One message at 30 s with a 10 s handler; boot 60 s, task start 10 s.
+    let t = trace(&[(30, 10)]);
+    // Operator: tick at 60 scales up; the 2 s polls see the instance joined at 120 and run the
+    // task; the worker receives at 130, handles until 140, polls empty 140-160 and 160-180,
+    // then terminates its instance: up 60-180.
+    let mut op = operator()?;
+    let ours = simulate(&t, TIMINGS, ours_default(), &mut op)?;
+    ensure!(op.runs == 1, "{} runs recorded", op.runs);
+    ensure!(
+        (ours.billed, ours.starts, ours.latencies.as_slice()) == (120, 1, &[100][..]),
+        "{ours:?}"
+    );
+    let b = ours.breakdown;
+    ensure!(
+        (b.start, b.awaiting_task, b.busy, b.idle, b.tail) == (70, 0, 10, 0, 40),
+        "{b:?}"
+    );
+    // Original: tick at 60 scales up; checks at 70 ... 120 see the instance at 120; the worker
+    // handles 130-140, its next receive is empty and it sets the group to 0: up 60-140.
+    let original = simulate(&t, TIMINGS, Behaviour::original(), &mut Lambda::new(60))?;
+    ensure!(
+        (original.billed, original.latencies.as_slice()) == (80, &[100][..]),
+        "{original:?}"
+    );
+    // The limit: 70 s of start plus the handler.
+    ensure!(limit(&t.messages, 70).billed == 80);
+    // A second message during the first empty poll (140-160) is received at once, on the same
+    // instance; two empty polls after it (160-200) end the worker: up 60-200.
+    let two = simulate(
+        &trace(&[(30, 10), (150, 10)]),
+        TIMINGS,
+        ours_default(),
+        &mut operator()?,
+    )?;
+    ensure!(
+        (two.billed, two.starts, two.latencies.as_slice()) == (140, 1, &[100, 0][..]),
+        "{two:?}"
+    );
+    Ok(())
+}
+
+fn every_policy_handles_every_message() -> Result<()> {
+    let jittered = Timings {
+        boot_jitter: 10,
+        boot_seed: 5,
+        ..TIMINGS
+    };
+    for t in traces::standard(1, 3) {
+        for timings in [TIMINGS, jittered] {
+            let overhead = timings.start_overhead();
+            let bills = [
+                simulate(&t, timings, ours_default(), &mut operator()?)?,
+                simulate(
+                    &t,
+                    timings,
+                    Behaviour::ours(1, 1, Termination::OwnInstance),
+                    &mut operator()?,
+                )?,
+                simulate(&t, timings, Behaviour::original(), &mut Lambda::new(60))?,
+            ];
+            for bill in bills {
+                // `bill` fails unless every message was handled; the simulation ends only with
+                // capacity back at zero.
+                ensure!(bill.latencies.len() == t.messages.len());
+                ensure!(bill.breakdown.busy == t.busy(), "{}: {bill:?}", t.name);
+                // Every start boots and starts a task once.
+                let starts = bill.starts as i64;
+                let jitter = starts * timings.boot_jitter;
+                ensure!(
+                    (starts * overhead - jitter..=starts * overhead + jitter)
+                        .contains(&bill.breakdown.start),
+                    "{}: {} s of starts for {starts} starts",
+                    t.name,
+                    bill.breakdown.start
+                );
+                ensure!(bill.breakdown.total() == bill.billed);
+                ensure!(bill.latencies.iter().all(|&l| l >= 0));
+            }
+        }
+    }
+    Ok(())
+}
