@@ -4,7 +4,6 @@
 //! Event naming the field or Secret). None of them makes an AWS call, and no Secret value shows
 //! up in a status, a condition, an Event or the metrics.
 
-
 use crate::common::Harness;
 use ecs_worker_operator::api::conditions::{self, reason};
 use ecs_worker_operator::api::{EcsSelfTerminatingWorker, Phase};

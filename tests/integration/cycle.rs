@@ -1,7 +1,6 @@
 //! The run cycle end to end: the real controller, the real API server, moto, and the ECS
 //! agent played by the test support (running the real worker binary for each task).
 
-
 use crate::common::{Harness, trigger, worker_binary, worker_yaml};
 use ecs_worker_operator::api::{Phase, RunOutcome};
 use ecs_worker_operator::plan::desired::Names;

@@ -1,7 +1,6 @@
 //! Running like a production operator: leader election between two replicas and the
 //! Prometheus endpoint.
 
-
 use crate::common::{Harness, worker_yaml};
 use ecs_worker_operator::aws::ClientFactory;
 use ecs_worker_operator::controller::{Config, Context, leader};

@@ -1,7 +1,6 @@
 //! Provisioning against the real API server and moto: Ready with every resource tagged, zero
 //! writes when nothing changed, repair of out-of-band deletions, complete removal on delete.
 
-
 use crate::common::{Harness, worker_yaml};
 use ecs_worker_operator::plan::desired::{Names, OWNER_TAG};
 use kube::api::DeleteParams;
