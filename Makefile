@@ -30,7 +30,7 @@ demo: tools
 
 bench: tools
 	$(CARGO) build --release --workspace --all-targets
-	$(CARGO) bench -p ecs-worker --bench drain
+	$(CARGO) bench --workspace --bench drain
 	$(CARGO) bench --workspace --bench cost
 
 crd:

@@ -108,7 +108,11 @@ pub struct EcsSelfTerminatingWorkerSpec {
     /// `1_HOUR`, `1_MINUTE`, `2_SECONDS` (the original's `CRON_RATE`). Exactly one of
     /// `cronRate` and `schedule`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}_(SECOND|MINUTE|HOUR|DAY)S?$"))]
+    #[schemars(
+        regex(pattern = r"^[1-9][0-9]{0,8}_(SECOND|MINUTE|HOUR|DAY)S?$"),
+        length(max = 17)
+    )]
+    #[x_kube(validation = Rule::new("!self.matches('^[0-9]{1,9}_') || int(self.split('_')[0]) * (self.contains('_DAY') ? 86400 : self.contains('_HOUR') ? 3600 : self.contains('_MINUTE') ? 60 : 1) <= 31622400").message("spec.cronRate is longer than a year (366 days): use a shorter rate, or spec.schedule for a yearly date"))]
     pub cron_rate: Option<String>,
 
     /// Standard 5-field cron expression in UTC (`minute hour day-of-month month day-of-week`),
@@ -382,11 +386,15 @@ pub enum TerminationMode {
     None,
 }
 
-/// Where instances run.
+/// Where instances run: given subnets, the default VPC's default subnets, or a VPC the
+/// operator creates and owns (`managedVpc`).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.managedVpc) || (!has(self.subnetIds) && !has(self.securityGroupIds))").message("spec.network.managedVpc creates its own subnets and security group: remove spec.network.subnetIds and spec.network.securityGroupIds, or remove managedVpc to use them"))]
+#[x_kube(validation = Rule::new("!has(self.managedVpc) || !has(self.assignPublicIp) || self.assignPublicIp").message("instances in spec.network.managedVpc need public IPv4 addresses (it has no NAT gateway): remove spec.network.assignPublicIp or set it to true"))]
 pub struct NetworkSpec {
-    /// Subnet ids for the Auto Scaling group; the default VPC's default subnets when empty.
+    /// Subnet ids for the Auto Scaling group; the default VPC's default subnets when empty
+    /// (and `managedVpc` is not set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(regex(pattern = r"^subnet-[0-9a-f]{8,17}$")))]
     pub subnet_ids: Vec<String>,
@@ -397,6 +405,44 @@ pub struct NetworkSpec {
     /// Request a public IPv4 address for instances (needed without a NAT gateway or VPC endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assign_public_ip: Option<bool>,
+    /// Create and own a minimal network for this worker, as the original stack did: a VPC,
+    /// one public subnet in each of two Availability Zones, an internet gateway, a route table
+    /// with the default route and an egress-only security group. Instances get public IPv4
+    /// addresses, so no NAT gateway is needed (nothing costs money while idle). `managedVpc: {}`
+    /// uses the default CIDR. Cannot be combined with `subnetIds` or `securityGroupIds`. When it
+    /// is removed, instances move to the other subnets and the network is deleted once nothing
+    /// runs in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_vpc: Option<ManagedVpcSpec>,
+}
+
+/// The VPC the operator creates for a worker.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedVpcSpec {
+    /// IPv4 CIDR of the VPC, `/16` to `/27`, in a private range and clear of Docker's bridge
+    /// `172.17.0.0/16`; split into two equal subnets. Fixed once created.
+    #[serde(default = "default_vpc_cidr")]
+    #[schemars(length(max = 18))]
+    #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4").message("spec.network.managedVpc.cidrBlock must be an IPv4 CIDR such as 10.0.0.0/16"))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || (cidr(self).prefixLength() >= 16 && cidr(self).prefixLength() <= 27)").message("spec.network.managedVpc.cidrBlock: use a prefix of /16 to /27 (it is split into two subnets of at least /28)"))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || cidr(self).masked() == cidr(self)").message("spec.network.managedVpc.cidrBlock has host bits set: write the network address, e.g. 10.0.0.0/16"))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || cidr('10.0.0.0/8').containsCIDR(self) || cidr('172.16.0.0/12').containsCIDR(self) || cidr('192.168.0.0/16').containsCIDR(self)").message("spec.network.managedVpc.cidrBlock must be inside a private range: 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || !cidr('172.17.0.0/16').containsCIDR(self)").message("spec.network.managedVpc.cidrBlock overlaps 172.17.0.0/16, Docker's bridge network on ECS instances: choose another range"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.network.managedVpc.cidrBlock cannot change once the VPC exists: create a new worker for a new network"))]
+    pub cidr_block: String,
+}
+
+fn default_vpc_cidr() -> String {
+    crate::plan::network::DEFAULT_CIDR.to_string()
+}
+
+impl Default for ManagedVpcSpec {
+    fn default() -> Self {
+        ManagedVpcSpec {
+            cidr_block: default_vpc_cidr(),
+        }
+    }
 }
 
 /// ECS-optimized AMI family.
@@ -531,6 +577,16 @@ pub struct AwsResources {
     pub security_group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnet_ids: Vec<String>,
+    /// VPC of the instances' subnets (the managed VPC with `spec.network.managedVpc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// Availability Zones of `subnetIds`, in the same order (managed VPC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub availability_zones: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet_gateway_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_table_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_template_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

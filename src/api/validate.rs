@@ -26,6 +26,9 @@ pub enum InvalidSpec {
         "spec.env[{index}].name {name:?} is reserved for the operator (WORKER_*, AWS_*, ECS_*) or repeated"
     )]
     ReservedEnv { index: usize, name: String },
+    /// The message names the field and the fix (see [`crate::plan::network::check_cidr`]).
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Validates a spec and returns its parsed schedule.
@@ -132,6 +135,21 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
             });
         }
     }
+    if let Some(net) = &spec.network
+        && let Some(vpc) = &net.managed_vpc
+    {
+        crate::plan::network::check_cidr(&vpc.cidr_block).map_err(InvalidSpec::Network)?;
+        if !net.subnet_ids.is_empty() || !net.security_group_ids.is_empty() {
+            return Err(InvalidSpec::Network(
+                "spec.network.managedVpc creates its own subnets and security group: remove spec.network.subnetIds and spec.network.securityGroupIds, or remove managedVpc to use them".into(),
+            ));
+        }
+        if net.assign_public_ip == Some(false) {
+            return Err(InvalidSpec::Network(
+                "instances in spec.network.managedVpc need public IPv4 addresses (it has no NAT gateway): remove spec.network.assignPublicIp or set it to true".into(),
+            ));
+        }
+    }
     Ok(Schedule::from_spec(
         spec.cron_rate.as_deref(),
         spec.schedule.as_deref(),
@@ -220,6 +238,37 @@ mod tests {
                     ]
                 }),
                 "spec.env[1]",
+            ),
+            (
+                Box::new(|s| {
+                    s.network = Some(crate::api::NetworkSpec {
+                        managed_vpc: Some(crate::api::ManagedVpcSpec {
+                            cidr_block: "172.17.0.0/16".into(),
+                        }),
+                        ..Default::default()
+                    })
+                }),
+                "spec.network.managedVpc.cidrBlock",
+            ),
+            (
+                Box::new(|s| {
+                    s.network = Some(crate::api::NetworkSpec {
+                        managed_vpc: Some(Default::default()),
+                        subnet_ids: vec!["subnet-0123456789abcdef0".into()],
+                        ..Default::default()
+                    })
+                }),
+                "spec.network.subnetIds",
+            ),
+            (
+                Box::new(|s| {
+                    s.network = Some(crate::api::NetworkSpec {
+                        managed_vpc: Some(Default::default()),
+                        assign_public_ip: Some(false),
+                        ..Default::default()
+                    })
+                }),
+                "spec.network.assignPublicIp",
             ),
         ];
         for (mutate, needle) in cases {

@@ -5,10 +5,13 @@
 //! - [`error`]: AWS errors classified into what a user or the retry policy can act on;
 //! - [`provision`]: ensure / delete the resources a worker owns, look-before-create, by name
 //!   and owner tag, so a crash never duplicates anything;
+//! - `network`: where instances run (given subnets, the default VPC, or the VPC the operator
+//!   creates) and that network's deletion;
 //! - [`cycle`]: observe the run-cycle state and execute the cycle's actions.
 
 pub mod cycle;
 pub mod error;
+mod network;
 pub mod provision;
 
 pub use error::{AwsError, ErrorKind};

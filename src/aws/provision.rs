@@ -33,7 +33,7 @@ pub enum ProvisionError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error(
-        "no subnets: spec.network.subnetIds is empty and region {0} has no default VPC; set spec.network.subnetIds"
+        "no subnets: spec.network.subnetIds is empty and region {0} has no default VPC; set spec.network.subnetIds to subnets of your VPC, or set spec.network.managedVpc: {{}} to have the operator create one"
     )]
     NoNetwork(String),
 }
@@ -64,8 +64,9 @@ impl Provisioner<'_> {
     /// Ensures every resource in dependency order and fills `res` with their ids.
     pub async fn ensure_all(&self, res: &mut AwsResources) -> Result<Report, ProvisionError> {
         let mut report = Report::default();
-        // Network first: without subnets nothing else is worth creating.
-        let subnets = self.subnets().await?;
+        // Network first: without subnets nothing else is worth creating (and when there are
+        // none, nothing is written).
+        let placement = self.placement(res, &mut report).await?;
         let dlq_arn = if self.spec.queue.dead_letter.enabled {
             let (url, arn) = self
                 .ensure_queue(
@@ -160,13 +161,13 @@ impl Provisioner<'_> {
             }
             _ => {
                 let sg = self
-                    .ensure_security_group(&subnets.vpc_id, &mut report)
+                    .ensure_security_group(&placement.vpc_id, &mut report)
                     .await?;
                 res.security_group_id = Some(sg.clone());
                 vec![sg]
             }
         };
-        res.subnet_ids = subnets.ids.clone();
+        res.subnet_ids = placement.subnet_ids.clone();
 
         let image_id = self.ami().await?;
         let lt = desired::LaunchTemplateSpec {
@@ -175,13 +176,17 @@ impl Provisioner<'_> {
             instance_profile_arn,
             security_group_ids: security_groups,
             user_data: desired::user_data(&self.names.cluster, self.spec.gpu),
-            assign_public_ip: self.spec.network.as_ref().and_then(|n| n.assign_public_ip),
+            assign_public_ip: self.spec.network.as_ref().and_then(|n| {
+                // The managed VPC has no NAT gateway: instances need public addresses.
+                n.managed_vpc.as_ref().map(|_| true).or(n.assign_public_ip)
+            }),
         };
         let (lt_id, lt_version) = self.ensure_launch_template(&lt, &mut report).await?;
         res.launch_template_id = Some(lt_id.clone());
         res.launch_template_version = Some(lt_version);
 
-        self.ensure_group(&lt_id, &subnets.ids, &mut report).await?;
+        self.ensure_group(&lt_id, &placement.subnet_ids, &mut report)
+            .await?;
         res.auto_scaling_group_name = Some(self.names.auto_scaling_group.clone());
 
         let td = desired::task_definition(
@@ -195,136 +200,6 @@ impl Provisioner<'_> {
         );
         res.task_definition_arn = Some(self.ensure_task_definition(&td, &mut report).await?);
         Ok(report)
-    }
-
-    // ---- network -------------------------------------------------------------------------
-
-    async fn subnets(&self) -> Result<Subnets, ProvisionError> {
-        let ec2 = &self.aws.ec2;
-        let given = self
-            .spec
-            .network
-            .as_ref()
-            .map(|n| n.subnet_ids.clone())
-            .unwrap_or_default();
-        if !given.is_empty() {
-            let out = ec2
-                .describe_subnets()
-                .set_subnet_ids(Some(given.clone()))
-                .send()
-                .await
-                .aws("ec2", "DescribeSubnets")?;
-            let vpc_id = out
-                .subnets()
-                .iter()
-                .find_map(|s| s.vpc_id())
-                .map(str::to_string)
-                .unwrap_or_default();
-            return Ok(Subnets { vpc_id, ids: given });
-        }
-        let vpcs = ec2
-            .describe_vpcs()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("is-default")
-                    .values("true")
-                    .build(),
-            )
-            .send()
-            .await
-            .aws("ec2", "DescribeVpcs")?;
-        let Some(vpc_id) = vpcs
-            .vpcs()
-            .iter()
-            .find_map(|v| v.vpc_id())
-            .map(str::to_string)
-        else {
-            return Err(ProvisionError::NoNetwork(self.spec.region.clone()));
-        };
-        let subnets = ec2
-            .describe_subnets()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("vpc-id")
-                    .values(&vpc_id)
-                    .build(),
-            )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("default-for-az")
-                    .values("true")
-                    .build(),
-            )
-            .send()
-            .await
-            .aws("ec2", "DescribeSubnets")?;
-        let mut ids: Vec<String> = subnets
-            .subnets()
-            .iter()
-            .filter_map(|s| s.subnet_id())
-            .map(str::to_string)
-            .collect();
-        ids.sort();
-        if ids.is_empty() {
-            return Err(ProvisionError::NoNetwork(self.spec.region.clone()));
-        }
-        Ok(Subnets { vpc_id, ids })
-    }
-
-    async fn ensure_security_group(
-        &self,
-        vpc_id: &str,
-        report: &mut Report,
-    ) -> Result<String, AwsError> {
-        let ec2 = &self.aws.ec2;
-        let found = ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("group-name")
-                    .values(&self.names.security_group)
-                    .build(),
-            )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("vpc-id")
-                    .values(vpc_id)
-                    .build(),
-            )
-            .send()
-            .await
-            .aws("ec2", "DescribeSecurityGroups")?;
-        if let Some(id) = found.security_groups().iter().find_map(|g| g.group_id()) {
-            return Ok(id.to_string());
-        }
-        let out = ec2
-            .create_security_group()
-            .group_name(&self.names.security_group)
-            .description("ecs-worker-operator worker instances: egress only")
-            .vpc_id(vpc_id)
-            .tag_specifications(self.ec2_tags(aws_sdk_ec2::types::ResourceType::SecurityGroup))
-            .send()
-            .await
-            .aws("ec2", "CreateSecurityGroup")?;
-        report.created.push("SecurityGroup");
-        out.group_id()
-            .map(str::to_string)
-            .ok_or_else(|| AwsError::unexpected("ec2", "CreateSecurityGroup", "no group id"))
-    }
-
-    fn ec2_tags(
-        &self,
-        resource_type: aws_sdk_ec2::types::ResourceType,
-    ) -> aws_sdk_ec2::types::TagSpecification {
-        aws_sdk_ec2::types::TagSpecification::builder()
-            .resource_type(resource_type)
-            .set_tags(Some(
-                self.tags
-                    .iter()
-                    .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .build()
     }
 
     // ---- queues and logs ------------------------------------------------------------------
@@ -712,7 +587,7 @@ impl Provisioner<'_> {
                     .launch_template_name(&self.names.launch_template)
                     .version_description(&fingerprint)
                     .launch_template_data(data)
-                    .tag_specifications(self.ec2_tags(ResourceType::LaunchTemplate))
+                    .tag_specifications(self.ec2_tags(ResourceType::LaunchTemplate, None))
                     .send()
                     .await
                     .aws("ec2", "CreateLaunchTemplate")?;
@@ -1007,36 +882,8 @@ impl Provisioner<'_> {
                 .await
                 .aws("ec2", "DeleteLaunchTemplate"),
         )?;
-        let sgs = ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("group-name")
-                    .values(&self.names.security_group)
-                    .build(),
-            )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name(format!("tag:{}", desired::OWNER_TAG))
-                    .values(
-                        self.tags
-                            .get(desired::OWNER_TAG)
-                            .cloned()
-                            .unwrap_or_default(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .aws("ec2", "DescribeSecurityGroups")?;
-        for id in sgs.security_groups().iter().filter_map(|g| g.group_id()) {
-            ignore_not_found(
-                ec2.delete_security_group()
-                    .group_id(id)
-                    .send()
-                    .await
-                    .aws("ec2", "DeleteSecurityGroup"),
-            )?;
+        if let Some(reason) = self.delete_network().await? {
+            return Ok(Deletion::Waiting(reason));
         }
         self.delete_iam().await?;
         ignore_not_found(
@@ -1221,11 +1068,6 @@ impl Provisioner<'_> {
         )?;
         Ok(None)
     }
-}
-
-struct Subnets {
-    vpc_id: String,
-    ids: Vec<String>,
 }
 
 fn ignore_not_found<T>(r: Result<T, AwsError>) -> Result<(), AwsError> {

@@ -56,7 +56,11 @@ impl Error {
                 ErrorKind::Other => "aws_error",
             },
             Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+                _ => "finalizer",
+            },
             Error::NoNamespace => "no_namespace",
             Error::DeletionPending(_) => "deletion_pending",
         }

@@ -5,6 +5,8 @@
 //!   template data, task definition) and their fingerprints.
 //! - [`cycle`]: the run-cycle state machine (tick, scale up, wait for instances, run tasks,
 //!   record the run, scale to zero).
+//! - [`network`]: the VPC a worker asks the operator to create (CIDR rules, subnets, zones).
 
 pub mod cycle;
 pub mod desired;
+pub mod network;

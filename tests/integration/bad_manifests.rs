@@ -239,18 +239,6 @@ fn terminal_cases() -> Vec<Case> {
             INVALID_SPEC,
             "spec.schedule",
         ),
-        terminal(
-            "t-rate-400-days",
-            json!({ "cronRate": "400_DAYS" }),
-            INVALID_SPEC,
-            "spec.cronRate",
-        ),
-        terminal(
-            "t-rate-huge",
-            json!({ "cronRate": "999999999_DAYS" }),
-            INVALID_SPEC,
-            "spec.cronRate",
-        ),
         // The spec is checked before the Secret is read.
         terminal(
             "t-invalid-before-secret",
@@ -320,6 +308,16 @@ fn admission_cases() -> Vec<Case> {
             "spec.memoryLimitMiB",
         ),
         refused("a-image-number", json!({ "image": 42 }), "spec.image"),
+        refused(
+            "a-rate-400-days",
+            json!({ "cronRate": "400_DAYS" }),
+            "longer than a year",
+        ),
+        refused(
+            "a-rate-huge",
+            json!({ "cronRate": "999999999_DAYS" }),
+            "longer than a year",
+        ),
         refused("a-tags-list", json!({ "tags": ["team=a"] }), "spec.tags"),
         refused(
             "a-tag-value-number",

@@ -2,7 +2,6 @@
 //! a moto server per test, and the controller running in-process, scoped to the test's own
 //! namespace.
 
-
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
 use ecs_worker_operator::aws::ClientFactory;
 use ecs_worker_operator::controller::{self, Config, Context};
@@ -204,7 +203,9 @@ pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
     s
 }
 
-/// The worker binary (`target/<profile>/ecs-worker`), built on first use.
+/// The worker binary (`target/<profile>/ecs-worker`), brought up to date on first use. It is
+/// built the way `make build` builds the workspace, so no dependency is rebuilt with other
+/// features.
 pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,10 +215,29 @@ pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
     let binary = target.join("debug").join("ecs-worker");
     if !*built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "ecs-worker", "--bin", "ecs-worker"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()?;
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args(["build", "-q", "--workspace", "--all-targets"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Cargo hands the test its own package's variables; build scripts that read them
+        // (ring's does) would see a changed environment and rebuild the SDK's TLS stack.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let status = build.status()?;
         anyhow::ensure!(status.success(), "building the worker failed");
         *built = true;
     }

@@ -12,6 +12,7 @@ mod crd;
 mod cycle;
 mod deploy;
 mod isolation;
+mod network;
 mod operations;
 mod provisioning;
 mod schema_agreement;

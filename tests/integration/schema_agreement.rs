@@ -3,9 +3,8 @@
 //! expressions, and both with a few characters inserted, deleted or replaced) go to the real
 //! API server as dry-run creates — so the OpenAPI pattern and the CEL rules are evaluated by
 //! the server itself — and to the controller's parser:
-//! - `cronRate`: admitted exactly when the controller parses its syntax; the one value class
-//!   the schema admits and the controller refuses is a rate longer than a year (counted, and
-//!   turned into `Degraded/InvalidSpec` by the controller);
+//! - `cronRate`: admitted exactly when the controller parses it, a rate longer than a year
+//!   included (the schema's CEL rule computes the length);
 //! - `schedule`: whatever the controller accepts is admitted (the schema cannot parse cron, so
 //!   the other direction is the controller's job).
 //!
@@ -180,13 +179,13 @@ async fn the_schema_admits_the_schedules_the_controller_parses() -> anyhow::Resu
         .map(str::to_owned),
     );
     let mut disagreements = Vec::new();
-    let mut too_long = Vec::new();
+    let mut too_long = 0;
     let mut accepted = 0;
     for (value, admitted) in verdicts(&api, "cronRate", rates.clone()).await {
         match (Schedule::parse_rate(&value), admitted) {
             (Ok(_), true) => accepted += 1,
             (Err(ScheduleError::BadRate(_)), false) => {}
-            (Err(ScheduleError::RateTooLong(_)), true) => too_long.push(value),
+            (Err(ScheduleError::RateTooLong(_)), false) => too_long += 1,
             (parsed, admitted) => disagreements.push(format!(
                 "cronRate {value:?}: admitted {admitted}, controller {parsed:?}"
             )),
@@ -209,12 +208,10 @@ async fn the_schema_admits_the_schedules_the_controller_parses() -> anyhow::Resu
     }
 
     println!(
-        "{} cronRate values ({accepted} valid, {} longer than a year: admitted, then refused by \
-         the controller, e.g. {:?}); {} schedules ({cron_accepted} valid, {controller_only} \
+        "{} cronRate values ({accepted} valid, {too_long} longer than a year, refused by both); \
+         {} schedules ({cron_accepted} valid, {controller_only} \
          admitted and refused by the controller); {:.1} s",
         rates.len(),
-        too_long.len(),
-        too_long.iter().take(3).collect::<Vec<_>>(),
         crons.len(),
         began.elapsed().as_secs_f64()
     );
@@ -224,7 +221,7 @@ async fn the_schema_admits_the_schedules_the_controller_parses() -> anyhow::Resu
         disagreements.join("\n")
     );
     assert!(
-        accepted > n / 4 && cron_accepted > n / 10,
+        accepted > n / 4 && too_long >= 4 && cron_accepted > n / 10,
         "too few valid values generated"
     );
     Ok(())
