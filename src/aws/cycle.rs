@@ -1,23 +1,29 @@
 //! Reads the run-cycle state of one worker from AWS and executes the cycle's actions.
 //!
-//! Observation is cheap when idle: the queue depth and the group (two reads); the cluster's
-//! container instances and tasks are read only while capacity is up or a run is recorded.
+//! Observation is cheap when idle: the queue depth, and the group from the shared view of
+//! [`super::groups`] (one read per tick, the view's pages shared by all workers); the group
+//! is read on its own when there is work, a run, or capacity, and the cluster's container
+//! instances and tasks only while capacity is up or a run is recorded.
 
 use super::AwsClients;
 use super::error::{AwsError, ErrorKind, SdkResultExt};
-use crate::api::{EcsSelfTerminatingWorkerStatus, QueueDepth};
+use super::groups::group_state;
+use crate::api::{EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, QueueDepth};
 use crate::plan::cycle::{
-    Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState, Lifecycle,
-    Observed, TaskState,
+    Action, ContainerInstanceState, ContainerInstanceStatus, GroupState, Observed, TaskState,
+    idle_view_suffices,
 };
 use crate::plan::desired::Names;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-/// Observes queue, group, container instances and tasks.
+/// Observes queue, group, container instances and tasks. `scheduled`: this pass is the
+/// requeue the last one asked for, on an unchanged object (the shared group view may answer).
 pub async fn observe(
     aws: &AwsClients,
     names: &Names,
+    spec: &EcsSelfTerminatingWorkerSpec,
     status: &EcsSelfTerminatingWorkerStatus,
+    scheduled: bool,
 ) -> Result<Observed, AwsError> {
     let queue_url = status
         .resources
@@ -52,37 +58,17 @@ pub async fn observe(
         dead_letter: None,
     };
 
-    let groups = aws
-        .autoscaling
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&names.auto_scaling_group)
-        .send()
-        .await
-        .aws("autoscaling", "DescribeAutoScalingGroups")?;
-    let g = groups
-        .auto_scaling_groups()
-        .first()
-        .ok_or_else(|| AwsError {
-            service: "autoscaling",
-            operation: "DescribeAutoScalingGroups",
-            code: "NotFound".into(),
-            message: format!("group {} not found", names.auto_scaling_group),
-            kind: ErrorKind::NotFound,
-        })?;
-    let group = GroupState {
-        desired_capacity: g.desired_capacity().unwrap_or(0),
-        instances: g
-            .instances()
-            .iter()
-            .filter_map(|i| {
-                Some(GroupInstance {
-                    instance_id: i.instance_id()?.to_string(),
-                    lifecycle: Lifecycle::from_aws(
-                        i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default(),
-                    ),
-                })
-            })
-            .collect(),
+    let cached = if scheduled && idle_view_suffices(spec, status, &queue) {
+        aws.groups
+            .get(&aws.autoscaling, &names.auto_scaling_group)
+            .await?
+            .filter(GroupState::is_empty)
+    } else {
+        None
+    };
+    let group = match cached {
+        Some(group) => group,
+        None => describe_group(aws, names).await?,
     };
 
     let mut observed = Observed {
@@ -91,8 +77,7 @@ pub async fn observe(
         container_instances: Vec::new(),
         tasks: Vec::new(),
     };
-    let capacity_up = observed.group.desired_capacity > 0 || !observed.group.instances.is_empty();
-    if !capacity_up && status.current_run.is_none() {
+    if observed.group.is_empty() && status.current_run.is_none() {
         return Ok(observed);
     }
 
@@ -177,6 +162,28 @@ pub async fn observe(
         }));
     }
     Ok(observed)
+}
+
+/// The worker's own group, read now.
+async fn describe_group(aws: &AwsClients, names: &Names) -> Result<GroupState, AwsError> {
+    let groups = aws
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&names.auto_scaling_group)
+        .send()
+        .await
+        .aws("autoscaling", "DescribeAutoScalingGroups")?;
+    groups
+        .auto_scaling_groups()
+        .first()
+        .map(group_state)
+        .ok_or_else(|| AwsError {
+            service: "autoscaling",
+            operation: "DescribeAutoScalingGroups",
+            code: "NotFound".into(),
+            message: format!("group {} not found", names.auto_scaling_group),
+            kind: ErrorKind::NotFound,
+        })
 }
 
 /// Executes the cycle's actions in order.

@@ -7,10 +7,13 @@
 //!   and owner tag, so a crash never duplicates anything;
 //! - `network`: where instances run (given subnets, the default VPC, or the VPC the operator
 //!   creates) and that network's deletion;
-//! - [`cycle`]: observe the run-cycle state and execute the cycle's actions.
+//! - [`cycle`]: observe the run-cycle state and execute the cycle's actions;
+//! - [`groups`]: one shared, seconds-old view of all managed Auto Scaling groups per account
+//!   and region, so idle ticks do not read each group on its own.
 
 pub mod cycle;
 pub mod error;
+pub mod groups;
 mod network;
 pub mod provision;
 
@@ -54,6 +57,8 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Shared by every worker of this region and identity.
+    pub groups: Arc<groups::GroupView>,
 }
 
 /// Builds (and caches) [`AwsClients`] per region and credentials.
@@ -164,6 +169,7 @@ impl ClientFactory {
             ssm: client!(aws_sdk_ssm),
             iam: client!(aws_sdk_iam),
             logs: client!(aws_sdk_cloudwatchlogs),
+            groups: Arc::default(),
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         // Keys rotate: keep the cache from growing without bound.

@@ -58,6 +58,9 @@ struct ObjectMemory {
     failures: u32,
     /// Generation and time of the last complete provisioning check.
     ensured: Option<(i64, Instant)>,
+    /// The resource version the last complete pass left the object at, and when that pass
+    /// asked to run again.
+    settled: Option<(String, Instant)>,
 }
 
 /// Shared by every reconcile.
@@ -132,6 +135,49 @@ impl Context {
     pub(crate) fn forget_ensured(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>) {
         self.memory(obj, |m| m.ensured = None);
     }
+
+    /// Records a complete pass: the object's resource version after its status write and the
+    /// requeue it asked for.
+    pub(crate) fn settled(
+        &self,
+        obj: &ObjectRef<EcsSelfTerminatingWorker>,
+        resource_version: Option<String>,
+        requeue_after: Duration,
+    ) {
+        let wake = Instant::now() + requeue_after;
+        self.memory(obj, |m| m.settled = resource_version.map(|rv| (rv, wake)));
+    }
+
+    /// Why this pass runs, judged by the object's resource version against the last complete
+    /// pass.
+    pub(crate) fn wake(
+        &self,
+        obj: &ObjectRef<EcsSelfTerminatingWorker>,
+        resource_version: Option<&str>,
+    ) -> Wake {
+        self.memory(obj, |m| match (&m.settled, resource_version) {
+            (Some((rv, wake)), Some(current)) if rv == current => {
+                match wake.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Wake::Early(left),
+                    _ => Wake::Scheduled,
+                }
+            }
+            _ => Wake::Changed,
+        })
+    }
+}
+
+/// Why a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The object is exactly as the last complete pass left it (the watch event of that pass's
+    /// own status write, or a re-list) and the requeue it asked for is this far off: a pass now
+    /// would observe AWS only to decide again what the last one decided.
+    Early(Duration),
+    /// The requeue the last pass asked for, the object unchanged.
+    Scheduled,
+    /// The object changed since the last complete pass, or there was none in this process.
+    Changed,
 }
 
 /// Runs the controller until `shutdown` resolves.

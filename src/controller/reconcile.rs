@@ -4,7 +4,7 @@
 //! from `api::validate` and `plan`; AWS is touched only through `aws`; this file wires them,
 //! turns errors into conditions and Events, and writes the status (server-side apply).
 
-use super::{Context, MANAGER, credentials};
+use super::{Context, MANAGER, Wake, credentials};
 use crate::api::conditions::{self, event, reason};
 use crate::api::{
     DeletionPolicy, EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase,
@@ -174,25 +174,27 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Writes the status when it changed (server-side apply, one field manager).
-    async fn save(&mut self) -> Result<()> {
+    /// Writes the status when it changed (server-side apply, one field manager); returns the
+    /// object's resource version afterwards.
+    async fn save(&mut self) -> Result<Option<String>> {
         self.status.observed_generation = self.generation();
         if self.worker.status.as_ref() == Some(&self.status) {
-            return Ok(());
+            return Ok(self.worker.resource_version());
         }
         let patch = serde_json::json!({
             "apiVersion": "ecsworker.dev/v1alpha1",
             "kind": "EcsSelfTerminatingWorker",
             "status": self.status,
         });
-        self.api
+        let written = self
+            .api
             .patch_status(
                 &self.worker.name_any(),
                 &PatchParams::apply(MANAGER).force(),
                 &Patch::Apply(&patch),
             )
             .await?;
-        Ok(())
+        Ok(written.resource_version())
     }
 }
 
@@ -221,6 +223,12 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     let ns = worker.namespace().ok_or(Error::NoNamespace)?;
     let name = worker.name_any();
     let oref = ObjectRef::from(worker.as_ref());
+    // 0. The echo of this controller's own status write: nothing is new before the requeue
+    // the last pass asked for.
+    let wake = ctx.wake(&oref, worker.resource_version().as_deref());
+    if let Wake::Early(wait) = wake {
+        return Ok(Action::requeue(wait));
+    }
     let mut pass = Pass::new(&ctx, &worker, &ns);
     let spec = &worker.spec;
 
@@ -315,16 +323,19 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     }
 
     // 4. The run cycle.
-    let observed = match crate::aws::cycle::observe(&aws, &names, &pass.status).await {
-        Ok(o) => o,
-        Err(e) => {
-            // Something owned vanished mid-cycle: check everything on the next pass.
-            if e.is(ErrorKind::NotFound) {
-                ctx.forget_ensured(&oref);
+    let observed =
+        match crate::aws::cycle::observe(&aws, &names, spec, &pass.status, wake == Wake::Scheduled)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // Something owned vanished mid-cycle: check everything on the next pass.
+                if e.is(ErrorKind::NotFound) {
+                    ctx.forget_ensured(&oref);
+                }
+                return fail(pass, e).await;
             }
-            return fail(pass, e).await;
-        }
-    };
+        };
     let trigger = worker.annotations().get(TRIGGER_ANNOTATION).cloned();
     let decision = cycle::decide(&cycle::Input {
         spec,
@@ -394,7 +405,8 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         reason::PROVISIONED,
         "provisioned; the run cycle follows the schedule",
     );
-    pass.save().await?;
+    let written = pass.save().await?;
+    ctx.settled(&oref, written, decision.requeue_after);
     Ok(Action::requeue(decision.requeue_after))
 }
 

@@ -55,6 +55,28 @@ pub struct GroupState {
     pub instances: Vec<GroupInstance>,
 }
 
+impl GroupState {
+    /// No desired capacity and no member instance.
+    pub fn is_empty(&self) -> bool {
+        self.desired_capacity == 0 && self.instances.is_empty()
+    }
+}
+
+/// Whether a view of the group that may be a few seconds old ([`crate::aws::groups`]) is
+/// enough to decide, provided it shows the group [empty](GroupState::is_empty): with no run in
+/// progress and fewer than `minMessages` visible, [`decide`] starts nothing and scales nothing
+/// in with an empty group, whether a tick is due and however the run-now annotation stands.
+/// Capacity that appeared in the view's last seconds (outside the operator: its own scale-ups
+/// record a run first) is scaled in at the next pass. The controller uses the view only on the
+/// passes it scheduled itself; a pass for a changed object reads the group itself.
+pub fn idle_view_suffices(
+    spec: &EcsSelfTerminatingWorkerSpec,
+    status: &EcsSelfTerminatingWorkerStatus,
+    queue: &QueueDepth,
+) -> bool {
+    status.current_run.is_none() && queue.visible < i64::from(spec.scaling.min_messages)
+}
+
 /// A member instance of the group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupInstance {
@@ -1136,6 +1158,36 @@ mod tests {
             .decide();
         assert!(d.actions.is_empty() && d.events.is_empty());
         assert_eq!(d.next_run_time, Some(at(NOW + 60)));
+    }
+
+    #[test]
+    fn an_empty_group_below_min_messages_needs_no_fresh_read() {
+        for suspend in [false, true] {
+            for c in [
+                case(),
+                case().due(),
+                case().trigger("now"),
+                case().due().trigger("x"),
+            ] {
+                let c = c
+                    .spec(|s| {
+                        s.scaling.min_messages = 5;
+                        s.suspend = suspend;
+                    })
+                    .visible(4);
+                assert!(idle_view_suffices(&c.spec, &c.status, &c.obs.queue));
+                let d = c.decide();
+                assert!(d.actions.is_empty(), "{d:?}");
+                assert!(d.current_run.is_none());
+            }
+        }
+        let suffices = |c: Case| idle_view_suffices(&c.spec, &c.status, &c.obs.queue);
+        assert!(!suffices(
+            case().due().visible(4).with_run(run(NOW - 10, 1))
+        ));
+        assert!(!suffices(
+            case().due().spec(|s| s.scaling.min_messages = 5).visible(5)
+        ));
     }
 
     #[test]

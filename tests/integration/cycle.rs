@@ -147,14 +147,18 @@ async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<
     h.start_controller(Duration::from_secs(300));
     h.apply_yaml(&worker_yaml("idle", "cronRate: 2_SECONDS"))
         .await?;
-    let w = h.wait_ready("idle").await?;
-    let first_tick = w
+    h.wait_ready("idle").await?;
+    // Let provisioning settle, then watch several ticks pass, counted from the tick that was
+    // next when the count began.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (reads0, writes0) = h.metrics.aws_reads_writes();
+    let first_tick = h
+        .api
+        .get("idle")
+        .await?
         .status
         .and_then(|s| s.next_run_time)
         .expect("next run time");
-    // Let provisioning settle, then watch several ticks pass.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (reads0, writes0) = h.metrics.aws_reads_writes();
     let w = h
         .wait_for("idle", Duration::from_secs(20), "three ticks", |w| {
             w.status
