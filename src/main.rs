@@ -62,6 +62,10 @@ struct RunArgs {
     /// Re-check every owned AWS resource at least this often (seconds) while nothing changes.
     #[arg(long, env = "DRIFT_INTERVAL_SECONDS", default_value_t = 300)]
     drift_interval_seconds: u64,
+    /// Reconciles in flight at once; the others wait their turn (bounds memory and the AWS call
+    /// rate when a large fleet is applied at once).
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
     /// Leader election: only the holder of this Lease reconciles; others stand by.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
@@ -142,6 +146,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         label_selector: args.label_selector.clone(),
         drift_interval: Duration::from_secs(args.drift_interval_seconds),
         instance: Some(identity.clone()),
+        concurrency: args.max_concurrent_reconciles,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -15,7 +15,7 @@ use crate::metrics::{Metrics, ReasonLabels};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -39,6 +39,9 @@ pub struct Config {
     pub drift_interval: Duration,
     /// Name of this replica in Events (`reportingInstance`).
     pub instance: Option<String>,
+    /// Reconciles in flight at once: bounds memory and the AWS call rate when a large fleet
+    /// arrives at once (all the others wait in the queue, each object still at most once).
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             label_selector: None,
             drift_interval: Duration::from_secs(300),
             instance: None,
+            concurrency: 16,
         }
     }
 }
@@ -197,6 +201,7 @@ pub async fn run(
         tracing::error!(error = %e, "cannot list EcsSelfTerminatingWorkers: is the CRD installed (crds/) and RBAC granted (deploy/)?");
     }
     Controller::new(api, wc)
+        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {

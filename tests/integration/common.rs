@@ -74,6 +74,7 @@ impl Harness {
             label_selector: None,
             drift_interval,
             instance: Some("test".into()),
+            ..Config::default()
         };
         let ctx = Arc::new(Context::new(
             self.client.clone(),

@@ -347,6 +347,7 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
         label_selector: None,
         drift_interval: Duration::from_secs(300),
         instance: Some(identity.into()),
+        ..Config::default()
     };
     let ctx = Arc::new(Context::new(
         operator_client.clone(),

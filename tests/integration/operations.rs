@@ -28,6 +28,7 @@ fn replica(h: &Harness, identity: &str) -> Replica {
         label_selector: None,
         drift_interval: Duration::from_secs(300),
         instance: Some(identity.into()),
+        ..Config::default()
     };
     let ctx = Arc::new(Context::new(
         h.client.clone(),
