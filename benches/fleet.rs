@@ -11,11 +11,13 @@
 //! - the operator's peak resident memory (`VmHWM`, the whole run) and its largest resident
 //!   memory during the idle window;
 //! - its average CPU over the idle window, as a share of one core;
-//! - the AWS calls of the idle window per worker per tick, by operation, counted by a
-//!   recording proxy between the operator and moto, with reads and writes apart.
+//! - the AWS calls of the idle window, counted by a recording proxy between the operator and
+//!   moto: how many of the ticks due ran a pass (each pass reads the queue depth once), the
+//!   reads and writes per pass, and the calls by operation.
 //!
-//! The operator's periodic drift check (every 300 s by default) is part of the window when
-//! the window is long enough to hold one; its calls are listed by operation like the others.
+//! The operator's full check of every owned resource runs hourly by default (and before each
+//! run), so a default window holds none; a shorter `--drift-interval-seconds` would show its
+//! reads here, by operation.
 
 use anyhow::{Context, Result, ensure};
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
@@ -213,6 +215,11 @@ async fn main() -> Result<()> {
     }
     let reads: u64 = calls.iter().filter(|c| is_read(&c.operation)).count() as u64;
     let writes = calls.len() as u64 - reads;
+    // Every pass of the run cycle reads the queue depth once: the passes that ran.
+    let passes = calls
+        .iter()
+        .filter(|c| c.operation == "GetQueueAttributes")
+        .count() as f64;
     let cpu = (after.cpu - before.cpu).as_secs_f64() / window.as_secs_f64();
 
     println!("## Fleet scale ({workers} idle workers, 1-minute schedule, {cores} cores)\n");
@@ -237,22 +244,27 @@ async fn main() -> Result<()> {
         cpu * 100.0
     );
     println!(
-        "| AWS reads per worker per tick | {:.3} | 1 (the queue depth) |",
-        reads as f64 / worker_ticks
+        "| ticks that ran a pass (queue reads / worker-ticks due) | {:.0} of {worker_ticks:.0} ({:.0}%) | all |",
+        passes,
+        100.0 * passes / worker_ticks
     );
     println!(
-        "| AWS writes per worker per tick | {:.3} | 0 |",
-        writes as f64 / worker_ticks
+        "| AWS reads per pass | {:.3} | 1 (the queue depth) |",
+        reads as f64 / passes.max(1.0)
+    );
+    println!(
+        "| AWS writes per pass | {:.3} | 0 |",
+        writes as f64 / passes.max(1.0)
     );
     println!("| workers still Ready at the end | {still_ready} of {workers} | all |");
-    println!("\nIdle-window AWS calls by operation ({worker_ticks:.0} worker-ticks):\n");
-    println!("| operation | kind | calls | per worker per tick |");
+    println!("\nIdle-window AWS calls by operation ({passes:.0} passes):\n");
+    println!("| operation | kind | calls | per pass |");
     println!("|---|---|---|---|");
     for ((read, operation), n) in &by_operation {
         println!(
             "| {operation} | {} | {n} | {:.4} |",
             if *read { "read" } else { "write" },
-            *n as f64 / worker_ticks
+            *n as f64 / passes.max(1.0)
         );
     }
     ensure!(still_ready == workers, "workers left Ready while idle");

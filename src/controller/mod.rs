@@ -49,7 +49,7 @@ impl Default for Config {
         Config {
             namespace: None,
             label_selector: None,
-            drift_interval: Duration::from_secs(300),
+            drift_interval: Duration::from_secs(3600),
             instance: None,
             concurrency: 16,
         }
@@ -138,6 +138,17 @@ impl Context {
 
     pub(crate) fn forget_ensured(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>) {
         self.memory(obj, |m| m.ensured = None);
+    }
+
+    /// Whether the last complete provisioning check is at most `age` old.
+    pub(crate) fn ensured_within(
+        &self,
+        obj: &ObjectRef<EcsSelfTerminatingWorker>,
+        age: Duration,
+    ) -> bool {
+        self.memory(obj, |m| {
+            m.ensured.is_some_and(|(_, at)| at.elapsed() <= age)
+        })
     }
 
     /// Records a complete pass: the object's resource version after its status write and the

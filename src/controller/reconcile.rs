@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+/// A run starts only on resources fully checked at most this long ago.
+const RECHECK_BEFORE_RUN: Duration = Duration::from_secs(60);
+
 /// Why a reconcile failed (retried with backoff by the error policy).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -345,6 +348,15 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         trigger: trigger.as_deref(),
         now: pass.now.0,
     });
+    // A run is about to start on resources last checked a while ago (the drift check is
+    // hourly): check them all first, in a pass that follows at once, and decide again there.
+    if decision.current_run.is_some()
+        && pass.status.current_run.is_none()
+        && !ctx.ensured_within(&oref, RECHECK_BEFORE_RUN)
+    {
+        ctx.forget_ensured(&oref);
+        return Ok(Action::requeue(Duration::from_millis(1)));
+    }
     // Status may run ahead of AWS (an action that failed is re-issued by the next decision),
     // so the decision is recorded even when executing it fails.
     let executed = crate::aws::cycle::execute(&aws, &names, &decision.actions).await;
