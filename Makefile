@@ -32,6 +32,7 @@ bench: tools
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) bench --workspace --bench drain
 	$(CARGO) bench --workspace --bench cost
+	$(CARGO) bench --workspace --bench latency
 	$(CARGO) bench --workspace --bench fleet
 
 crd:

@@ -47,6 +47,7 @@ use model::{Bill, Timings};
 use policies::{Lambda, Operator, simulate};
 use report::{SettingRow, TraceResult};
 use std::time::Instant;
+use testbed::env_number;
 use traces::Trace;
 use worker::{Behaviour, Termination};
 
@@ -235,16 +236,6 @@ fn behaviour_of(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Behaviour> {
         var("WORKER_EMPTY_RECEIVES")?.parse()?,
         termination,
     ))
-}
-
-fn env_number(name: &str, default: i64) -> Result<i64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a whole number")),
-        Err(_) => Ok(default),
-    }
 }
 
 fn print_report(

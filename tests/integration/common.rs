@@ -6,7 +6,6 @@ use ecs_worker_operator::api::EcsSelfTerminatingWorker;
 use ecs_worker_operator::aws::ClientFactory;
 use ecs_worker_operator::controller::{self, Config, Context};
 use ecs_worker_operator::metrics::Metrics;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, CustomResourceExt};
 use std::sync::Arc;
@@ -25,22 +24,7 @@ pub struct Harness {
 }
 
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = EcsSelfTerminatingWorker::crd();
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(
-        &name,
-        &PatchParams::apply("tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    let established = kube::runtime::wait::await_condition(
-        crds,
-        &name,
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established).await??;
-    Ok(())
+    testbed::crd::install(client, &EcsSelfTerminatingWorker::crd()).await
 }
 
 impl Harness {

@@ -6,6 +6,7 @@
 //! [`Agent::end_task`] stops a task with a container exit code (moto extension call).
 
 use aws_sdk_autoscaling::Client as AutoScaling;
+use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_ecs::Client as Ecs;
 use aws_sdk_ecs::types::{ContainerStateChange, Task};
 use std::collections::BTreeSet;
@@ -36,21 +37,39 @@ impl Agent {
         }
     }
 
-    /// InService instance ids of the group (empty when the group does not exist).
-    pub async fn group_instances(&self) -> anyhow::Result<BTreeSet<String>> {
+    /// The group, when it exists.
+    async fn describe_group(&self) -> anyhow::Result<Option<AutoScalingGroup>> {
         let out = self
             .autoscaling
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(&self.group)
             .send()
             .await?;
-        Ok(out
-            .auto_scaling_groups()
+        Ok(out.auto_scaling_groups().first().cloned())
+    }
+
+    /// InService instance ids of the group (empty when the group does not exist).
+    pub async fn group_instances(&self) -> anyhow::Result<BTreeSet<String>> {
+        Ok(self
+            .describe_group()
+            .await?
             .iter()
             .flat_map(|g| g.instances())
             .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
             .filter_map(|i| i.instance_id().map(str::to_string))
             .collect())
+    }
+
+    /// The group's desired capacity and its number of instances, whatever their state.
+    pub async fn capacity(&self) -> anyhow::Result<(i32, usize)> {
+        let group = self
+            .describe_group()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("group {} not found", self.group))?;
+        Ok((
+            group.desired_capacity().unwrap_or(-1),
+            group.instances().len(),
+        ))
     }
 
     /// Registered container instances (ACTIVE and DRAINING) of the cluster.

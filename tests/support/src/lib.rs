@@ -10,13 +10,17 @@
 //! - [`proxy`]: a fault-injecting proxy in front of moto (throttling errors in each AWS
 //!   protocol's shape, HTTP 500s, connection resets, latency; seeded, so a run replays) that
 //!   records every AWS call.
+//! - [`crd`]: installs a CustomResourceDefinition and waits until it is served.
+//! - [`operator`]: the operator binary's command line against these components.
 //!
 //! Every process started here is killed when the test binary exits (normally, by panic, or by
 //! signal: children get `PR_SET_PDEATHSIG`), and temporary directories are removed.
 
 pub mod agent;
 pub mod control_plane;
+pub mod crd;
 pub mod moto;
+pub mod operator;
 pub mod process;
 pub mod proxy;
 
@@ -39,6 +43,17 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a loopback port")
+}
+
+/// The whole number in environment variable `name`, or `default` when it is not set.
+pub fn env_number(name: &str, default: i64) -> anyhow::Result<i64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
 }
 
 /// Runs a `hack/` script and returns the last line it printed (the path it reports).
