@@ -161,11 +161,13 @@ async fn run() -> Result<()> {
                 .await
                 .with_context(|| format!("cycle {} ({start:?})", i + 1))?;
             eprintln!(
-                "{:>5.1} s: cycle {:>2} {:<7} scale-up {:>6.3} s, RunTask {:>6.3} s, {} {:>6.3} s",
+                "{:>5.1} s: cycle {:>2} {:<7} scale-up {:>6.3} s ({} calls), RunTask {:>6.3} s, \
+                 {} {:>6.3} s",
                 started.elapsed().as_secs_f64(),
                 i + 1,
                 format!("{start:?}"),
                 sample.scale_up.latency.as_secs_f64(),
+                sample.scale_up.calls,
                 sample.run_task.latency.as_secs_f64(),
                 sample.scale_down_call,
                 sample.scale_down.latency.as_secs_f64()
