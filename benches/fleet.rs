@@ -15,8 +15,8 @@
 //!   moto: how many of the ticks due ran a pass (each pass reads the queue depth once), the
 //!   reads and writes per pass, and the calls by operation.
 //!
-//! The operator's full check of every owned resource runs hourly by default (and before each
-//! run), so a default window holds none; a shorter `--drift-interval-seconds` would show its
+//! The operator's full check of every owned resource runs hourly by default (and as each
+//! run starts), so a default window holds none; a shorter `--drift-interval-seconds` would show its
 //! reads here, by operation.
 
 use anyhow::{Context, Result, ensure};

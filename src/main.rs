@@ -60,7 +60,7 @@ struct RunArgs {
     #[arg(long, requires = "aws_endpoint")]
     emulator_credentials: bool,
     /// Re-check every owned AWS resource at least this often (seconds) while nothing changes.
-    /// A full check also runs before every run starts, and a missing queue or group is noticed
+    /// A full check also runs as every run starts, and a missing queue or group is noticed
     /// at the next tick.
     #[arg(long, env = "DRIFT_INTERVAL_SECONDS", default_value_t = 3600)]
     drift_interval_seconds: u64,

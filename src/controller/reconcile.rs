@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// A run starts only on resources fully checked at most this long ago.
+/// A run's first pass after its scale-up checks every resource unless that was done at most
+/// this long ago.
 const RECHECK_BEFORE_RUN: Duration = Duration::from_secs(60);
 
 /// Why a reconcile failed (retried with backoff by the error policy).
@@ -228,6 +229,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     let oref = ObjectRef::from(worker.as_ref());
     // 0. The echo of this controller's own status write: nothing is new before the requeue
     // the last pass asked for.
+    let began = std::time::Instant::now();
     let wake = ctx.wake(&oref, worker.resource_version().as_deref());
     if let Wake::Early(wait) = wake {
         return Ok(Action::requeue(wait));
@@ -348,14 +350,14 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         trigger: trigger.as_deref(),
         now: pass.now.0,
     });
-    // A run is about to start on resources last checked a while ago (the drift check is
-    // hourly): check them all first, in a pass that follows at once, and decide again there.
+    // A run starts on resources last checked a while ago (the drift check is hourly): the
+    // next pass, while the instances boot, checks them all, so the scale-up is not delayed
+    // and a launch template or role deleted out of band is back before an instance needs it.
     if decision.current_run.is_some()
         && pass.status.current_run.is_none()
         && !ctx.ensured_within(&oref, RECHECK_BEFORE_RUN)
     {
         ctx.forget_ensured(&oref);
-        return Ok(Action::requeue(Duration::from_millis(1)));
     }
     // Status may run ahead of AWS (an action that failed is re-issued by the next decision),
     // so the decision is recorded even when executing it fails.
@@ -418,8 +420,10 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         "provisioned; the run cycle follows the schedule",
     );
     let written = pass.save().await?;
-    ctx.settled(&oref, written, decision.requeue_after);
-    Ok(Action::requeue(decision.requeue_after))
+    // The decision's delay counts from the start of the pass; the requeue's from its end.
+    let requeue = decision.requeue_after.saturating_sub(began.elapsed());
+    ctx.settled(&oref, written, requeue);
+    Ok(Action::requeue(requeue))
 }
 
 /// Records an AWS failure as a condition and an Event; retryable ones go to the backoff.

@@ -22,8 +22,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Requeue delay while a run is in progress or capacity is up.
-pub const FAST_REQUEUE: Duration = Duration::from_secs(2);
+/// Requeue delay while a run is in progress or capacity is up: a join or a stopped task is
+/// acted on within this plus one pass.
+pub const FAST_REQUEUE: Duration = Duration::from_millis(1500);
 /// Shortest requeue delay of an idle worker.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// Longest requeue delay of an idle worker.
