@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, ListParams, PostParams};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::proxy::{Faults, Proxy};
 use testbed::{ControlPlane, Moto};
@@ -110,28 +110,6 @@ async fn ready_count(api: &Api<EcsSelfTerminatingWorker>) -> Result<usize> {
         .count())
 }
 
-fn operator_command(cp: &ControlPlane, aws: &str, log: &Path) -> Result<Command> {
-    let log = std::fs::File::create(log)?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-worker-operator"));
-    cmd.args([
-        "run",
-        "--namespace",
-        NS,
-        "--aws-endpoint",
-        aws,
-        "--emulator-credentials",
-    ])
-    .arg("--kubeconfig")
-    .arg(cp.kubeconfig_path())
-    .args([
-        "--metrics-addr",
-        &format!("127.0.0.1:{}", testbed::free_port()),
-    ])
-    .stdout(Stdio::from(log.try_clone()?))
-    .stderr(Stdio::from(log));
-    Ok(cmd)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     testbed::control_plane::install_crypto_provider();
@@ -155,8 +133,9 @@ async fn main() -> Result<()> {
     ensure!(out.status.success(), "creating the namespace failed");
 
     let log = cp.kubeconfig_path().with_file_name("fleet-operator.log");
-    let mut operator =
-        testbed::process::spawn("operator", operator_command(&cp, proxy.endpoint(), &log)?)?;
+    let binary = Path::new(env!("CARGO_BIN_EXE_ecs-worker-operator"));
+    let command = testbed::operator::command(binary, &cp, NS, proxy.endpoint(), &log)?;
+    let mut operator = testbed::process::spawn("operator", command)?;
     let pid = operator.pid();
 
     // Apply the fleet and wait until every worker is Ready.
