@@ -72,6 +72,13 @@ fn operator() -> Result<Operator> {
     Operator::new(crate::spec(None)?)
 }
 
+/// The same with `worker.adaptiveTail: false`.
+fn fixed_tail_operator() -> Result<Operator> {
+    let mut spec = crate::spec(None)?;
+    spec.worker.adaptive_tail = false;
+    Operator::new(spec)
+}
+
 fn ec2_bills_at_least_60_seconds() -> Result<()> {
     ensure!(billed(0) == 60 && billed(1) == 60 && billed(60) == 60);
     ensure!(billed(61) == 61 && billed(3_600) == 3_600);
@@ -265,19 +272,27 @@ fn one_message_timeline() -> Result<()> {
     // One message at 30 s with a 10 s handler; boot 60 s, task start 10 s.
     let t = trace(&[(30, 10)]);
     // Operator: tick at 60 scales up; the 2 s polls see the instance joined at 120 and run the
-    // task; the worker receives at 130, handles until 140, polls empty 140-160 and 160-180,
-    // then terminates its instance: up 60-180.
+    // task; the worker receives at 130 and handles until 140. The run is the worker's first, so
+    // RunTask gives it the short tail: one empty 5 s poll (140-145), then it terminates its
+    // instance: up 60-145.
     let mut op = operator()?;
     let ours = simulate(&t, TIMINGS, ours_default(), &mut op)?;
     ensure!(op.runs == 1, "{} runs recorded", op.runs);
     ensure!(
-        (ours.billed, ours.starts, ours.latencies.as_slice()) == (120, 1, &[100][..]),
+        (ours.billed, ours.starts, ours.latencies.as_slice()) == (85, 1, &[100][..]),
         "{ours:?}"
     );
     let b = ours.breakdown;
     ensure!(
-        (b.start, b.awaiting_task, b.busy, b.idle, b.tail) == (70, 0, 10, 0, 40),
+        (b.start, b.awaiting_task, b.busy, b.idle, b.tail) == (70, 0, 10, 0, 5),
         "{b:?}"
+    );
+    // With `adaptiveTail: false` the task definition's tail applies: empty polls 140-160 and
+    // 160-180: up 60-180.
+    let fixed = simulate(&t, TIMINGS, ours_default(), &mut fixed_tail_operator()?)?;
+    ensure!(
+        (fixed.billed, fixed.breakdown.tail) == (120, 40),
+        "{fixed:?}"
     );
     // Original: tick at 60 scales up; checks at 70 ... 120 see the instance at 120; the worker
     // handles 130-140, its next receive is empty and it sets the group to 0: up 60-140.
@@ -288,17 +303,26 @@ fn one_message_timeline() -> Result<()> {
     );
     // The limit: 70 s of start plus the handler.
     ensure!(limit(&t.messages, 70).billed == 80);
-    // A second message during the first empty poll (140-160) is received at once, on the same
-    // instance; two empty polls after it (160-200) end the worker: up 60-200.
-    let two = simulate(
-        &trace(&[(30, 10), (150, 10)]),
-        TIMINGS,
-        ours_default(),
-        &mut operator()?,
-    )?;
+    // A second message at 150. With the fixed tail it comes during the first empty poll
+    // (140-160) and is received at once on the same instance; two empty polls after it
+    // (160-200) end the worker: up 60-200.
+    let two = trace(&[(30, 10), (150, 10)]);
+    let fixed = simulate(&two, TIMINGS, ours_default(), &mut fixed_tail_operator()?)?;
     ensure!(
-        (two.billed, two.starts, two.latencies.as_slice()) == (140, 1, &[100, 0][..]),
-        "{two:?}"
+        (fixed.billed, fixed.starts, fixed.latencies.as_slice()) == (140, 1, &[100, 0][..]),
+        "{fixed:?}"
+    );
+    // With the short tail the first instance is gone at 145 (85 s), so the tick at 180 starts
+    // another; that run follows the first by 35 s and keeps the configured tail: joined at
+    // 240, handles 250-260, empty polls 260-300: up 180-300 (120 s).
+    let adaptive = simulate(&two, TIMINGS, ours_default(), &mut operator()?)?;
+    ensure!(
+        (
+            adaptive.billed,
+            adaptive.starts,
+            adaptive.latencies.as_slice()
+        ) == (205, 2, &[100, 100][..]),
+        "{adaptive:?}"
     );
     Ok(())
 }

@@ -23,6 +23,7 @@ use ecs_worker_operator::plan::cycle::{
     Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState, Lifecycle,
     Observed, TaskState,
 };
+use ecs_worker_operator::plan::desired::tail_environment;
 use jiff::Timestamp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -176,11 +177,14 @@ struct Task {
     running_at: i64,
     stopped_at: Option<i64>,
     exit_code: Option<i32>,
+    /// How its worker behaves: the account's, or as RunTask's override says.
+    behaviour: Behaviour,
     /// The worker process, once the task runs.
     worker: Option<Worker>,
 }
 
-/// The simulated account, serving one trace with one worker behaviour.
+/// The simulated account, serving one trace with one worker behaviour (whose tail RunTask may
+/// override).
 ///
 /// Every instance and task ever started is kept for the bill; the live instances, the active
 /// tasks and the tasks of each run id are indexed so that a step costs the same on day 1 and
@@ -257,7 +261,7 @@ impl<'a> World<'a> {
             let instance = &mut self.instances[task.instance];
             let worker = task.worker.get_or_insert_with(|| {
                 instance.worker_started = Some(now);
-                Worker::start(self.behaviour, now)
+                Worker::start(task.behaviour, now)
             });
             self.did.clear();
             worker.wake(now, &mut self.queue, self.messages, &mut self.did);
@@ -399,10 +403,18 @@ impl<'a> World<'a> {
                 self.desired = (self.desired - 1).max(0);
                 Ok(())
             }
-            Action::RunTasks { run_id, count } => {
+            Action::RunTasks {
+                run_id,
+                count,
+                tail,
+            } => {
                 // The run id is RunTask's client token: a repeated call starts nothing new.
                 if !self.runs.contains_key(run_id) {
-                    self.run_tasks(now, Some(run_id), *count);
+                    let behaviour = match tail {
+                        Some(tail) => self.behaviour.overridden(&tail_environment(*tail))?,
+                        None => self.behaviour,
+                    };
+                    self.place_tasks(now, Some(run_id), *count, behaviour);
                 }
                 Ok(())
             }
@@ -443,8 +455,20 @@ impl<'a> World<'a> {
         Ok(())
     }
 
-    /// RunTask of `count` tasks: each goes to a free joined instance; the rest fail to place.
+    /// RunTask of `count` tasks without overrides: each goes to a free joined instance; the
+    /// rest fail to place.
     pub fn run_tasks(&mut self, now: i64, started_by: Option<&str>, count: i32) {
+        self.place_tasks(now, started_by, count, self.behaviour);
+    }
+
+    /// RunTask of `count` tasks whose workers behave as `behaviour`.
+    fn place_tasks(
+        &mut self,
+        now: i64,
+        started_by: Option<&str>,
+        count: i32,
+        behaviour: Behaviour,
+    ) {
         let free: Vec<usize> = self
             .live
             .iter()
@@ -463,6 +487,7 @@ impl<'a> World<'a> {
                 running_at: now + self.timings.task_start,
                 stopped_at: None,
                 exit_code: None,
+                behaviour,
                 worker: None,
             });
             self.active.push(t);
@@ -529,7 +554,7 @@ impl<'a> World<'a> {
     fn end_worker(&mut self, now: i64, t: usize) -> Result<()> {
         self.stop_task(now, t, Some(0));
         let instance = self.tasks[t].instance;
-        match self.behaviour.termination {
+        match self.tasks[t].behaviour.termination {
             Termination::OwnInstance => {
                 self.terminate(now, instance)?;
                 self.desired = (self.desired - 1).max(0);

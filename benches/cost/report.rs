@@ -105,7 +105,7 @@ pub fn breakdown_table(results: &[TraceResult]) -> String {
 pub struct SettingRow {
     pub wait: i64,
     pub empty_receives: u32,
-    /// "defaults", "tuned row" or empty.
+    /// "defaults" or empty.
     pub note: &'static str,
     pub cells: Vec<(f64, f64)>,
 }

@@ -12,6 +12,7 @@
 
 use crate::model::Queue;
 use crate::traces::Message;
+use anyhow::{Result, bail, ensure};
 
 /// What the worker does to its capacity when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,24 @@ impl Behaviour {
             confirms_with_depth: true,
             termination,
         }
+    }
+
+    /// This behaviour with the environment of a RunTask override applied, read as the worker
+    /// reads `WORKER_EMPTY_RECEIVES` and `WORKER_WAIT_SECONDS`.
+    pub fn overridden(self, environment: &[(String, String)]) -> Result<Behaviour> {
+        let mut b = self;
+        for (name, value) in environment {
+            match name.as_str() {
+                "WORKER_EMPTY_RECEIVES" => b.empty_receives = value.parse()?,
+                "WORKER_WAIT_SECONDS" => b.wait = value.parse()?,
+                other => bail!("the worker model does not read {other}"),
+            }
+        }
+        ensure!(
+            b.empty_receives >= 1 && (1..=20).contains(&b.wait),
+            "the worker refuses {environment:?}"
+        );
+        Ok(b)
     }
 
     /// The original's worker.

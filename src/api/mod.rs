@@ -235,9 +235,10 @@ pub struct QueueSpec {
     #[serde(default = "default_retention")]
     #[schemars(range(min = 60, max = 1_209_600))]
     pub message_retention_seconds: i32,
-    /// Long-poll wait of the worker's receives, in seconds.
+    /// Long-poll wait of the worker's receives, in seconds (at least 1: the worker never
+    /// short-polls, which can come back empty while messages remain).
     #[serde(default = "default_wait")]
-    #[schemars(range(min = 0, max = 20))]
+    #[schemars(range(min = 1, max = 20))]
     pub receive_wait_time_seconds: i32,
     /// Dead-letter queue for messages that keep failing.
     #[serde(default)]
@@ -349,6 +350,14 @@ pub struct WorkerSettings {
     #[serde(default = "default_empty_receives")]
     #[schemars(range(min = 1, max = 100))]
     pub empty_receives: i32,
+    /// Shorten the tail of a run that follows a long idle spell: when a run starts more than
+    /// 10 minutes after the previous one ended (or is the first), its workers exit after one
+    /// empty receive of at most 5 s instead of `emptyReceives` long polls of
+    /// `queue.receiveWaitTimeSeconds`. Work that comes rarely then does not pay the whole tail
+    /// on every start, and work that keeps coming keeps the configured tail. `false`: every run
+    /// uses the configured tail.
+    #[serde(default = "default_true")]
+    pub adaptive_tail: bool,
     /// How the worker removes capacity when done.
     #[serde(default)]
     pub termination: TerminationMode,
@@ -367,6 +376,7 @@ impl Default for WorkerSettings {
             handler: None,
             concurrency: default_concurrency(),
             empty_receives: default_empty_receives(),
+            adaptive_tail: true,
             termination: TerminationMode::default(),
         }
     }

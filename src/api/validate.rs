@@ -84,9 +84,9 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
         ),
         (
             "queue.receiveWaitTimeSeconds",
-            "between 0 and 20",
+            "between 1 and 20",
             spec.queue.receive_wait_time_seconds.into(),
-            0,
+            1,
             20,
         ),
         (

@@ -13,7 +13,8 @@ use crate::plan::cycle::{
     Action, ContainerInstanceState, ContainerInstanceStatus, GroupState, Observed, TaskState,
     idle_view_suffices,
 };
-use crate::plan::desired::Names;
+use crate::plan::desired::{self, Names};
+use aws_sdk_ecs::types::{ContainerOverride, KeyValuePair, TaskOverride};
 use aws_sdk_sqs::types::QueueAttributeName;
 
 /// Observes queue, group, container instances and tasks. `scheduled`: this pass is the
@@ -218,10 +219,31 @@ pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Res
                     Err(e) => return Err(e),
                 }
             }
-            Action::RunTasks { run_id, count } => {
+            Action::RunTasks {
+                run_id,
+                count,
+                tail,
+            } => {
+                let overrides = tail.map(|tail| {
+                    let environment =
+                        desired::tail_environment(tail)
+                            .into_iter()
+                            .map(|(name, value)| {
+                                KeyValuePair::builder().name(name).value(value).build()
+                            });
+                    TaskOverride::builder()
+                        .container_overrides(
+                            ContainerOverride::builder()
+                                .name(desired::CONTAINER_NAME)
+                                .set_environment(Some(environment.collect()))
+                                .build(),
+                        )
+                        .build()
+                });
                 let out = aws
                     .ecs
                     .run_task()
+                    .set_overrides(overrides)
                     .cluster(&names.cluster)
                     .task_definition(&names.task_family)
                     .count(*count)

@@ -33,6 +33,12 @@ pub const MAX_REQUEUE: Duration = Duration::from_secs(300);
 /// (with the same client token, so nothing is started twice); also how long an instance may
 /// stay without a task once a run's tasks started.
 pub const RUN_TASK_GRACE: SignedDuration = SignedDuration::from_secs(15);
+/// Idle time before a run after which its workers get the [short tail](Tail::SHORT)
+/// (`worker.adaptiveTail`). Keeping an instance up for work that might come costs its length;
+/// a start costs about 70 s (boot and task start). With the previous message this long ago, the
+/// chance of one within a 40 s tail is about 6%: the tail would cost about nine times what it
+/// saves.
+pub const IDLE_BEFORE_SHORT_TAIL: SignedDuration = SignedDuration::from_mins(10);
 
 /// What the AWS layer saw of the worker's queue, Auto Scaling group and ECS cluster.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -197,8 +203,63 @@ pub enum Action {
     SetDesiredCapacity(i32),
     /// `TerminateInstanceInAutoScalingGroup` with `ShouldDecrementDesiredCapacity=true`.
     TerminateInstance { instance_id: String },
-    /// `RunTask` of `count` worker tasks with `startedBy` and `clientToken` set to `run_id`.
-    RunTasks { run_id: String, count: i32 },
+    /// `RunTask` of `count` worker tasks with `startedBy` and `clientToken` set to `run_id`;
+    /// with a `tail`, the worker container's environment overrides the task definition's.
+    RunTasks {
+        run_id: String,
+        count: i32,
+        tail: Option<Tail>,
+    },
+}
+
+/// How long a run's workers keep polling once the queue looks empty: `empty_receives`
+/// consecutive empty long polls of `wait_seconds` (`WORKER_EMPTY_RECEIVES`,
+/// `WORKER_WAIT_SECONDS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tail {
+    pub empty_receives: i32,
+    pub wait_seconds: i32,
+}
+
+impl Tail {
+    /// The tail of a run after a long idle spell: one empty receive of at most 5 s.
+    pub const SHORT: Tail = Tail {
+        empty_receives: 1,
+        wait_seconds: 5,
+    };
+
+    /// The tail the task definition gives every run.
+    pub fn configured(spec: &EcsSelfTerminatingWorkerSpec) -> Tail {
+        Tail {
+            empty_receives: spec.worker.empty_receives,
+            wait_seconds: spec.queue.receive_wait_time_seconds,
+        }
+    }
+
+    /// Seconds of empty polling before the worker exits.
+    pub fn seconds(self) -> i64 {
+        i64::from(self.empty_receives) * i64::from(self.wait_seconds)
+    }
+}
+
+/// The tail a run's workers get when it is not the task definition's: the [short
+/// tail](Tail::SHORT) when `worker.adaptiveTail` is on, the run is the worker's first or
+/// started [`IDLE_BEFORE_SHORT_TAIL`] or more after the previous run ended, and the configured
+/// tail is longer. Depends only on the status, so a RunTask issued again asks for the same.
+pub fn run_tail(
+    spec: &EcsSelfTerminatingWorkerSpec,
+    last_run: Option<&RunRecord>,
+    scale_up_at: Timestamp,
+) -> Option<Tail> {
+    let idle_long = last_run
+        .is_none_or(|last| scale_up_at.duration_since(last.stopped_at.0) >= IDLE_BEFORE_SHORT_TAIL);
+    let configured = Tail::configured(spec);
+    let short = Tail {
+        wait_seconds: Tail::SHORT.wait_seconds.min(configured.wait_seconds),
+        ..Tail::SHORT
+    };
+    (spec.worker.adaptive_tail && idle_long && short.seconds() < configured.seconds())
+        .then_some(short)
 }
 
 /// A Kubernetes Event to record on the worker.
@@ -307,7 +368,10 @@ pub struct Decision {
 ///
 /// **Phase**: ScalingUp while a run waits for instances, Running once its tasks started;
 /// otherwise Suspended when suspended, ScalingDown while instances remain, else Idle.
-/// **Requeue**: 2 s while a run is in progress or anything is up, else at the next tick
+/// **Tail**: a run that follows a long idle spell tells its workers to exit after a short
+/// tail ([`run_tail`]).
+///
+/// **Requeue**: 1.5 s while a run is in progress or anything is up, else at the next tick
 /// (between 1 s and 5 min).
 pub fn decide(input: &Input) -> Decision {
     let mut cycle = Cycle::new(input);
@@ -500,6 +564,14 @@ impl<'a> Cycle<'a> {
         !self.tasks_of(run_id).is_empty()
     }
 
+    fn tail(&self, run: &RunStatus) -> Option<Tail> {
+        run_tail(
+            self.spec(),
+            self.input.status.last_run.as_ref(),
+            run.scale_up_at.0,
+        )
+    }
+
     fn act(&mut self, action: Action) {
         self.out.actions.push(action);
     }
@@ -670,6 +742,7 @@ impl<'a> Cycle<'a> {
                 self.act(Action::RunTasks {
                     run_id: run.id.clone(),
                     count,
+                    tail: self.tail(&run),
                 });
             }
             self.out.current_run = Some(run);
@@ -728,9 +801,11 @@ impl<'a> Cycle<'a> {
     fn start_tasks(&mut self, mut run: RunStatus, count: i32, waited: SignedDuration) {
         run.instances = count;
         run.tasks_started_at = Some(Time(self.now()));
+        let tail = self.tail(&run);
         self.act(Action::RunTasks {
             run_id: run.id.clone(),
             count,
+            tail,
         });
         self.normal(
             event::INSTANCE_JOINED,
@@ -739,9 +814,16 @@ impl<'a> Cycle<'a> {
                 waited.as_secs()
             ),
         );
+        let tail = match tail {
+            Some(t) => format!(
+                " with the short tail of a run after an idle spell: they exit after {} empty receive(s) of {}s",
+                t.empty_receives, t.wait_seconds
+            ),
+            None => String::new(),
+        };
         self.normal(
             event::TASK_STARTED,
-            format!("run {}: starting {count} worker task(s)", run.id),
+            format!("run {}: starting {count} worker task(s){tail}", run.id),
         );
         self.out.current_run = Some(run);
     }
@@ -1107,10 +1189,12 @@ mod tests {
         }
     }
 
+    /// RunTask of a worker's first run, which gets the short tail.
     fn run_tasks(run_id: &str, count: i32) -> Action {
         Action::RunTasks {
             run_id: run_id.into(),
             count,
+            tail: Some(Tail::SHORT),
         }
     }
 
@@ -1645,6 +1729,98 @@ mod tests {
         assert!(none.actions.is_empty());
     }
 
+    // ---- tail ----
+
+    /// A finished run that stopped at `stopped_at`.
+    fn finished(stopped_at: i64) -> RunRecord {
+        RunRecord {
+            id: format!("run-{}", stopped_at - 200),
+            outcome: RunOutcome::Succeeded,
+            scale_up_at: time(stopped_at - 200),
+            started_at: Some(time(stopped_at - 120)),
+            stopped_at: time(stopped_at),
+            instances: 1,
+            exit_code: Some(0),
+            stop_reason: None,
+            messages_before: 3,
+            messages_after: Some(0),
+        }
+    }
+
+    fn tail_of(d: &Decision) -> Option<Tail> {
+        match d.actions.as_slice() {
+            [Action::RunTasks { tail, .. }] => *tail,
+            other => panic!("expected one RunTasks, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_after_a_long_idle_spell_gets_the_short_tail_and_says_so() {
+        let scaled_up = NOW - 60;
+        let base = case().with_run(run(scaled_up, 1)).desired(1).joined("i-1");
+        let first = base.clone().decide();
+        assert_eq!(tail_of(&first), Some(Tail::SHORT));
+        assert!(
+            first.events[1].message.contains("1 empty receive(s) of 5s"),
+            "{:?}",
+            first.events
+        );
+        let after_idle = base
+            .clone()
+            .status(|s| s.last_run = Some(finished(scaled_up - 600)))
+            .decide();
+        assert_eq!(tail_of(&after_idle), Some(Tail::SHORT));
+        let soon_after = base
+            .clone()
+            .status(|s| s.last_run = Some(finished(scaled_up - 599)))
+            .decide();
+        assert_eq!(tail_of(&soon_after), None);
+        assert!(!soon_after.events[1].message.contains("empty receive"));
+        let off = base.spec(|s| s.worker.adaptive_tail = false).decide();
+        assert_eq!(tail_of(&off), None);
+    }
+
+    #[test]
+    fn the_short_tail_never_lengthens_the_configured_one() {
+        let spec_with = |wait: i32, empty: i32| {
+            let mut spec = base_spec();
+            spec.queue.receive_wait_time_seconds = wait;
+            spec.worker.empty_receives = empty;
+            spec
+        };
+        let tail = |wait, empty| run_tail(&spec_with(wait, empty), None, at(NOW));
+        assert_eq!(tail(20, 2), Some(Tail::SHORT));
+        assert_eq!(tail(5, 2), Some(Tail::SHORT));
+        assert_eq!(
+            tail(3, 4),
+            Some(Tail {
+                empty_receives: 1,
+                wait_seconds: 3
+            })
+        );
+        assert_eq!(tail(5, 1), None, "already as short");
+        assert_eq!(tail(1, 1), None);
+        assert_eq!(Tail::configured(&spec_with(20, 2)).seconds(), 40);
+    }
+
+    #[test]
+    fn a_repeated_run_task_asks_for_the_same_tail() {
+        let id = format!("run-{}", NOW - 60);
+        let d = case()
+            .with_run(started(run(NOW - 60, 1), NOW - 15))
+            .desired(1)
+            .joined("i-1")
+            .decide();
+        assert_eq!(d.actions, vec![run_tasks(&id, 1)]);
+        let recent = case()
+            .status(|s| s.last_run = Some(finished(NOW - 120)))
+            .with_run(started(run(NOW - 60, 1), NOW - 15))
+            .desired(1)
+            .joined("i-1")
+            .decide();
+        assert_eq!(tail_of(&recent), None);
+    }
+
     #[test]
     fn no_task_long_after_run_task_fails_the_run() {
         let d = case()
@@ -2097,7 +2273,7 @@ mod tests {
                     Action::SetDesiredCapacity(n) => self.obs.group.desired_capacity = *n,
                     Action::TerminateInstance { instance_id } => self.terminate(instance_id),
                     Action::RunTasks { .. } if self.run_task_fails => {}
-                    Action::RunTasks { run_id, count } => {
+                    Action::RunTasks { run_id, count, .. } => {
                         if self
                             .obs
                             .tasks
@@ -2541,7 +2717,7 @@ mod tests {
             let mut terminated = BTreeSet::new();
             for action in &d.actions {
                 match action {
-                    Action::RunTasks { run_id, count } => {
+                    Action::RunTasks { run_id, count, .. } => {
                         runs += 1;
                         prop_assert!(*count >= 1 && usize::try_from(*count).expect("n") <= joined, "RunTasks {} with {} joined", count, joined);
                         prop_assert!(*count <= max);

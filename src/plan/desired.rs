@@ -4,6 +4,7 @@
 //! AWS layer can tell "unchanged" from "needs a new revision" without guessing.
 
 use crate::api::{AmiFamily, EcsSelfTerminatingWorkerSpec, TerminationMode};
+use crate::plan::cycle::Tail;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -226,6 +227,21 @@ pub struct TaskInputs<'a> {
     pub execution_role_arn: &'a str,
 }
 
+/// The worker's environment for a tail: set by the task definition for every run, and by
+/// RunTask's container override for a run with a tail of its own.
+pub fn tail_environment(tail: Tail) -> [(String, String); 2] {
+    [
+        (
+            "WORKER_EMPTY_RECEIVES".to_string(),
+            tail.empty_receives.to_string(),
+        ),
+        (
+            "WORKER_WAIT_SECONDS".to_string(),
+            tail.wait_seconds.to_string(),
+        ),
+    ]
+}
+
 /// The task definition for a spec. The environment tells the worker its queue, cluster and
 /// group (see worker/README.md); no credential is ever part of it.
 pub fn task_definition(
@@ -238,6 +254,7 @@ pub fn task_definition(
         TerminationMode::Group => "group",
         TerminationMode::None => "none",
     };
+    let [empty_receives, wait_seconds] = tail_environment(Tail::configured(spec));
     let mut environment = vec![
         ("AWS_REGION".to_string(), spec.region.clone()),
         ("AWS_DEFAULT_REGION".to_string(), spec.region.clone()),
@@ -248,14 +265,8 @@ pub fn task_definition(
             inputs.names.auto_scaling_group.clone(),
         ),
         ("WORKER_CONCURRENCY".to_string(), w.concurrency.to_string()),
-        (
-            "WORKER_EMPTY_RECEIVES".to_string(),
-            w.empty_receives.to_string(),
-        ),
-        (
-            "WORKER_WAIT_SECONDS".to_string(),
-            spec.queue.receive_wait_time_seconds.to_string(),
-        ),
+        empty_receives,
+        wait_seconds,
         ("WORKER_TERMINATION".to_string(), termination.to_string()),
     ];
     if let Some(handler) = &w.handler {

@@ -401,6 +401,16 @@ fn admission_cases() -> Vec<Case> {
             "spec.queue.receiveWaitTimeSeconds",
         ),
         refused(
+            "a-short-poll",
+            json!({ "queue": { "receiveWaitTimeSeconds": 0 } }),
+            "spec.queue.receiveWaitTimeSeconds",
+        ),
+        refused(
+            "an-adaptive-tail-string",
+            json!({ "worker": { "adaptiveTail": "yes" } }),
+            "spec.worker.adaptiveTail",
+        ),
+        refused(
             "a-max-receive-count-0",
             json!({ "queue": { "deadLetter": { "maxReceiveCount": 0 } } }),
             "spec.queue.deadLetter.maxReceiveCount",

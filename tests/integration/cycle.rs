@@ -3,7 +3,7 @@
 
 use crate::common::{Harness, trigger, worker_binary, worker_yaml};
 use ecs_worker_operator::api::{Phase, RunOutcome};
-use ecs_worker_operator::plan::desired::Names;
+use ecs_worker_operator::plan::desired::{self, Names};
 use std::time::Duration;
 use testbed::agent::{Agent, Play, Player};
 
@@ -54,6 +54,35 @@ fn run_calls(h: &Harness) -> u64 {
         .sum()
 }
 
+/// Applies worker `name` with `spec`, waits until it is Ready and returns its queue URL and
+/// AWS names.
+async fn ready(h: &Harness, name: &str, spec: &str) -> anyhow::Result<(String, Names)> {
+    h.apply_yaml(&worker_yaml(name, spec)).await?;
+    let w = h.wait_ready(name).await?;
+    let url = w
+        .status
+        .and_then(|s| s.resources.queue_url)
+        .unwrap_or_default();
+    Ok((url, Names::new(&h.ns, name)))
+}
+
+/// Plays the ECS agent of a worker, running the real worker binary for each task with the
+/// task's environment plus `extra_env`.
+fn real_worker(
+    h: &Harness,
+    names: &Names,
+    extra_env: Vec<(String, String)>,
+) -> anyhow::Result<Player> {
+    Ok(Player::start(
+        Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group),
+        Play::RealWorker {
+            binary: worker_binary()?,
+            endpoint: h.moto.endpoint().into(),
+            extra_env,
+        },
+    ))
+}
+
 const FAST_WORKER: &str = "queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\nworker:\n  emptyReceives: 1";
 
 #[tokio::test]
@@ -67,24 +96,9 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     );
     let spec =
         format!("queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n{handler}");
-    h.apply_yaml(&worker_yaml("full", &spec)).await?;
-    let w = h.wait_ready("full").await?;
-    let url = w
-        .status
-        .as_ref()
-        .and_then(|s| s.resources.queue_url.clone())
-        .unwrap_or_default();
-    let names = Names::new(&h.ns, "full");
+    let (url, names) = ready(&h, "full", &spec).await?;
     send(&h, &url, 20).await?;
-    let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
-    let player = Player::start(
-        agent,
-        Play::RealWorker {
-            binary: worker_binary()?,
-            endpoint: h.moto.endpoint().into(),
-            extra_env: vec![],
-        },
-    );
+    let player = real_worker(&h, &names, vec![])?;
     trigger(&h.api, "full", "1").await?;
 
     let w = h
@@ -141,6 +155,83 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     Ok(())
 }
 
+/// The environment RunTask's override gave the worker container of each task, oldest first.
+async fn tail_overrides(h: &Harness, names: &Names) -> anyhow::Result<Vec<Vec<(String, String)>>> {
+    let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
+    let mut tasks = agent.tasks("STOPPED").await?;
+    // Run ids are `run-<unix seconds of the scale-up>`.
+    tasks.sort_by_key(|t| t.started_by().map(str::to_string));
+    Ok(tasks
+        .iter()
+        .map(|t| {
+            t.overrides()
+                .into_iter()
+                .flat_map(|o| o.container_overrides())
+                .filter(|o| o.name() == Some(desired::CONTAINER_NAME))
+                .flat_map(|o| o.environment())
+                .map(|kv| {
+                    (
+                        kv.name().unwrap_or_default().to_string(),
+                        kv.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn a_run_after_an_idle_spell_gets_the_short_tail_and_the_next_keeps_the_configured_one()
+-> anyhow::Result<()> {
+    let mut h = Harness::new("tail").await?;
+    h.start_controller(Duration::from_secs(300));
+    let spec = "queue:\n  receiveWaitTimeSeconds: 3\n  visibilityTimeoutSeconds: 30\nworker:\n  emptyReceives: 2\n  handler: \"cat > /dev/null\"";
+    let (url, names) = ready(&h, "tail", spec).await?;
+    let player = real_worker(&h, &names, vec![])?;
+    let mut run_ids = Vec::new();
+    for round in ["1", "2"] {
+        send(&h, &url, 3).await?;
+        trigger(&h.api, "tail", round).await?;
+        let w = h
+            .wait_for("tail", Duration::from_secs(120), "a new run, ended", |w| {
+                w.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(Phase::Idle)
+                        && s.last_run
+                            .as_ref()
+                            .is_some_and(|r| !run_ids.contains(&r.id))
+                })
+            })
+            .await?;
+        let run = w.status.and_then(|s| s.last_run).expect("run");
+        assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
+        assert_eq!(run.messages_after, Some(0));
+        run_ids.push(run.id);
+    }
+    player.stop().await;
+
+    // The first run (nothing before it) told its worker to stop after one empty receive of
+    // 3 s (the short tail, no longer than the configured wait); the second, right after it,
+    // left the configured 2 x 3 s of the task definition alone.
+    let short = vec![
+        ("WORKER_EMPTY_RECEIVES".to_string(), "1".to_string()),
+        ("WORKER_WAIT_SECONDS".to_string(), "3".to_string()),
+    ];
+    assert_eq!(tail_overrides(&h, &names).await?, vec![short, vec![]]);
+    let started: Vec<String> = h
+        .events("tail")
+        .await?
+        .into_iter()
+        .filter(|e| e.1 == "TaskStarted")
+        .map(|e| e.2)
+        .collect();
+    // Events of one reason form a series that keeps the first note.
+    assert!(
+        started.iter().any(|m| m.contains("short tail")),
+        "{started:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<()> {
     let mut h = Harness::new("empty").await?;
@@ -184,17 +275,9 @@ async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<
 async fn instances_that_never_join_time_out_without_run_task() -> anyhow::Result<()> {
     let mut h = Harness::new("timeout").await?;
     h.start_controller(Duration::from_secs(300));
-    h.apply_yaml(&worker_yaml("late", "scaling:\n  joinTimeoutSeconds: 30"))
-        .await?;
-    let w = h.wait_ready("late").await?;
-    let url = w
-        .status
-        .as_ref()
-        .and_then(|s| s.resources.queue_url.clone())
-        .unwrap_or_default();
+    let (url, names) = ready(&h, "late", "scaling:\n  joinTimeoutSeconds: 30").await?;
     send(&h, &url, 1).await?;
     trigger(&h.api, "late", "go").await?;
-    let names = Names::new(&h.ns, "late");
     h.wait_for("late", Duration::from_secs(10), "scale-up", |w| {
         w.status.as_ref().and_then(|s| s.phase) == Some(Phase::ScalingUp)
     })
@@ -253,27 +336,16 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
         "",
         1,
     );
-    h.apply_yaml(&worker_yaml("failing", &spec)).await?;
-    let w = h.wait_ready("failing").await?;
-    let res = w
-        .status
-        .as_ref()
-        .map(|s| s.resources.clone())
-        .unwrap_or_default();
-    send(&h, res.queue_url.as_deref().unwrap_or_default(), 3).await?;
-    let names = Names::new(&h.ns, "failing");
-    let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
-    let player = Player::start(
-        agent,
-        Play::RealWorker {
-            binary: worker_binary()?,
-            endpoint: h.moto.endpoint().into(),
-            extra_env: vec![
-                ("WORKER_RETRY_BACKOFF".into(), "1".into()),
-                ("WORKER_RETRY_BACKOFF_MAX".into(), "1".into()),
-            ],
-        },
-    );
+    let (url, names) = ready(&h, "failing", &spec).await?;
+    send(&h, &url, 3).await?;
+    let player = real_worker(
+        &h,
+        &names,
+        vec![
+            ("WORKER_RETRY_BACKOFF".into(), "1".into()),
+            ("WORKER_RETRY_BACKOFF_MAX".into(), "1".into()),
+        ],
+    )?;
     trigger(&h.api, "failing", "1").await?;
     let w = h
         .wait_for("failing", Duration::from_secs(120), "a recorded run", |w| {
@@ -293,7 +365,12 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
     let sqs = aws_sdk_sqs::Client::new(&h.sdk);
     let dlq = sqs
         .get_queue_attributes()
-        .queue_url(res.dead_letter_queue_url.clone().unwrap_or_default())
+        .queue_url(
+            w.status
+                .as_ref()
+                .and_then(|s| s.resources.dead_letter_queue_url.clone())
+                .unwrap_or_default(),
+        )
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
         .send()
         .await?;
@@ -326,20 +403,9 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
 async fn controller_restarted_at_every_step_completes_one_run() -> anyhow::Result<()> {
     let mut h = Harness::new("restart").await?;
     h.start_controller(Duration::from_secs(300));
-    h.apply_yaml(&worker_yaml(
-        "phoenix",
-        &format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\""),
-    ))
-    .await?;
-    let w = h.wait_ready("phoenix").await?;
-    let url = w
-        .status
-        .as_ref()
-        .and_then(|s| s.resources.queue_url.clone())
-        .unwrap_or_default();
+    let spec = format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\"");
+    let (url, names) = ready(&h, "phoenix", &spec).await?;
     send(&h, &url, 5).await?;
-    let names = Names::new(&h.ns, "phoenix");
-    let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
     trigger(&h.api, "phoenix", "1").await?;
     // Kill the controller as soon as each phase is reached, then start a new one.
     h.wait_for("phoenix", Duration::from_secs(20), "ScalingUp", |w| {
@@ -347,14 +413,7 @@ async fn controller_restarted_at_every_step_completes_one_run() -> anyhow::Resul
     })
     .await?;
     h.stop_controller().await;
-    let player = Player::start(
-        agent,
-        Play::RealWorker {
-            binary: worker_binary()?,
-            endpoint: h.moto.endpoint().into(),
-            extra_env: vec![],
-        },
-    );
+    let player = real_worker(&h, &names, vec![])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.start_controller(Duration::from_secs(300));
     h.wait_for("phoenix", Duration::from_secs(30), "Running or done", |w| {

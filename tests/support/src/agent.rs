@@ -338,7 +338,20 @@ impl Agent {
                 .cloned();
             let mut cmd = tokio::process::Command::new(binary);
             cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
-            for kv in container.iter().flat_map(|c| c.environment()) {
+            // The definition's environment, then RunTask's override for the container on top,
+            // as ECS does.
+            let name = container.as_ref().and_then(|c| c.name());
+            let overrides = task
+                .overrides()
+                .into_iter()
+                .flat_map(|o| o.container_overrides())
+                .filter(|o| o.name() == name)
+                .flat_map(|o| o.environment());
+            for kv in container
+                .iter()
+                .flat_map(|c| c.environment())
+                .chain(overrides)
+            {
                 if let (Some(k), Some(v)) = (kv.name(), kv.value()) {
                     cmd.env(k, v);
                 }
