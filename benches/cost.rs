@@ -54,8 +54,7 @@ use worker::{Behaviour, Termination};
 /// The ratio to the limit the operator's policy is meant to stay within on every trace.
 const TARGET: f64 = 1.10;
 
-/// The worker settings compared in the settings table (the defaults are
-/// added when missing).
+/// The worker settings compared in the settings table (the defaults are added when missing).
 const SETTINGS: [(i64, u32); 8] = [
     (20, 2),
     (20, 1),
