@@ -211,21 +211,17 @@ fn behaviour_of(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Behaviour> {
         var("WORKER_CONCURRENCY")? == "1",
         "the worker model runs one handler at a time"
     );
-    let wait: i64 = var("WORKER_WAIT_SECONDS")?.parse()?;
-    ensure!(
-        (1..=20).contains(&wait),
-        "the worker refuses WORKER_WAIT_SECONDS={wait}"
-    );
     let termination = match var("WORKER_TERMINATION")? {
         "instance" => Termination::OwnInstance,
         "group" => Termination::GroupToZero,
         other => bail!("the model has no capacity step for WORKER_TERMINATION={other}"),
     };
-    Ok(Behaviour::ours(
-        wait,
-        var("WORKER_EMPTY_RECEIVES")?.parse()?,
-        termination,
-    ))
+    // The tail is read from the definition as from a RunTask override.
+    let tail = ["WORKER_EMPTY_RECEIVES", "WORKER_WAIT_SECONDS"]
+        .into_iter()
+        .map(|name| Ok((name.to_string(), var(name)?.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    Behaviour::ours(0, 0, termination).overridden(&tail)
 }
 
 fn print_report(

@@ -10,7 +10,7 @@ use super::error::{AwsError, ErrorKind, SdkResultExt};
 use super::groups::group_state;
 use crate::api::{EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, QueueDepth};
 use crate::plan::cycle::{
-    Action, ContainerInstanceState, ContainerInstanceStatus, GroupState, Observed, TaskState,
+    Action, ContainerInstanceState, ContainerInstanceStatus, GroupState, Observed, Tail, TaskState,
     idle_view_suffices,
 };
 use crate::plan::desired::{self, Names};
@@ -224,26 +224,10 @@ pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Res
                 count,
                 tail,
             } => {
-                let overrides = tail.map(|tail| {
-                    let environment =
-                        desired::tail_environment(tail)
-                            .into_iter()
-                            .map(|(name, value)| {
-                                KeyValuePair::builder().name(name).value(value).build()
-                            });
-                    TaskOverride::builder()
-                        .container_overrides(
-                            ContainerOverride::builder()
-                                .name(desired::CONTAINER_NAME)
-                                .set_environment(Some(environment.collect()))
-                                .build(),
-                        )
-                        .build()
-                });
                 let out = aws
                     .ecs
                     .run_task()
-                    .set_overrides(overrides)
+                    .set_overrides(tail.map(tail_override))
                     .cluster(&names.cluster)
                     .task_definition(&names.task_family)
                     .count(*count)
@@ -276,6 +260,21 @@ pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Res
         }
     }
     Ok(())
+}
+
+/// RunTask's override of the worker container's environment for a run's own tail.
+fn tail_override(tail: Tail) -> TaskOverride {
+    let environment = desired::tail_environment(tail)
+        .into_iter()
+        .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build());
+    TaskOverride::builder()
+        .container_overrides(
+            ContainerOverride::builder()
+                .name(desired::CONTAINER_NAME)
+                .set_environment(Some(environment.collect()))
+                .build(),
+        )
+        .build()
 }
 
 /// RunTask idempotency token: unique per worker and run, at most 64 characters.

@@ -7,8 +7,8 @@
 //! requeue delay).
 //!
 //! This module owns every rule of the cycle: when a run starts, how many instances it asks for,
-//! how long it waits for them, when the worker tasks start, when an instance is scaled in and how
-//! a finished run is recorded. It reads no clock and calls nothing: the AWS layer fills
+//! how long it waits for them, when the worker tasks start and how long they keep polling an
+//! empty queue, when an instance is scaled in and how a finished run is recorded. It reads no clock and calls nothing: the AWS layer fills
 //! [`Observed`] and executes the actions; the controller writes the status and the Events.
 
 use crate::api::conditions::{event, reason};
