@@ -15,9 +15,16 @@ Additions:
    MissingParameter), so a deletion interrupted after that call can finish when repeated.
 5. RemoveRoleFromInstanceProfile of a role the profile does not hold answers NoSuchEntity, as
    AWS does (stock moto fails with HTTP 500), for the same reason.
+6. IAM authorization as AWS evaluates it, once authentication is turned on (moto_iam.py): the
+   resource ARNs and condition keys of every call the project makes, recorded denials at
+   GET /moto-api/iam-ext/denials, and roles assumed the way ECS and EC2 assume them. AWS managed
+   policies are loaded (MOTO_IAM_LOAD_MANAGED_POLICIES) so roles can attach them.
 """
 
 import datetime
+import os
+
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
 from moto.ec2.exceptions import InvalidLaunchTemplateNameNotFoundError
 from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
@@ -28,6 +35,8 @@ from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.core.responses import ActionResult
 from moto.moto_api import state_manager
 from moto.server import main
+
+import moto_iam  # noqa: F401  (patches IAM authorization on import)
 
 _create_version = LaunchTemplate.create_version
 
