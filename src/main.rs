@@ -78,6 +78,29 @@ struct RunArgs {
     /// Name of this replica (the pod name); a random id when absent.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Identity of this Kubernetes cluster, written into every AWS resource's owner tag so
+    /// that operators of two clusters sharing an AWS account and region never adopt or delete
+    /// each other's resources. Defaults to the UID of the `kube-system` namespace.
+    #[arg(long, env = "CLUSTER_ID")]
+    cluster_id: Option<String>,
+}
+
+/// The cluster identity: given, or the `kube-system` namespace's UID (stable for the
+/// cluster's life, distinct between clusters).
+async fn cluster_id(client: &kube::Client, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(id) = given {
+        return Ok(id);
+    }
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let ns = namespaces.get("kube-system").await.map_err(|e| {
+        anyhow::anyhow!(
+            "reading the kube-system namespace for the cluster identity failed ({e}); grant `get` on namespaces/kube-system or set --cluster-id / CLUSTER_ID"
+        )
+    })?;
+    ns.metadata
+        .uid
+        .ok_or_else(|| anyhow::anyhow!("the kube-system namespace has no uid; set --cluster-id"))
 }
 
 fn init_logs(format: LogFormat) {
@@ -143,7 +166,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("ecs-worker-operator-{:08x}", rand::random::<u32>()));
+    let cluster_id = cluster_id(&client, args.cluster_id.clone()).await?;
+    tracing::info!(cluster_id, "owner tags name this cluster");
     let config = Config {
+        cluster_id,
         namespace: args.namespace.clone(),
         label_selector: args.label_selector.clone(),
         drift_interval: Duration::from_secs(args.drift_interval_seconds),

@@ -376,6 +376,7 @@ impl<'a> World<'a> {
                     }
                     .to_string(),
                     exit_code: t.exit_code,
+                    recorded_exit_code: None,
                     stop_reason: t
                         .stopped_at
                         .map(|_| "Essential container in task exited".to_string()),
@@ -405,11 +406,14 @@ impl<'a> World<'a> {
             }
             Action::RunTasks {
                 run_id,
+                first,
                 count,
                 tail,
             } => {
-                // The run id is RunTask's client token: a repeated call starts nothing new.
-                if !self.runs.contains_key(run_id) {
+                // The run id and its first task make RunTask's client token: a repeated call
+                // starts nothing new.
+                let placed = self.runs.get(run_id).map_or(0, Vec::len);
+                if placed <= usize::try_from(*first).unwrap_or(0) {
                     let behaviour = match tail {
                         Some(tail) => self.behaviour.overridden(&tail_environment(*tail))?,
                         None => self.behaviour,

@@ -20,6 +20,10 @@ pub mod reason {
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const INVALID_PARAMETER: &str = "InvalidParameter";
     pub const NO_NETWORK: &str = "NoNetwork";
+    /// A resource of the worker's name exists and is not this worker's.
+    pub const NAME_CONFLICT: &str = "NameConflict";
+    /// AWS is still propagating a resource created moments ago; retried shortly.
+    pub const PROPAGATING: &str = "Propagating";
     pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
     pub const AWS_ERROR: &str = "AwsError";
     pub const SCALE_UP_TIMED_OUT: &str = "ScaleUpTimedOut";

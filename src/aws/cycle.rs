@@ -221,43 +221,77 @@ pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Res
             }
             Action::RunTasks {
                 run_id,
+                first,
                 count,
                 tail,
             } => {
-                let out = aws
-                    .ecs
-                    .run_task()
-                    .set_overrides(tail.map(tail_override))
-                    .cluster(&names.cluster)
-                    .task_definition(&names.task_family)
-                    .count(*count)
-                    .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
-                    .started_by(run_id)
-                    .client_token(client_token(names, run_id))
-                    .placement_constraints(
-                        aws_sdk_ecs::types::PlacementConstraint::builder()
-                            .r#type(aws_sdk_ecs::types::PlacementConstraintType::DistinctInstance)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .aws("ecs", "RunTask")?;
-                if out.tasks().is_empty() && !out.failures().is_empty() {
-                    let reasons: Vec<String> = out
-                        .failures()
-                        .iter()
-                        .map(|f| {
-                            format!("{}: {}", f.arn().unwrap_or("-"), f.reason().unwrap_or("-"))
-                        })
-                        .collect();
-                    return Err(AwsError::unexpected(
-                        "ecs",
-                        "RunTask",
-                        format!("no task placed: {}", reasons.join("; ")),
-                    ));
+                let mut from = *first;
+                let end = first.saturating_add(*count);
+                while from < end {
+                    let n = (end - from).min(RUN_TASK_MAX_COUNT);
+                    run_tasks(aws, names, run_id, from, n, *tail).await?;
+                    from += n;
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Most tasks one RunTask call starts.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html#ECS-RunTask-request-count>
+pub const RUN_TASK_MAX_COUNT: i32 = 10;
+
+/// One RunTask call: the run's tasks `first` to `first + count - 1`, with the client token of
+/// that slice. ECS answers a token it served before with the first result when the parameters
+/// are the same (nothing new starts) and with `ConflictException` when they differ (a slice
+/// started before with another count): either way that slice has started already.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/ECS_Idempotency.html>
+async fn run_tasks(
+    aws: &AwsClients,
+    names: &Names,
+    run_id: &str,
+    first: i32,
+    count: i32,
+    tail: Option<Tail>,
+) -> Result<(), AwsError> {
+    let out = aws
+        .ecs
+        .run_task()
+        .set_overrides(tail.map(tail_override))
+        .cluster(&names.cluster)
+        .task_definition(&names.task_family)
+        .count(count)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
+        .started_by(run_id)
+        .client_token(client_token(names, run_id, first))
+        .placement_constraints(
+            aws_sdk_ecs::types::PlacementConstraint::builder()
+                .r#type(aws_sdk_ecs::types::PlacementConstraintType::DistinctInstance)
+                .build(),
+        )
+        .send()
+        .await
+        .aws("ecs", "RunTask");
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.code.contains("ConflictException") => {
+            tracing::debug!(run_id, first, error = %e, "tasks of this slice started before");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if out.tasks().is_empty() && !out.failures().is_empty() {
+        let reasons: Vec<String> = out
+            .failures()
+            .iter()
+            .map(|f| format!("{}: {}", f.arn().unwrap_or("-"), f.reason().unwrap_or("-")))
+            .collect();
+        return Err(AwsError::unexpected(
+            "ecs",
+            "RunTask",
+            format!("no task placed: {}", reasons.join("; ")),
+        ));
     }
     Ok(())
 }
@@ -277,9 +311,12 @@ fn tail_override(tail: Tail) -> TaskOverride {
         .build()
 }
 
-/// RunTask idempotency token: unique per worker and run, at most 64 characters.
-pub fn client_token(names: &Names, run_id: &str) -> String {
-    let mut token = format!("{}-{}", names.base, run_id);
+/// RunTask idempotency token of the run's tasks from `first` on: the worker's name hash, the
+/// run id and `first`; at most 64 ASCII characters (33-126), unique per worker, run and slice.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html#ECS-RunTask-request-clientToken>
+pub fn client_token(names: &Names, run_id: &str, first: i32) -> String {
+    let hash = &names.base[names.base.len().saturating_sub(8)..];
+    let mut token = format!("{hash}-{run_id}-{first}");
     token.truncate(64);
     token
 }

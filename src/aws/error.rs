@@ -17,6 +17,9 @@ pub enum ErrorKind {
     InvalidParameter,
     /// The resource does not exist.
     NotFound,
+    /// AWS has not yet made a resource created moments ago visible to the service that uses
+    /// it (eventual consistency): retry soon, nobody needs to act.
+    Propagating,
     /// Anything else.
     Other,
 }
@@ -41,7 +44,10 @@ impl AwsError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Throttling | ErrorKind::Transient | ErrorKind::Other
+            ErrorKind::Throttling
+                | ErrorKind::Transient
+                | ErrorKind::Propagating
+                | ErrorKind::Other
         )
     }
 
@@ -57,6 +63,69 @@ impl AwsError {
             code: "Unexpected".into(),
             message: message.into(),
             kind: ErrorKind::Other,
+        }
+    }
+}
+
+/// How AWS answers a use of a resource created moments ago: the resource "does not exist"
+/// (IAM `NoSuchEntity`, SQS `NonExistentQueue`, EC2 `Invalid*.NotFound`, ECS
+/// `ClusterNotFoundException`), or Auto Scaling refuses a launch template whose new instance
+/// profile IAM has not yet propagated.
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>
+/// <https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html>
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html>
+pub fn is_propagation(e: &AwsError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    e.is(ErrorKind::NotFound)
+        || e.is(ErrorKind::Propagating)
+        || m.contains("invalid iaminstanceprofile")
+        || m.contains("instance profile") && m.contains("invalid")
+        || m.contains("valid fully-formed launch template")
+        || e.code.contains("EntityAlreadyExists")
+        || (e.is(ErrorKind::InvalidParameter) && m.contains("does not exist"))
+}
+
+/// Delays between the attempts of [`settle`]: about 15 s in all, the time IAM and EC2 changes
+/// commonly take to propagate. A use still refused after that is retried on the next
+/// reconcile, a few seconds later.
+pub const SETTLE_DELAYS_MS: [u64; 5] = [500, 1_000, 2_000, 4_000, 8_000];
+
+/// Runs `call`, a use of resources this pass has just ensured, again while AWS answers as it
+/// does right after a create ([`is_propagation`]); the last such error comes back as
+/// [`ErrorKind::Propagating`], with a message that says so.
+pub async fn settle<T, F, Fut>(what: &str, call: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    settle_with(&SETTLE_DELAYS_MS, what, call).await
+}
+
+async fn settle_with<T, F, Fut>(delays_ms: &[u64], what: &str, mut call: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    let mut delays = delays_ms.iter();
+    loop {
+        match call().await {
+            Err(e) if is_propagation(&e) => match delays.next() {
+                Some(ms) => {
+                    tracing::debug!(what, error = %e, "not yet visible; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+                }
+                None => {
+                    return Err(AwsError {
+                        kind: ErrorKind::Propagating,
+                        message: format!(
+                            "{}; AWS has not yet made {what} visible (changes take a few seconds to propagate); retrying",
+                            e.message
+                        ),
+                        ..e
+                    });
+                }
+            },
+            other => return other,
         }
     }
 }
@@ -192,5 +261,66 @@ mod tests {
         ] {
             assert_eq!(classify(code, status), kind, "{code}");
         }
+    }
+
+    fn err(code: &str, message: &str) -> AwsError {
+        AwsError {
+            service: "autoscaling",
+            operation: "CreateAutoScalingGroup",
+            code: code.into(),
+            message: message.into(),
+            kind: classify(code, Some(400)),
+        }
+    }
+
+    #[test]
+    fn propagation_errors_are_told_apart_from_refused_values() {
+        assert!(is_propagation(&err(
+            "ValidationError",
+            "You must use a valid fully-formed launch template. Value (ecsw-x) for parameter iamInstanceProfile.name is invalid. Invalid IamInstanceProfile"
+        )));
+        assert!(is_propagation(&err("NoSuchEntity", "role not found")));
+        assert!(is_propagation(&err("InvalidVpcID.NotFound", "vpc-1")));
+        assert!(is_propagation(&err("EntityAlreadyExists", "role exists")));
+        assert!(!is_propagation(&err(
+            "ValidationError",
+            "Max bound, 200, must be greater than or equal to min bound, 0"
+        )));
+        assert!(!is_propagation(&err("AccessDenied", "no")));
+    }
+
+    #[tokio::test]
+    async fn settle_retries_then_reports_propagating() {
+        const FAST: [u64; 3] = [1, 1, 1];
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let ok: Result<u32, AwsError> = settle_with(&FAST, "the instance profile", || async {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < 2 {
+                Err(err("NoSuchEntity", "x"))
+            } else {
+                Ok(n)
+            }
+        })
+        .await;
+        assert_eq!(ok.ok(), Some(2));
+        let never: Result<(), AwsError> = settle_with(&FAST, "the role", || async {
+            Err(err("NoSuchEntity", "gone"))
+        })
+        .await;
+        let e = never.expect_err("still missing");
+        assert_eq!(e.kind, ErrorKind::Propagating);
+        assert!(
+            e.message.contains("not yet made the role visible"),
+            "{}",
+            e.message
+        );
+        let refused: Result<(), AwsError> = settle_with(&FAST, "x", || async {
+            Err(err("ValidationError", "bad value"))
+        })
+        .await;
+        assert_eq!(
+            refused.expect_err("refused").kind,
+            ErrorKind::InvalidParameter
+        );
     }
 }

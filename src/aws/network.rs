@@ -32,12 +32,14 @@ fn dependency(e: &AwsError) -> bool {
 }
 
 impl Provisioner<'_> {
-    fn owner(&self) -> String {
-        self.tags.get(OWNER_TAG).cloned().unwrap_or_default()
-    }
-
+    /// This worker's pieces: owner tag of this cluster, or the `namespace/name` value earlier
+    /// versions wrote (see [`crate::plan::desired::Owner::holder`]).
     fn owned(&self) -> Filter {
-        filter(format!("tag:{OWNER_TAG}"), self.owner())
+        Filter::builder()
+            .name(format!("tag:{OWNER_TAG}"))
+            .values(self.owner.value())
+            .values(format!("{}/{}", self.owner.namespace, self.owner.name))
+            .build()
     }
 
     fn with_role(role: &str) -> Filter {

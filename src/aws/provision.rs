@@ -7,9 +7,11 @@
 //! fingerprints); this module only reads, compares with that, and writes.
 
 use super::AwsClients;
-use super::error::{AwsError, ErrorKind, SdkResultExt};
+use super::error::{AwsError, ErrorKind, SdkResultExt, settle};
 use crate::api::{AwsResources, DeletionPolicy, EcsSelfTerminatingWorkerSpec};
-use crate::plan::desired::{self, CONTAINER_NAME, FINGERPRINT_TAG, Names};
+use crate::plan::desired::{
+    self, CONTAINER_NAME, FINGERPRINT_TAG, Holder, Names, OWNER_TAG, Owner,
+};
 use std::collections::{BTreeMap, HashMap};
 
 /// What one `ensure_all` did.
@@ -36,6 +38,14 @@ pub enum ProvisionError {
         "no subnets: spec.network.subnetIds is empty and region {0} has no default VPC; set spec.network.subnetIds to subnets of your VPC, or set spec.network.managedVpc: {{}} to have the operator create one"
     )]
     NoNetwork(String),
+    #[error(
+        "{kind} {name} already exists and belongs to someone else ({holder}); nothing was changed. Rename this object, or remove or retag that resource if it is a leftover of this worker"
+    )]
+    NameConflict {
+        kind: &'static str,
+        name: String,
+        holder: String,
+    },
 }
 
 /// Where deletion stands.
@@ -53,8 +63,33 @@ pub struct Provisioner<'a> {
     pub aws: &'a AwsClients,
     pub names: &'a Names,
     pub spec: &'a EcsSelfTerminatingWorkerSpec,
+    pub owner: &'a Owner,
     pub tags: BTreeMap<String, String>,
 }
+
+impl<'a> Provisioner<'a> {
+    pub fn new(
+        aws: &'a AwsClients,
+        names: &'a Names,
+        spec: &'a EcsSelfTerminatingWorkerSpec,
+        owner: &'a Owner,
+    ) -> Provisioner<'a> {
+        Provisioner {
+            aws,
+            names,
+            spec,
+            owner,
+            tags: owner.tags(spec),
+        }
+    }
+}
+
+fn tag_value<'t>(tags: impl IntoIterator<Item = (&'t str, &'t str)>, key: &str) -> Option<&'t str> {
+    tags.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// The Auto Scaling process that moves capacity between zones.
+const AZ_REBALANCE: &str = "AZRebalance";
 
 fn build_err(service: &'static str, e: impl std::fmt::Display) -> AwsError {
     AwsError::unexpected(service, "Build", e.to_string())
@@ -64,6 +99,13 @@ impl Provisioner<'_> {
     /// Ensures every resource in dependency order and fills `res` with their ids.
     pub async fn ensure_all(&self, res: &mut AwsResources) -> Result<Report, ProvisionError> {
         let mut report = Report::default();
+        // Nothing recorded yet: a resource found under one of the worker's names is adopted
+        // only when it is this worker's; anything else stops provisioning before any write.
+        if res.queue_url.is_none()
+            && let Some((kind, name, holder)) = self.held_by_others().await?.into_iter().next()
+        {
+            return Err(ProvisionError::NameConflict { kind, name, holder });
+        }
         // Network first: without subnets nothing else is worth creating (and when there are
         // none, nothing is written).
         let placement = self.placement(res, &mut report).await?;
@@ -91,17 +133,14 @@ impl Provisioner<'_> {
         res.queue_url = Some(queue_url.clone());
         res.queue_arn = Some(queue_arn.clone());
 
-        let log_group_arn = self.ensure_log_group(&mut report).await?;
+        self.ensure_log_group(&mut report).await?;
         res.log_group = Some(self.names.log_group.clone());
 
         let cluster_arn = self.ensure_cluster(&mut report).await?;
         res.cluster_arn = Some(cluster_arn.clone());
 
         let iam = self.spec.iam.clone().unwrap_or_default();
-        let group_arn = format!(
-            "arn:aws:autoscaling:{}:*:autoScalingGroup:*:autoScalingGroupName/{}",
-            self.spec.region, self.names.auto_scaling_group
-        );
+        let partition = desired::partition(&self.spec.region);
         let instance_profile_arn = match iam.instance_profile_arn {
             Some(arn) => arn,
             None => {
@@ -109,7 +148,8 @@ impl Provisioner<'_> {
                     .ensure_role(
                         &self.names.instance_role,
                         "ec2.amazonaws.com",
-                        &desired::instance_policy(&cluster_arn),
+                        None,
+                        Some(&desired::instance_managed_policy(partition)),
                         "InstanceRole",
                         &mut report,
                     )
@@ -122,10 +162,19 @@ impl Provisioner<'_> {
         let task_role_arn = match iam.task_role_arn {
             Some(arn) => arn,
             None => {
+                let policy = desired::task_policy(&desired::TaskPolicyInputs {
+                    partition,
+                    region: &self.spec.region,
+                    queue_arn: &queue_arn,
+                    group_name: &self.names.auto_scaling_group,
+                    cluster_arn: &cluster_arn,
+                    cluster_name: &self.names.cluster,
+                });
                 self.ensure_role(
                     &self.names.task_role,
                     "ecs-tasks.amazonaws.com",
-                    &desired::task_policy(&queue_arn, &group_arn, &cluster_arn),
+                    Some(&policy),
+                    None,
                     "TaskRole",
                     &mut report,
                 )
@@ -139,7 +188,8 @@ impl Provisioner<'_> {
                 self.ensure_role(
                     &self.names.execution_role,
                     "ecs-tasks.amazonaws.com",
-                    &desired::execution_policy(&log_group_arn),
+                    None,
+                    Some(&desired::execution_managed_policy(partition)),
                     "ExecutionRole",
                     &mut report,
                 )
@@ -202,6 +252,233 @@ impl Provisioner<'_> {
         Ok(report)
     }
 
+    // ---- who holds the names ----------------------------------------------------------------
+
+    /// Resources found under this worker's names that are not this worker's (another
+    /// cluster's operator, another object, or no owner tag), as (kind, name, holder). Reads
+    /// only: one look per resource.
+    pub async fn held_by_others(&self) -> Result<Vec<(&'static str, String, String)>, AwsError> {
+        use aws_sdk_ecs::types::{ClusterField, TaskDefinitionField};
+        let n = self.names;
+        let mut found: Vec<(&'static str, String, Option<String>)> = Vec::new();
+        for (kind, name) in [
+            ("Queue", &n.queue),
+            ("DeadLetterQueue", &n.dead_letter_queue),
+        ] {
+            if let Some(url) = self.queue_url(name).await? {
+                let out = self
+                    .aws
+                    .sqs
+                    .list_queue_tags()
+                    .queue_url(&url)
+                    .send()
+                    .await
+                    .aws("sqs", "ListQueueTags")?;
+                let owner = out.tags().and_then(|t| t.get(OWNER_TAG)).cloned();
+                found.push((kind, name.clone(), owner));
+            }
+        }
+        let logs = self
+            .aws
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&n.log_group)
+            .send()
+            .await
+            .aws("logs", "DescribeLogGroups")?;
+        if let Some(arn) = logs
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(n.log_group.as_str()))
+            .and_then(|g| g.arn())
+        {
+            let out = self
+                .aws
+                .logs
+                .list_tags_for_resource()
+                .resource_arn(arn.trim_end_matches(":*"))
+                .send()
+                .await
+                .aws("logs", "ListTagsForResource")?;
+            let owner = out.tags().and_then(|t| t.get(OWNER_TAG)).cloned();
+            found.push(("LogGroup", n.log_group.clone(), owner));
+        }
+        let given = self.spec.iam.clone().unwrap_or_default();
+        for (kind, name, owned) in [
+            (
+                "InstanceRole",
+                &n.instance_role,
+                given.instance_profile_arn.is_none(),
+            ),
+            ("TaskRole", &n.task_role, given.task_role_arn.is_none()),
+            (
+                "ExecutionRole",
+                &n.execution_role,
+                given.execution_role_arn.is_none(),
+            ),
+        ] {
+            if !owned {
+                continue;
+            }
+            match self
+                .aws
+                .iam
+                .get_role()
+                .role_name(name)
+                .send()
+                .await
+                .aws("iam", "GetRole")
+            {
+                Ok(out) => {
+                    let tags = out.role().map(|r| r.tags()).unwrap_or_default();
+                    let owner = tag_value(tags.iter().map(|t| (t.key(), t.value())), OWNER_TAG);
+                    found.push((kind, name.clone(), owner.map(str::to_string)));
+                }
+                Err(e) if e.is(ErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if given.instance_profile_arn.is_none() {
+            match self
+                .aws
+                .iam
+                .get_instance_profile()
+                .instance_profile_name(&n.instance_profile)
+                .send()
+                .await
+                .aws("iam", "GetInstanceProfile")
+            {
+                Ok(out) => {
+                    let tags = out.instance_profile().map(|p| p.tags()).unwrap_or_default();
+                    let owner = tag_value(tags.iter().map(|t| (t.key(), t.value())), OWNER_TAG);
+                    found.push((
+                        "InstanceProfile",
+                        n.instance_profile.clone(),
+                        owner.map(str::to_string),
+                    ));
+                }
+                Err(e) if e.is(ErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let templates = self
+            .aws
+            .ec2
+            .describe_launch_templates()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("launch-template-name")
+                    .values(&n.launch_template)
+                    .build(),
+            )
+            .send()
+            .await
+            .aws("ec2", "DescribeLaunchTemplates")?;
+        for t in templates.launch_templates() {
+            let owner = tag_value(
+                t.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
+                OWNER_TAG,
+            );
+            found.push((
+                "LaunchTemplate",
+                n.launch_template.clone(),
+                owner.map(str::to_string),
+            ));
+        }
+        let groups = self
+            .aws
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&n.auto_scaling_group)
+            .send()
+            .await
+            .aws("autoscaling", "DescribeAutoScalingGroups")?;
+        for g in groups.auto_scaling_groups() {
+            let owner = tag_value(
+                g.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
+                OWNER_TAG,
+            );
+            found.push((
+                "AutoScalingGroup",
+                n.auto_scaling_group.clone(),
+                owner.map(str::to_string),
+            ));
+        }
+        let clusters = self
+            .aws
+            .ecs
+            .describe_clusters()
+            .clusters(&n.cluster)
+            .include(ClusterField::Tags)
+            .send()
+            .await
+            .aws("ecs", "DescribeClusters")?;
+        for c in clusters
+            .clusters()
+            .iter()
+            .filter(|c| c.status() == Some("ACTIVE"))
+        {
+            let owner = tag_value(
+                c.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
+                OWNER_TAG,
+            );
+            found.push(("Cluster", n.cluster.clone(), owner.map(str::to_string)));
+        }
+        match self
+            .aws
+            .ecs
+            .describe_task_definition()
+            .task_definition(&n.task_family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .aws("ecs", "DescribeTaskDefinition")
+        {
+            Ok(out) => {
+                let owner = tag_value(
+                    out.tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?, t.value()?))),
+                    OWNER_TAG,
+                );
+                found.push((
+                    "TaskDefinition",
+                    n.task_family.clone(),
+                    owner.map(str::to_string),
+                ));
+            }
+            // ECS answers ClientException for a family with no revision.
+            Err(e) if e.is(ErrorKind::NotFound) || e.code == "ClientException" => {}
+            Err(e) => return Err(e),
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(
+                |(kind, name, owner)| match self.owner.holder(owner.as_deref()) {
+                    Holder::Us => None,
+                    Holder::Other(holder) => Some((kind, name, holder)),
+                },
+            )
+            .collect())
+    }
+
+    /// The URL of the queue `name`, when it exists.
+    async fn queue_url(&self, name: &str) -> Result<Option<String>, AwsError> {
+        match self
+            .aws
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .aws("sqs", "GetQueueUrl")
+        {
+            Ok(out) => Ok(out.queue_url().map(str::to_string)),
+            Err(e) if e.is(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     // ---- queues and logs ------------------------------------------------------------------
 
     async fn ensure_queue(
@@ -213,17 +490,7 @@ impl Provisioner<'_> {
     ) -> Result<(String, String), AwsError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = &self.aws.sqs;
-        let url = match sqs
-            .get_queue_url()
-            .queue_name(name)
-            .send()
-            .await
-            .aws("sqs", "GetQueueUrl")
-        {
-            Ok(out) => out.queue_url().map(str::to_string),
-            Err(e) if e.is(ErrorKind::NotFound) => None,
-            Err(e) => return Err(e),
-        };
+        let url = self.queue_url(name).await?;
         let url = match url {
             Some(url) => {
                 let observed = sqs
@@ -270,31 +537,40 @@ impl Provisioner<'_> {
                 url
             }
             None => {
-                let attrs = attributes
+                let attrs: HashMap<QueueAttributeName, String> = attributes
                     .into_iter()
                     .map(|(k, v)| (QueueAttributeName::from(k.as_str()), v))
                     .collect();
-                let out = sqs
-                    .create_queue()
-                    .queue_name(name)
-                    .set_attributes(Some(attrs))
-                    .set_tags(Some(self.tags.clone().into_iter().collect()))
-                    .send()
-                    .await
-                    .aws("sqs", "CreateQueue")?;
+                // A redrive policy naming a dead-letter queue created moments ago may be
+                // refused until SQS has propagated it.
+                let out = settle("the new dead-letter queue", || async {
+                    sqs.create_queue()
+                        .queue_name(name)
+                        .set_attributes(Some(attrs.clone()))
+                        .set_tags(Some(self.tags.clone().into_iter().collect()))
+                        .send()
+                        .await
+                        .aws("sqs", "CreateQueue")
+                })
+                .await?;
                 report.created.push(what);
                 out.queue_url()
                     .map(str::to_string)
                     .ok_or_else(|| AwsError::unexpected("sqs", "CreateQueue", "no queue url"))?
             }
         };
-        let out = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .aws("sqs", "GetQueueAttributes")?;
+        // "After you create a queue, you must wait at least one second after the queue is
+        // created to be able to use the queue."
+        // <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html>
+        let out = settle("the new queue", || async {
+            sqs.get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .aws("sqs", "GetQueueAttributes")
+        })
+        .await?;
         let arn = out
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
@@ -303,7 +579,7 @@ impl Provisioner<'_> {
         Ok((url, arn))
     }
 
-    async fn ensure_log_group(&self, report: &mut Report) -> Result<String, AwsError> {
+    async fn ensure_log_group(&self, report: &mut Report) -> Result<(), AwsError> {
         let logs = &self.aws.logs;
         let name = &self.names.log_group;
         let found = logs
@@ -317,7 +593,7 @@ impl Provisioner<'_> {
             .iter()
             .find(|g| g.log_group_name() == Some(name.as_str()))
             .cloned();
-        let arn = match existing {
+        match existing {
             Some(g) => {
                 if g.retention_in_days() != Some(self.spec.log_retention_days) {
                     logs.put_retention_policy()
@@ -328,7 +604,6 @@ impl Provisioner<'_> {
                         .aws("logs", "PutRetentionPolicy")?;
                     report.updated.push("LogGroup");
                 }
-                g.arn().map(|a| a.trim_end_matches(":*").to_string())
             }
             None => {
                 logs.create_log_group()
@@ -337,17 +612,19 @@ impl Provisioner<'_> {
                     .send()
                     .await
                     .aws("logs", "CreateLogGroup")?;
-                logs.put_retention_policy()
-                    .log_group_name(name)
-                    .retention_in_days(self.spec.log_retention_days)
-                    .send()
-                    .await
-                    .aws("logs", "PutRetentionPolicy")?;
+                settle("the new log group", || async {
+                    logs.put_retention_policy()
+                        .log_group_name(name)
+                        .retention_in_days(self.spec.log_retention_days)
+                        .send()
+                        .await
+                        .aws("logs", "PutRetentionPolicy")
+                })
+                .await?;
                 report.created.push("LogGroup");
-                None
             }
-        };
-        Ok(arn.unwrap_or_else(|| format!("arn:aws:logs:{}:*:log-group:{name}", self.spec.region)))
+        }
+        Ok(())
     }
 
     // ---- IAM ------------------------------------------------------------------------------
@@ -365,11 +642,15 @@ impl Provisioner<'_> {
             .collect()
     }
 
+    /// Ensures a role the worker owns: trust for `service`, the inline policy `worker` when
+    /// given (compared decoded and rewritten when it differs; removed when not wanted), and
+    /// the AWS managed policy when given.
     async fn ensure_role(
         &self,
         name: &str,
         service: &str,
-        policy: &str,
+        inline: Option<&str>,
+        managed: Option<&str>,
         what: &'static str,
         report: &mut Report,
     ) -> Result<String, AwsError> {
@@ -385,22 +666,8 @@ impl Provisioner<'_> {
             Err(e) if e.is(ErrorKind::NotFound) => None,
             Err(e) => return Err(e),
         };
-        let arn = match arn {
-            Some(arn) => {
-                match iam
-                    .get_role_policy()
-                    .role_name(name)
-                    .policy_name("worker")
-                    .send()
-                    .await
-                    .aws("iam", "GetRolePolicy")
-                {
-                    Ok(_) => return Ok(arn),
-                    Err(e) if e.is(ErrorKind::NotFound) => report.updated.push(what),
-                    Err(e) => return Err(e),
-                }
-                arn
-            }
+        let (arn, fresh) = match arn {
+            Some(arn) => (arn, false),
             None => {
                 let out = iam
                     .create_role()
@@ -410,20 +677,92 @@ impl Provisioner<'_> {
                     .set_tags(Some(self.iam_tags()?))
                     .send()
                     .await
-                    .aws("iam", "CreateRole")?;
+                    .aws("iam", "CreateRole")
+                    .map_err(unseen_if_exists)?;
                 report.created.push(what);
-                out.role()
+                let arn = out
+                    .role()
                     .map(|r| r.arn().to_string())
-                    .ok_or_else(|| AwsError::unexpected("iam", "CreateRole", "no role"))?
+                    .ok_or_else(|| AwsError::unexpected("iam", "CreateRole", "no role"))?;
+                (arn, true)
             }
         };
-        iam.put_role_policy()
-            .role_name(name)
-            .policy_name("worker")
-            .policy_document(policy)
-            .send()
-            .await
-            .aws("iam", "PutRolePolicy")?;
+        let current = if fresh {
+            None
+        } else {
+            match iam
+                .get_role_policy()
+                .role_name(name)
+                .policy_name("worker")
+                .send()
+                .await
+                .aws("iam", "GetRolePolicy")
+            {
+                Ok(out) => Some(out.policy_document().to_string()),
+                Err(e) if e.is(ErrorKind::NotFound) => None,
+                Err(e) => return Err(e),
+            }
+        };
+        match (inline, current) {
+            (Some(want), Some(have)) if desired::same_policy(&have, want) => {}
+            (Some(want), have) => {
+                settle("the new role", || async {
+                    iam.put_role_policy()
+                        .role_name(name)
+                        .policy_name("worker")
+                        .policy_document(want)
+                        .send()
+                        .await
+                        .aws("iam", "PutRolePolicy")
+                })
+                .await?;
+                if !fresh {
+                    report.updated.push(what);
+                    tracing::debug!(role = name, had = have.is_some(), "inline policy rewritten");
+                }
+            }
+            (None, Some(_)) => {
+                ignore_not_found(
+                    iam.delete_role_policy()
+                        .role_name(name)
+                        .policy_name("worker")
+                        .send()
+                        .await
+                        .aws("iam", "DeleteRolePolicy"),
+                )?;
+                report.updated.push(what);
+            }
+            (None, None) => {}
+        }
+        if let Some(policy) = managed {
+            let attached = if fresh {
+                Vec::new()
+            } else {
+                iam.list_attached_role_policies()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .aws("iam", "ListAttachedRolePolicies")?
+                    .attached_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string))
+                    .collect()
+            };
+            if !attached.iter().any(|a| a == policy) {
+                settle("the new role", || async {
+                    iam.attach_role_policy()
+                        .role_name(name)
+                        .policy_arn(policy)
+                        .send()
+                        .await
+                        .aws("iam", "AttachRolePolicy")
+                })
+                .await?;
+                if !fresh {
+                    report.updated.push(what);
+                }
+            }
+        }
         Ok(arn)
     }
 
@@ -450,7 +789,8 @@ impl Provisioner<'_> {
                     .set_tags(Some(self.iam_tags()?))
                     .send()
                     .await
-                    .aws("iam", "CreateInstanceProfile")?;
+                    .aws("iam", "CreateInstanceProfile")
+                    .map_err(unseen_if_exists)?;
                 report.created.push("InstanceProfile");
                 out.instance_profile().cloned().ok_or_else(|| {
                     AwsError::unexpected("iam", "CreateInstanceProfile", "no profile")
@@ -462,12 +802,15 @@ impl Provisioner<'_> {
             .iter()
             .any(|r| r.role_name() == self.names.instance_role)
         {
-            iam.add_role_to_instance_profile()
-                .instance_profile_name(name)
-                .role_name(&self.names.instance_role)
-                .send()
-                .await
-                .aws("iam", "AddRoleToInstanceProfile")?;
+            settle("the new instance profile", || async {
+                iam.add_role_to_instance_profile()
+                    .instance_profile_name(name)
+                    .role_name(&self.names.instance_role)
+                    .send()
+                    .await
+                    .aws("iam", "AddRoleToInstanceProfile")
+            })
+            .await?;
         }
         Ok(profile.arn().to_string())
     }
@@ -582,15 +925,17 @@ impl Provisioner<'_> {
                 ))
             }
             None => {
-                let out = ec2
-                    .create_launch_template()
-                    .launch_template_name(&self.names.launch_template)
-                    .version_description(&fingerprint)
-                    .launch_template_data(data)
-                    .tag_specifications(self.ec2_tags(ResourceType::LaunchTemplate, None))
-                    .send()
-                    .await
-                    .aws("ec2", "CreateLaunchTemplate")?;
+                let out = settle("the new security group", || async {
+                    ec2.create_launch_template()
+                        .launch_template_name(&self.names.launch_template)
+                        .version_description(&fingerprint)
+                        .launch_template_data(data.clone())
+                        .tag_specifications(self.ec2_tags(ResourceType::LaunchTemplate, None))
+                        .send()
+                        .await
+                        .aws("ec2", "CreateLaunchTemplate")
+                })
+                .await?;
                 report.created.push("LaunchTemplate");
                 let t = out.launch_template().ok_or_else(|| {
                     AwsError::unexpected("ec2", "CreateLaunchTemplate", "no template")
@@ -623,6 +968,8 @@ impl Provisioner<'_> {
             .version("$Latest")
             .build();
         let zones = subnets.join(",");
+        let mut wanted: Vec<&str> = subnets.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
         match found.auto_scaling_groups().first() {
             Some(g) => {
                 let mut observed_subnets: Vec<&str> = g
@@ -631,56 +978,95 @@ impl Provisioner<'_> {
                     .split(',')
                     .filter(|s| !s.is_empty())
                     .collect();
-                observed_subnets.sort();
+                observed_subnets.sort_unstable();
                 let lt_ok = g.launch_template().and_then(|l| l.launch_template_id())
                     == Some(launch_template_id)
                     && g.launch_template().and_then(|l| l.version()) == Some("$Latest");
                 if g.max_size() != Some(self.spec.max_instances)
-                    || observed_subnets != subnets
+                    || observed_subnets != wanted
                     || !lt_ok
                     || g.min_size() != Some(0)
                 {
-                    asg.update_auto_scaling_group()
-                        .auto_scaling_group_name(name)
-                        .min_size(0)
-                        .max_size(self.spec.max_instances)
-                        .launch_template(lt)
-                        .vpc_zone_identifier(zones)
-                        .send()
-                        .await
-                        .aws("autoscaling", "UpdateAutoScalingGroup")?;
+                    settle("the launch template's instance profile", || async {
+                        asg.update_auto_scaling_group()
+                            .auto_scaling_group_name(name)
+                            .min_size(0)
+                            .max_size(self.spec.max_instances)
+                            .launch_template(lt.clone())
+                            .vpc_zone_identifier(&zones)
+                            .send()
+                            .await
+                            .aws("autoscaling", "UpdateAutoScalingGroup")
+                    })
+                    .await?;
+                    report.updated.push("AutoScalingGroup");
+                }
+                let suspended = g
+                    .suspended_processes()
+                    .iter()
+                    .any(|p| p.process_name() == Some(AZ_REBALANCE));
+                if !suspended {
+                    self.suspend_az_rebalance().await?;
                     report.updated.push("AutoScalingGroup");
                 }
             }
             None => {
-                asg.create_auto_scaling_group()
-                    .auto_scaling_group_name(name)
-                    .launch_template(lt)
-                    .min_size(0)
-                    .max_size(self.spec.max_instances)
-                    .desired_capacity(0)
-                    .vpc_zone_identifier(zones)
-                    .set_tags(Some(
-                        self.tags
-                            .iter()
-                            .map(|(k, v)| {
-                                Tag::builder()
-                                    .key(k)
-                                    .value(v)
-                                    .propagate_at_launch(true)
-                                    .resource_id(name)
-                                    .resource_type("auto-scaling-group")
-                                    .build()
-                            })
-                            .collect(),
-                    ))
-                    .send()
-                    .await
-                    .aws("autoscaling", "CreateAutoScalingGroup")?;
+                let tags: Vec<Tag> = self
+                    .tags
+                    .iter()
+                    .map(|(k, v)| {
+                        Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .propagate_at_launch(true)
+                            .resource_id(name)
+                            .resource_type("auto-scaling-group")
+                            .build()
+                    })
+                    .collect();
+                // Auto Scaling refuses a launch template whose instance profile IAM has not
+                // propagated yet ("Invalid IamInstanceProfile"): retried, not reported as a
+                // value to fix.
+                // <https://docs.aws.amazon.com/autoscaling/ec2/userguide/ts-as-instancelaunchfailure.html>
+                settle("the launch template's instance profile", || async {
+                    asg.create_auto_scaling_group()
+                        .auto_scaling_group_name(name)
+                        .launch_template(lt.clone())
+                        .min_size(0)
+                        .max_size(self.spec.max_instances)
+                        .desired_capacity(0)
+                        .vpc_zone_identifier(&zones)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                        .await
+                        .aws("autoscaling", "CreateAutoScalingGroup")
+                })
+                .await
+                .map_err(unseen_if_exists)?;
                 report.created.push("AutoScalingGroup");
+                self.suspend_az_rebalance().await?;
             }
         }
         Ok(())
+    }
+
+    /// Workers remove their own instances and lower the desired capacity themselves, which
+    /// leaves zones unbalanced; with `AZRebalance` running, Auto Scaling would then launch in
+    /// one zone and terminate in another to even them out, killing a busy worker.
+    /// <https://docs.aws.amazon.com/autoscaling/ec2/userguide/as-suspend-resume-processes.html>
+    async fn suspend_az_rebalance(&self) -> Result<(), AwsError> {
+        settle("the new Auto Scaling group", || async {
+            self.aws
+                .autoscaling
+                .suspend_processes()
+                .auto_scaling_group_name(&self.names.auto_scaling_group)
+                .scaling_processes(AZ_REBALANCE)
+                .send()
+                .await
+                .aws("autoscaling", "SuspendProcesses")
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn ensure_cluster(&self, report: &mut Report) -> Result<String, AwsError> {
@@ -832,6 +1218,12 @@ impl Provisioner<'_> {
     /// Deletes what the worker owns, in reverse dependency order. Idempotent: call until
     /// [`Deletion::Done`]; NotFound counts as done.
     pub async fn delete_all(&self) -> Result<Deletion, AwsError> {
+        // A resource under one of the worker's names that is not this worker's stays.
+        let others = self.held_by_others().await?;
+        for (kind, name, holder) in &others {
+            tracing::warn!(kind, name, holder, "left in place: not this worker's");
+        }
+        let ours = |kind: &str| !others.iter().any(|(k, _, _)| *k == kind);
         let asg = &self.aws.autoscaling;
         let group = &self.names.auto_scaling_group;
         // Capacity first, whatever the policy: nothing keeps billing after the object is gone.
@@ -841,7 +1233,18 @@ impl Provisioner<'_> {
             .send()
             .await
             .aws("autoscaling", "DescribeAutoScalingGroups")?;
-        if let Some(g) = found.auto_scaling_groups().first() {
+        let group_found = found
+            .auto_scaling_groups()
+            .first()
+            .filter(|_| ours("AutoScalingGroup"));
+        if let Some(g) = group_found {
+            // A group AWS is already deleting (a deletion interrupted after its call) takes
+            // its instances with it; it accepts no update.
+            if g.status().is_some_and(|s| s.starts_with("Delete")) {
+                return Ok(Deletion::Waiting(format!(
+                    "waiting for Auto Scaling group {group} to be deleted"
+                )));
+            }
             if g.desired_capacity() != Some(0) || g.min_size() != Some(0) {
                 asg.update_auto_scaling_group()
                     .auto_scaling_group_name(group)
@@ -863,48 +1266,65 @@ impl Provisioner<'_> {
                 retained: Vec::new(),
             });
         }
-        if !found.auto_scaling_groups().is_empty() {
-            ignore_not_found(
-                asg.delete_auto_scaling_group()
-                    .auto_scaling_group_name(group)
-                    .force_delete(true)
-                    .send()
-                    .await
-                    .aws("autoscaling", "DeleteAutoScalingGroup"),
-            )?;
-        }
-        self.delete_cluster_and_tasks().await?;
-        let ec2 = &self.aws.ec2;
-        ignore_not_found(
-            ec2.delete_launch_template()
-                .launch_template_name(&self.names.launch_template)
+        if group_found.is_some() {
+            match asg
+                .delete_auto_scaling_group()
+                .auto_scaling_group_name(group)
+                .force_delete(true)
                 .send()
                 .await
-                .aws("ec2", "DeleteLaunchTemplate"),
-        )?;
+                .aws("autoscaling", "DeleteAutoScalingGroup")
+            {
+                Ok(_) => {}
+                Err(e) if e.is(ErrorKind::NotFound) || pending_delete(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if ours("Cluster") {
+            self.delete_cluster_and_tasks(ours("TaskDefinition"))
+                .await?;
+        }
+        if ours("LaunchTemplate") {
+            ignore_not_found(
+                self.aws
+                    .ec2
+                    .delete_launch_template()
+                    .launch_template_name(&self.names.launch_template)
+                    .send()
+                    .await
+                    .aws("ec2", "DeleteLaunchTemplate"),
+            )?;
+        }
         if let Some(reason) = self.delete_network().await? {
             return Ok(Deletion::Waiting(reason));
         }
-        self.delete_iam().await?;
-        ignore_not_found(
-            self.aws
-                .logs
-                .delete_log_group()
-                .log_group_name(&self.names.log_group)
-                .send()
-                .await
-                .aws("logs", "DeleteLogGroup"),
-        )?;
+        self.delete_iam(&ours).await?;
+        if ours("LogGroup") {
+            ignore_not_found(
+                self.aws
+                    .logs
+                    .delete_log_group()
+                    .log_group_name(&self.names.log_group)
+                    .send()
+                    .await
+                    .aws("logs", "DeleteLogGroup"),
+            )?;
+        }
         let mut retained = Vec::new();
-        for name in [&self.names.queue, &self.names.dead_letter_queue] {
-            if let Some(kept) = self.delete_queue(name).await? {
+        for (kind, name) in [
+            ("Queue", &self.names.queue),
+            ("DeadLetterQueue", &self.names.dead_letter_queue),
+        ] {
+            if ours(kind)
+                && let Some(kept) = self.delete_queue(name).await?
+            {
                 retained.push(kept);
             }
         }
         Ok(Deletion::Done { retained })
     }
 
-    async fn delete_cluster_and_tasks(&self) -> Result<(), AwsError> {
+    async fn delete_cluster_and_tasks(&self, task_definitions: bool) -> Result<(), AwsError> {
         let ecs = &self.aws.ecs;
         let cluster = &self.names.cluster;
         let clusters = ecs
@@ -943,6 +1363,9 @@ impl Provisioner<'_> {
                     .aws("ecs", "DeleteCluster"),
             )?;
         }
+        if !task_definitions {
+            return Ok(());
+        }
         let defs = ecs
             .list_task_definitions()
             .family_prefix(&self.names.task_family)
@@ -971,10 +1394,10 @@ impl Provisioner<'_> {
         Ok(())
     }
 
-    async fn delete_iam(&self) -> Result<(), AwsError> {
+    async fn delete_iam(&self, ours: &(dyn Fn(&str) -> bool + Sync)) -> Result<(), AwsError> {
         let iam = &self.aws.iam;
         let given = self.spec.iam.clone().unwrap_or_default();
-        if given.instance_profile_arn.is_none() {
+        if given.instance_profile_arn.is_none() && ours("InstanceProfile") {
             ignore_not_found(
                 iam.remove_role_from_instance_profile()
                     .instance_profile_name(&self.names.instance_profile)
@@ -994,32 +1417,62 @@ impl Provisioner<'_> {
         let roles = [
             (
                 given.instance_profile_arn.is_none(),
+                "InstanceRole",
                 &self.names.instance_role,
             ),
-            (given.task_role_arn.is_none(), &self.names.task_role),
+            (
+                given.task_role_arn.is_none(),
+                "TaskRole",
+                &self.names.task_role,
+            ),
             (
                 given.execution_role_arn.is_none(),
+                "ExecutionRole",
                 &self.names.execution_role,
             ),
         ];
-        for (owned, role) in roles {
-            if owned {
+        for (owned, kind, role) in roles {
+            if !owned || !ours(kind) {
+                continue;
+            }
+            // IAM deletes a role only without policies: inline ones deleted, managed detached.
+            // <https://docs.aws.amazon.com/IAM/latest/APIReference/API_DeleteRole.html>
+            ignore_not_found(
+                iam.delete_role_policy()
+                    .role_name(role)
+                    .policy_name("worker")
+                    .send()
+                    .await
+                    .aws("iam", "DeleteRolePolicy"),
+            )?;
+            let attached = match iam
+                .list_attached_role_policies()
+                .role_name(role)
+                .send()
+                .await
+                .aws("iam", "ListAttachedRolePolicies")
+            {
+                Ok(out) => out.attached_policies().to_vec(),
+                Err(e) if e.is(ErrorKind::NotFound) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            for policy in attached.iter().filter_map(|p| p.policy_arn()) {
                 ignore_not_found(
-                    iam.delete_role_policy()
+                    iam.detach_role_policy()
                         .role_name(role)
-                        .policy_name("worker")
+                        .policy_arn(policy)
                         .send()
                         .await
-                        .aws("iam", "DeleteRolePolicy"),
-                )?;
-                ignore_not_found(
-                    iam.delete_role()
-                        .role_name(role)
-                        .send()
-                        .await
-                        .aws("iam", "DeleteRole"),
+                        .aws("iam", "DetachRolePolicy"),
                 )?;
             }
+            ignore_not_found(
+                iam.delete_role()
+                    .role_name(role)
+                    .send()
+                    .await
+                    .aws("iam", "DeleteRole"),
+            )?;
         }
         Ok(())
     }
@@ -1029,17 +1482,7 @@ impl Provisioner<'_> {
     async fn delete_queue(&self, name: &str) -> Result<Option<String>, AwsError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = &self.aws.sqs;
-        let url = match sqs
-            .get_queue_url()
-            .queue_name(name)
-            .send()
-            .await
-            .aws("sqs", "GetQueueUrl")
-        {
-            Ok(out) => out.queue_url().map(str::to_string),
-            Err(e) if e.is(ErrorKind::NotFound) => None,
-            Err(e) => return Err(e),
-        };
+        let url = self.queue_url(name).await?;
         let Some(url) = url else { return Ok(None) };
         if self.spec.deletion_policy != DeletionPolicy::DeleteWithMessages {
             let out = sqs
@@ -1067,6 +1510,29 @@ impl Provisioner<'_> {
                 .aws("sqs", "DeleteQueue"),
         )?;
         Ok(None)
+    }
+}
+
+/// Auto Scaling's answer to a deletion of a group it is already deleting.
+/// <https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DeleteAutoScalingGroup.html>
+fn pending_delete(e: &AwsError) -> bool {
+    e.message.to_ascii_lowercase().contains("pending delete")
+}
+
+/// A create refused because the resource exists, although a look just before did not find
+/// it: AWS has not yet made the new resource visible to reads.
+fn unseen_if_exists(e: AwsError) -> AwsError {
+    if e.code.contains("AlreadyExists") {
+        AwsError {
+            kind: ErrorKind::Propagating,
+            message: format!(
+                "{}; AWS does not show it to reads yet (changes take a few seconds to propagate); retrying",
+                e.message
+            ),
+            ..e
+        }
+    } else {
+        e
     }
 }
 

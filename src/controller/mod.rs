@@ -30,6 +30,9 @@ pub const MANAGER: &str = "ecs-worker-operator";
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Identity of the Kubernetes cluster, part of every resource's owner tag
+    /// ([`crate::plan::desired::Owner`]).
+    pub cluster_id: String,
     /// Watch one namespace only (all when None).
     pub namespace: Option<String>,
     /// Reconcile only objects matching this label selector (shard a fleet over deployments).
@@ -47,6 +50,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            cluster_id: "local".into(),
             namespace: None,
             label_selector: None,
             drift_interval: Duration::from_secs(3600),
@@ -104,6 +108,15 @@ impl Context {
     pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Context {
         self.clock = Box::new(clock);
         self
+    }
+
+    /// The owner of one object's AWS resources, in this cluster.
+    pub fn owner(&self, namespace: &str, name: &str) -> crate::plan::desired::Owner {
+        crate::plan::desired::Owner {
+            cluster: self.config.cluster_id.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 
     pub fn now(&self) -> Timestamp {

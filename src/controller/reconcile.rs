@@ -14,7 +14,7 @@ use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
 use crate::aws::{AwsClients, AwsError, ErrorKind};
 use crate::metrics::{OutcomeLabels, WorkerLabels};
 use crate::plan::cycle;
-use crate::plan::desired::{self, Names};
+use crate::plan::desired::Names;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -57,6 +57,7 @@ impl Error {
                 ErrorKind::AccessDenied => "aws_access_denied",
                 ErrorKind::InvalidParameter => "aws_invalid_parameter",
                 ErrorKind::NotFound => "aws_not_found",
+                ErrorKind::Propagating => "aws_propagating",
                 ErrorKind::Other => "aws_error",
             },
             Error::Kube(_) => "kube",
@@ -207,6 +208,7 @@ fn aws_reason(e: &AwsError) -> &'static str {
         ErrorKind::AccessDenied => reason::ACCESS_DENIED,
         ErrorKind::InvalidParameter => reason::INVALID_PARAMETER,
         ErrorKind::Throttling | ErrorKind::Transient => reason::AWS_UNAVAILABLE,
+        ErrorKind::Propagating => reason::PROPAGATING,
         ErrorKind::NotFound | ErrorKind::Other => reason::AWS_ERROR,
     }
 }
@@ -270,12 +272,8 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         if !provisioned {
             pass.status.phase = Some(Phase::Provisioning);
         }
-        let provisioner = Provisioner {
-            aws: &aws,
-            names: &names,
-            spec,
-            tags: desired::tags(&ns, &name, spec),
-        };
+        let owner = ctx.owner(&ns, &name);
+        let provisioner = Provisioner::new(&aws, &names, spec, &owner);
         match provisioner.ensure_all(&mut pass.status.resources).await {
             Ok(report) => {
                 ctx.ensured(&oref, generation);
@@ -322,6 +320,20 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
                 pass.problem(reason::NO_NETWORK, msg, Phase::Failed).await;
                 pass.save().await?;
                 return Ok(Action::await_change());
+            }
+            Err(e @ ProvisionError::NameConflict { .. }) => {
+                let msg = e.to_string();
+                pass.condition(
+                    conditions::PROVISIONED,
+                    false,
+                    reason::NAME_CONFLICT,
+                    msg.clone(),
+                );
+                pass.problem(reason::NAME_CONFLICT, msg, Phase::Failed)
+                    .await;
+                pass.save().await?;
+                // Someone may remove or retag the resource: look again now and then.
+                return Ok(Action::requeue(Duration::from_secs(300)));
             }
             Err(ProvisionError::Aws(e)) => return fail(pass, e).await,
         }
@@ -428,6 +440,12 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
 
 /// Records an AWS failure as a condition and an Event; retryable ones go to the backoff.
 async fn fail(mut pass: Pass<'_>, e: AwsError) -> Result<Action> {
+    if e.is(ErrorKind::Propagating) {
+        // AWS's eventual consistency right after a create: nobody needs to act.
+        pass.condition(conditions::READY, false, reason::PROPAGATING, e.to_string());
+        pass.save().await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let r = aws_reason(&e);
     pass.problem(
         r,
@@ -495,12 +513,8 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     };
     let aws: AwsClients = ctx.aws.clients(&spec.region, keys).await;
     let names = Names::new(&ns, &name);
-    let provisioner = Provisioner {
-        aws: &aws,
-        names: &names,
-        spec,
-        tags: desired::tags(&ns, &name, spec),
-    };
+    let owner = ctx.owner(&ns, &name);
+    let provisioner = Provisioner::new(&aws, &names, spec, &owner);
     crate::aws::cycle::stop_all_tasks(&aws, &names).await?;
     match provisioner.delete_all().await {
         Ok(Deletion::Waiting(why)) => {

@@ -203,10 +203,15 @@ pub enum Action {
     SetDesiredCapacity(i32),
     /// `TerminateInstanceInAutoScalingGroup` with `ShouldDecrementDesiredCapacity=true`.
     TerminateInstance { instance_id: String },
-    /// `RunTask` of `count` worker tasks with `startedBy` and `clientToken` set to `run_id`;
-    /// with a `tail`, the worker container's environment overrides the task definition's.
+    /// `RunTask` of `count` worker tasks with `startedBy` set to `run_id`: the run's tasks
+    /// number `first` to `first + count - 1` (`first` = the run's tasks seen so far). The AWS
+    /// layer sends calls of at most 10 tasks, each with a client token naming the run and its
+    /// first task, so a repeat after a crash (or before ECS lists the new tasks) starts
+    /// nothing new. With a `tail`, the worker container's environment overrides the task
+    /// definition's.
     RunTasks {
         run_id: String,
+        first: i32,
         count: i32,
         tail: Option<Tail>,
     },
@@ -560,6 +565,10 @@ impl<'a> Cycle<'a> {
             .collect()
     }
 
+    fn task_count(&self, run_id: &str) -> i32 {
+        i32::try_from(self.tasks_of(run_id).len()).unwrap_or(i32::MAX)
+    }
+
     fn has_tasks(&self, run_id: &str) -> bool {
         !self.tasks_of(run_id).is_empty()
     }
@@ -741,6 +750,7 @@ impl<'a> Cycle<'a> {
                 let count = want.min(free);
                 self.act(Action::RunTasks {
                     run_id: run.id.clone(),
+                    first: self.task_count(&run.id),
                     count,
                     tail: self.tail(&run),
                 });
@@ -804,6 +814,7 @@ impl<'a> Cycle<'a> {
         let tail = self.tail(&run);
         self.act(Action::RunTasks {
             run_id: run.id.clone(),
+            first: self.task_count(&run.id),
             count,
             tail,
         });
@@ -1193,6 +1204,7 @@ mod tests {
     fn run_tasks(run_id: &str, count: i32) -> Action {
         Action::RunTasks {
             run_id: run_id.into(),
+            first: 0,
             count,
             tail: Some(Tail::SHORT),
         }
@@ -2273,14 +2285,20 @@ mod tests {
                     Action::SetDesiredCapacity(n) => self.obs.group.desired_capacity = *n,
                     Action::TerminateInstance { instance_id } => self.terminate(instance_id),
                     Action::RunTasks { .. } if self.run_task_fails => {}
-                    Action::RunTasks { run_id, count, .. } => {
-                        if self
+                    Action::RunTasks {
+                        run_id,
+                        first,
+                        count,
+                        ..
+                    } => {
+                        let started = self
                             .obs
                             .tasks
                             .iter()
-                            .any(|t| t.started_by.as_deref() == Some(run_id.as_str()))
-                        {
-                            continue; // same client token
+                            .filter(|t| t.started_by.as_deref() == Some(run_id.as_str()))
+                            .count();
+                        if started > usize::try_from(*first).expect("positive") {
+                            continue; // a call with this client token was served before
                         }
                         let busy: Vec<String> = self
                             .obs

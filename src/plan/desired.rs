@@ -83,16 +83,84 @@ pub fn fingerprint<T: serde::Serialize>(value: &T) -> String {
     hex(&Sha256::digest(&json))[..16].to_string()
 }
 
-/// Tags on every resource: the user's, then the owner and managed-by tags (which win).
-pub fn tags(
-    namespace: &str,
-    name: &str,
-    spec: &EcsSelfTerminatingWorkerSpec,
-) -> BTreeMap<String, String> {
-    let mut tags = spec.tags.clone();
-    tags.insert(OWNER_TAG.into(), format!("{namespace}/{name}"));
-    tags.insert(MANAGED_BY_TAG.into(), MANAGED_BY.into());
-    tags
+/// The AWS partition of a region: `aws`, `aws-cn` (China), `aws-us-gov` (GovCloud) or one of
+/// the isolated partitions. Every ARN the operator writes starts with it.
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html>
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else {
+        "aws"
+    }
+}
+
+/// Longest tag value AWS accepts (EC2, Auto Scaling, ECS, IAM, SQS, CloudWatch Logs).
+/// <https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html#tag-conventions>
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// The object that owns a worker's resources, in the cluster the operator serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Identity of the Kubernetes cluster (the operator's `--cluster-id`).
+    pub cluster: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Who holds a resource found under one of the worker's names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// This worker, in this cluster (or an earlier version of the operator that wrote
+    /// `namespace/name` before owner values named the cluster).
+    Us,
+    /// Someone else: another cluster's operator, another object, or nobody (no owner tag).
+    Other(String),
+}
+
+impl Owner {
+    /// Value of [`OWNER_TAG`]: `<cluster>/<namespace>/<name>`. The cluster identity keeps two
+    /// Kubernetes clusters sharing one AWS account and region from adopting (and deleting)
+    /// each other's resources. A value longer than a tag value may be keeps its first
+    /// characters and ends with `_` and a digest of the whole, so it stays unique.
+    pub fn value(&self) -> String {
+        let full = format!("{}/{}/{}", self.cluster, self.namespace, self.name);
+        if full.len() <= MAX_TAG_VALUE {
+            return full;
+        }
+        let digest = hex(&Sha256::digest(full.as_bytes()))[..16].to_string();
+        let keep = MAX_TAG_VALUE - digest.len() - 1;
+        // Kubernetes names and UIDs are ASCII: every byte index is a character boundary.
+        format!("{}_{digest}", &full[..keep])
+    }
+
+    /// Whose is a resource whose [`OWNER_TAG`] reads `found`.
+    pub fn holder(&self, found: Option<&str>) -> Holder {
+        match found {
+            Some(v) if v == self.value() || v == format!("{}/{}", self.namespace, self.name) => {
+                Holder::Us
+            }
+            Some(v) => Holder::Other(format!("{OWNER_TAG}={v}")),
+            None => Holder::Other(format!("no {OWNER_TAG} tag")),
+        }
+    }
+
+    /// Tags on every resource: the user's, then the owner and managed-by tags (which win).
+    pub fn tags(&self, spec: &EcsSelfTerminatingWorkerSpec) -> BTreeMap<String, String> {
+        let mut tags = spec.tags.clone();
+        tags.insert(OWNER_TAG.into(), self.value());
+        tags.insert(MANAGED_BY_TAG.into(), MANAGED_BY.into());
+        tags
+    }
 }
 
 /// The public SSM parameter holding the recommended ECS-optimized AMI id.
@@ -296,41 +364,71 @@ pub fn trust_policy(service: &str) -> String {
     .to_string()
 }
 
-/// Inline policy of the instance role: what the ECS agent needs to join this cluster.
-pub fn instance_policy(cluster_arn: &str) -> String {
+/// AWS managed policy of the container instance role: what the ECS agent needs, kept current by
+/// AWS as the agent changes.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/instance_IAM_role.html>
+pub fn instance_managed_policy(partition: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role")
+}
+
+/// AWS managed policy of the task execution role: pull images (ECR) and write logs.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html>
+pub fn execution_managed_policy(partition: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+}
+
+/// Tag the worker puts on its own task with its outcome before it removes its capacity, so a
+/// drain that succeeded is known even when the instance goes before the agent reports.
+pub const OUTCOME_TAG: &str = "ecsworker.dev/outcome";
+
+/// Where the task role's statements point.
+pub struct TaskPolicyInputs<'a> {
+    pub partition: &'a str,
+    pub region: &'a str,
+    pub queue_arn: &'a str,
+    pub group_name: &'a str,
+    pub cluster_arn: &'a str,
+    pub cluster_name: &'a str,
+}
+
+/// Inline policy of the task role: exactly the calls the worker makes (worker/README.md) —
+/// drain this queue, find its own task and instance, mark its task with its outcome, remove
+/// this group's capacity. `autoscaling:DescribeAutoScalingInstances` has no resource-level
+/// permissions, so its resource is `*`.
+/// <https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2autoscaling.html>
+/// <https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html>
+pub fn task_policy(i: &TaskPolicyInputs<'_>) -> String {
+    let group_arn = format!(
+        "arn:{}:autoscaling:{}:*:autoScalingGroup:*:autoScalingGroupName/{}",
+        i.partition, i.region, i.group_name
+    );
+    let tasks = format!(
+        "arn:{}:ecs:{}:*:task/{}/*",
+        i.partition, i.region, i.cluster_name
+    );
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": ["ecs:RegisterContainerInstance", "ecs:DeregisterContainerInstance", "ecs:SubmitContainerStateChange", "ecs:SubmitTaskStateChange", "ecs:UpdateContainerInstancesState", "ecs:ListContainerInstances"], "Resource": cluster_arn},
-            {"Effect": "Allow", "Action": ["ecs:DiscoverPollEndpoint", "ecs:Poll", "ecs:StartTelemetrySession", "ecs:PutSystemLogEvents", "ecs:TagResource"], "Resource": "*"}
+            {"Sid": "DrainQueue", "Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], "Resource": i.queue_arn},
+            {"Sid": "RemoveOwnCapacity", "Effect": "Allow", "Action": ["autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:SetDesiredCapacity"], "Resource": group_arn},
+            {"Sid": "FindOwnInstance", "Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"], "Resource": "*"},
+            {"Sid": "FindOwnTask", "Effect": "Allow", "Action": ["ecs:DescribeContainerInstances", "ecs:DescribeTasks"], "Resource": "*", "Condition": {"ArnEquals": {"ecs:cluster": i.cluster_arn}}},
+            {"Sid": "RecordOutcome", "Effect": "Allow", "Action": ["ecs:TagResource"], "Resource": tasks, "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": [OUTCOME_TAG]}}}
         ]
     })
     .to_string()
 }
 
-/// Inline policy of the task role: drain this queue, remove this group's capacity.
-pub fn task_policy(queue_arn: &str, group_arn: &str, cluster_arn: &str) -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"], "Resource": queue_arn},
-            {"Effect": "Allow", "Action": ["autoscaling:TerminateInstanceInAutoScalingGroup", "autoscaling:SetDesiredCapacity"], "Resource": group_arn},
-            {"Effect": "Allow", "Action": ["ecs:DescribeContainerInstances"], "Resource": "*", "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}}}
-        ]
-    })
-    .to_string()
-}
-
-/// Inline policy of the execution role: pull images and write this log group.
-pub fn execution_policy(log_group_arn: &str) -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"], "Resource": "*"},
-            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": format!("{log_group_arn}:*")}
-        ]
-    })
-    .to_string()
+/// Whether two policy documents say the same: IAM returns documents URL-encoded and may
+/// reformat them, so both are decoded and compared as JSON.
+/// <https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetRolePolicy.html>
+pub fn same_policy(observed: &str, desired: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(observed).decode_utf8_lossy();
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    match (parse(&decoded), parse(desired)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -479,8 +577,45 @@ mod tests {
     #[test]
     fn owner_tags_win_over_user_tags() {
         let s = spec(serde_json::json!({"tags": {"team": "ml", "ecsworker.dev/owner": "spoof"}}));
-        let t = tags("ns", "w", &s);
-        assert_eq!(t[OWNER_TAG], "ns/w");
+        let owner = Owner {
+            cluster: "c1".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+        };
+        let t = owner.tags(&s);
+        assert_eq!(t[OWNER_TAG], "c1/ns/w");
         assert_eq!(t["team"], "ml");
+    }
+
+    #[test]
+    fn owner_value_within_the_tag_limit_and_unique() {
+        let long = |name: &str| Owner {
+            cluster: "0f6a4f0e-7a4c-4d0e-9d6c-3f3c1c2b1a00".into(),
+            namespace: "n".repeat(63),
+            name: name.into(),
+        };
+        let a = long(&"a".repeat(253));
+        let b = long(&format!("{}b", "a".repeat(252)));
+        assert!(a.value().len() <= MAX_TAG_VALUE && b.value().len() <= MAX_TAG_VALUE);
+        assert_ne!(a.value(), b.value());
+        assert_eq!(a.holder(Some(&a.value())), Holder::Us);
+        assert!(matches!(b.holder(Some(&a.value())), Holder::Other(_)));
+        let short = Owner {
+            cluster: "c1".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+        };
+        // Written before owner values named the cluster: still ours.
+        assert_eq!(short.holder(Some("ns/w")), Holder::Us);
+        assert!(matches!(short.holder(Some("c2/ns/w")), Holder::Other(_)));
+        assert!(matches!(short.holder(None), Holder::Other(_)));
+    }
+
+    #[test]
+    fn partitions_follow_the_region() {
+        assert_eq!(partition("us-east-1"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition("eu-west-3"), "aws");
     }
 }

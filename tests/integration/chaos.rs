@@ -615,16 +615,35 @@ const KINDS: [&str; 13] = [
 
 /// Everything owned by workers of `namespace` (`workers`: every name ever applied there,
 /// for the kinds found by name).
+/// The cluster identity the operator binary writes into owner tags: the kube-system
+/// namespace's UID.
+async fn cluster_uid(client: &kube::Client) -> anyhow::Result<String> {
+    Ok(
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get("kube-system")
+            .await?
+            .metadata
+            .uid
+            .unwrap_or_default(),
+    )
+}
+
 async fn census(
     sdk: &aws_config::SdkConfig,
+    cluster: &str,
     namespace: &str,
     workers: &[String],
 ) -> anyhow::Result<Census> {
     let mut c = Census::default();
-    let ours = |owner: &str| owner.starts_with(&format!("{namespace}/"));
+    let ours = |owner: &str| owner.starts_with(&format!("{cluster}/{namespace}/"));
     let names: Vec<(String, Names)> = workers
         .iter()
-        .map(|w| (format!("{namespace}/{w}"), Names::new(namespace, w)))
+        .map(|w| {
+            (
+                format!("{cluster}/{namespace}/{w}"),
+                Names::new(namespace, w),
+            )
+        })
         .collect();
     let by_name = |pick: fn(&Names) -> Vec<&String>, name: &str| {
         names
@@ -1072,7 +1091,11 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
     let cp = ControlPlane::shared()?;
     let mut op = Operator::start(s.name, &cp.kubeconfig_path(), &t.name, proxy.endpoint())?;
     let workers: Vec<String> = (0..s.workers).map(|i| format!("w{i:02}")).collect();
-    let owners: Vec<String> = workers.iter().map(|w| format!("{}/{w}", t.name)).collect();
+    let cluster = cluster_uid(&t.client).await?;
+    let owners: Vec<String> = workers
+        .iter()
+        .map(|w| format!("{cluster}/{}/{w}", t.name))
+        .collect();
     let names: Vec<Names> = workers.iter().map(|w| Names::new(&t.name, w)).collect();
     let mut kills = Vec::new();
     let mut kill = async |op: &mut Operator, phase, plan: &Kills, done| -> anyhow::Result<()> {
@@ -1097,7 +1120,7 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
         all_ready_after.as_secs_f64(),
         proxy.request_count()
     );
-    let provisioned = census(&direct, &t.name, &workers).await?;
+    let provisioned = census(&direct, &cluster, &t.name, &workers).await?;
     let (_, missing) = provisioned.compare(&owners);
     anyhow::ensure!(
         missing.is_empty(),
@@ -1122,7 +1145,7 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
     let items = api.list(&Default::default()).await?.items;
     anyhow::ensure!(all_ready(&items), "a worker is not Ready after its run");
     let extra_task_sets = extra_task_sets(&direct, &api, &t.name).await?;
-    let after_run = census(&direct, &t.name, &workers).await?;
+    let after_run = census(&direct, &cluster, &t.name, &workers).await?;
     let (_, missing) = after_run.compare(&owners);
     anyhow::ensure!(missing.is_empty(), "missing after the runs: {missing:?}");
 
@@ -1133,7 +1156,7 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
     kill(&mut op, "deletion", &s.deletion, all_gone).await?;
     wait_all(&api, &mut op, 0, s.timeout, all_gone).await?;
     let all_gone_after = deletion_started.elapsed();
-    let left = census(&direct, &t.name, &workers).await?;
+    let left = census(&direct, &cluster, &t.name, &workers).await?;
     Ok(Figures {
         seed,
         counts: proxy.counts(),
@@ -1240,7 +1263,7 @@ async fn census_counts_tagged_and_named_resources_and_sees_duplicates() -> anyho
     let sdk = moto.sdk_config().await;
     let (ns, worker) = ("census", "w");
     let names = Names::new(ns, worker);
-    let owner = format!("{ns}/{worker}");
+    let owner = format!("c1/{ns}/{worker}");
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // The worker's two queues (one untagged, known by name) and a third one, tagged.
     sqs.create_queue().queue_name(&names.queue).send().await?;
@@ -1276,7 +1299,7 @@ async fn census_counts_tagged_and_named_resources_and_sees_duplicates() -> anyho
             .send()
             .await?;
     }
-    let c = census(&sdk, ns, &[worker.to_string()]).await?;
+    let c = census(&sdk, "c1", ns, &[worker.to_string()]).await?;
     assert_eq!(c.total(), 5, "{c:?}");
     let (extra, missing) = c.compare(std::slice::from_ref(&owner));
     assert_eq!(
@@ -1291,7 +1314,9 @@ async fn census_counts_tagged_and_named_resources_and_sees_duplicates() -> anyho
         "{missing:?}"
     );
     assert_eq!(
-        census(&sdk, "other", &[worker.to_string()]).await?.total(),
+        census(&sdk, "c1", "other", &[worker.to_string()])
+            .await?
+            .total(),
         0
     );
     Ok(())
@@ -1320,6 +1345,7 @@ async fn operator_rewatches_after_an_apiserver_restart_and_misses_no_work() -> a
     let direct = moto.sdk_config().await;
     let proxy = Proxy::start(moto.endpoint(), Faults::none())?;
     let mut op = Operator::start("apiserver", &cp.kubeconfig_path(), ns, proxy.endpoint())?;
+    let cluster = cluster_uid(&cp.client().await?).await?;
     let workers: Vec<String> = ["steady", "doomed", "during", "after"]
         .map(String::from)
         .to_vec();
@@ -1352,9 +1378,11 @@ async fn operator_rewatches_after_an_apiserver_restart_and_misses_no_work() -> a
     assert_eq!(op.starts, 1, "the same operator process throughout");
     let remaining: Vec<String> = ["steady", "during", "after"]
         .iter()
-        .map(|w| format!("{ns}/{w}"))
+        .map(|w| format!("{cluster}/{ns}/{w}"))
         .collect();
-    let (extra, missing) = census(&direct, ns, &workers).await?.compare(&remaining);
+    let (extra, missing) = census(&direct, &cluster, ns, &workers)
+        .await?
+        .compare(&remaining);
     assert!(
         extra.is_empty() && missing.is_empty(),
         "only the three remaining workers own resources: extra {extra:?}, missing {missing:?}"
@@ -1374,6 +1402,6 @@ async fn operator_rewatches_after_an_apiserver_restart_and_misses_no_work() -> a
         api.delete(w, &DeleteParams::default()).await?;
     }
     wait_all(&api, &mut op, 0, Duration::from_secs(60), all_gone).await?;
-    assert_eq!(census(&direct, ns, &workers).await?.total(), 0);
+    assert_eq!(census(&direct, &cluster, ns, &workers).await?.total(), 0);
     Ok(())
 }
