@@ -11,7 +11,10 @@
 //! - [`Fault::ServerError`]: HTTP 500 `InternalFailure` (EC2: `InternalError`) in the same shapes;
 //! - [`Fault::Reset`]: the connection is reset (RST) without an answer; the request never
 //!   reaches the upstream;
-//! - [`Fault::Delay`]: the request is forwarded after [`Faults::delay`].
+//! - [`Fault::Delay`]: the request is forwarded after [`Faults::delay`];
+//! - [`Fault::NotYetVisible`] ([`Faults::eventual_consistency`]): for a window after each
+//!   successful create, a request that uses the new resource fails the way AWS fails it while
+//!   the resource has not propagated (see [eventual consistency](#eventual-consistency)).
 //!
 //! Which request gets which fault is a pure function of the seed and the request's sequence
 //! number, so the same seed and the same request sequence give the same faults: a failing run is
@@ -23,6 +26,56 @@
 //! signing name: `sqs`, `ecs`, `ec2`, `autoscaling`, `iam`, `ssm`, `logs`), operation (from
 //! `X-Amz-Target` or the `Action=` form field), the fault injected and the status answered —
 //! what tests and benchmarks need to count calls per tick and measure reaction latency.
+//!
+//! # Eventual consistency
+//!
+//! AWS's control planes are eventually consistent: a resource a create call just returned may be
+//! unknown, for a while, to the next call that uses it. With [`Faults::eventual_consistency`]
+//! the proxy models that. It learns each new resource from the create request and its answer,
+//! and until `window` has passed since the create, answers a later request naming it (other
+//! than a repeat of the create itself) with AWS's error for a resource that does not exist:
+//!
+//! | create | learned from | a later use fails with |
+//! |---|---|---|
+//! | IAM `CreateRole` | `RoleName` | `NoSuchEntity` (404) for any call whose `RoleName` it is |
+//! | IAM `CreateInstanceProfile` | `InstanceProfileName` | `NoSuchEntity` (404) for any call whose `InstanceProfileName` it is |
+//! | SQS `CreateQueue` | `QueueName`, the answer's `QueueUrl` | `AWS.SimpleQueueService.NonExistentQueue` for any call whose `QueueUrl` or `QueueName` it is |
+//! | ECS `CreateCluster` | `clusterName`, the answer's `clusterArn` | `ClusterNotFoundException` for any call whose `cluster` it is; `DescribeClusters` lists it under `failures` as `MISSING`, as ECS does for a cluster it does not know |
+//! | EC2 `CreateVpc`, `CreateSubnet`, `CreateInternetGateway`, `CreateSecurityGroup`, `CreateRouteTable` | the answer's id | `InvalidVpcID.NotFound`, `InvalidSubnetID.NotFound`, `InvalidInternetGatewayID.NotFound` (`InvalidGatewayID.NotFound` as a route's `GatewayId`), `InvalidGroup.NotFound`, `InvalidRouteTableID.NotFound` for any call naming the id, except in a filter or a tag, and except in launch template data, which EC2 does not validate |
+//! | EC2 `CreateLaunchTemplate`, `CreateLaunchTemplateVersion` | the template's id and name, and the instance profile of its latest version | Auto Scaling `CreateAutoScalingGroup` and `UpdateAutoScalingGroup` naming the template while its instance profile is within its window (counted from `CreateInstanceProfile`, and again from each `AddRoleToInstanceProfile`): `ValidationError` "You must use a valid fully-formed launch template. Value (...) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN" (`.name`/`name` when the template names the profile) |
+//!
+//! Calls that find resources by filter, tag or prefix are not affected; the window is the same
+//! for every resource and deterministic, so a run is reproducible. Only resources created while
+//! the mode is on are tracked; [`Proxy::set_faults`] turns it on, off or changes the window at
+//! run time (the window applies to resources already learned, too). Every request so answered
+//! is recorded as [`Fault::NotYetVisible`] with the error code ([`Request::code`]);
+//! [`Proxy::creations`] lists what was learned, with when.
+//!
+//! What AWS documents:
+//! - EC2: "if you run a command to modify or describe the resource that you just created, its ID
+//!   might not have propagated throughout the system, and you will get an error responding that
+//!   the resource does not exist"
+//!   (<https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html>; codes:
+//!   <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
+//! - IAM: changes take time to become visible from all endpoints
+//!   (<https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>);
+//!   after `AddRoleToInstanceProfile` "you must then wait for the change to appear across all of
+//!   Amazon Web Services because of eventual consistency"
+//!   (<https://docs.aws.amazon.com/IAM/latest/APIReference/API_AddRoleToInstanceProfile.html>).
+//!   The Auto Scaling wording of a launch template whose profile has not propagated is the one
+//!   infrastructure tools meet (hashicorp/terraform-provider-aws#24910 and #40088,
+//!   eksctl-io/eksctl#8039); EC2 itself accepts the template: "Launch template parameters are
+//!   not fully validated when you create the launch template"
+//!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/launch-template-restrictions.html>).
+//! - SQS: "After you create a queue, you must wait at least one second after the queue is
+//!   created to be able to use the queue"
+//!   (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html>).
+//! - ECS: "The Amazon ECS API follows an eventual consistency model ... the result of an API
+//!   command you run that affects your Amazon ECS resources might not be immediately visible to
+//!   all subsequent commands you run"
+//!   (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html>); a cluster
+//!   `DescribeClusters` does not know is a `MISSING` failure
+//!   (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeClusters.html>).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -48,6 +101,9 @@ pub enum Fault {
     Reset,
     /// Forwarded after [`Faults::delay`].
     Delay,
+    /// Answered as AWS answers a use of a resource created within the eventual-consistency
+    /// window ([`Faults::eventual_consistency`]); the code is in [`Request::code`].
+    NotYetVisible,
 }
 
 /// Which share of requests gets which fault. Shares are probabilities in `[0, 1]`, drawn in
@@ -63,8 +119,11 @@ pub struct Faults {
     pub delay_share: f64,
     /// Latency added to delayed requests.
     pub delay: Duration,
-    /// Only these operations get faults (all when empty), e.g. `["RunTask"]`.
+    /// Only these operations get faults (all when empty), e.g. `["RunTask"]`. The
+    /// eventual-consistency window applies to every operation.
     pub operations: Vec<String>,
+    /// How long a new resource stays unknown to the calls that use it; zero: off.
+    pub consistency_window: Duration,
 }
 
 impl Faults {
@@ -78,6 +137,7 @@ impl Faults {
             delay_share: 0.0,
             delay: Duration::ZERO,
             operations: Vec::new(),
+            consistency_window: Duration::ZERO,
         }
     }
 
@@ -115,6 +175,14 @@ impl Faults {
     pub fn delayed(mut self, share: f64, delay: Duration) -> Faults {
         self.delay_share = share;
         self.delay = delay;
+        self
+    }
+
+    /// For `window` after each create, uses of the new resource fail as AWS fails them while
+    /// it propagates (see the [module documentation](self#eventual-consistency)); zero turns
+    /// it off.
+    pub fn eventual_consistency(mut self, window: Duration) -> Faults {
+        self.consistency_window = window;
         self
     }
 
@@ -186,6 +254,9 @@ pub struct Request {
     pub operation: String,
     /// The fault injected, if any.
     pub fault: Option<Fault>,
+    /// The error code the proxy answered with (throttling, HTTP 500, or the error of a
+    /// resource not yet visible; `MISSING` for a cluster `DescribeClusters` left out).
+    pub code: Option<String>,
     /// Status answered (None while in flight and for resets).
     pub status: Option<u16>,
     /// Time from arrival to the answer (None while in flight and for resets).
@@ -200,12 +271,13 @@ pub struct Counts {
     pub server_errors: u64,
     pub resets: u64,
     pub delayed: u64,
+    pub not_yet_visible: u64,
 }
 
 impl Counts {
     /// Requests that failed because of the proxy (delays do not count).
     pub fn failed(&self) -> u64 {
-        self.throttled + self.server_errors + self.resets
+        self.throttled + self.server_errors + self.resets + self.not_yet_visible
     }
 }
 
@@ -215,6 +287,7 @@ struct Shared {
     log: Mutex<Vec<Request>>,
     arrived: tokio::sync::watch::Sender<u64>,
     client: Client<HttpConnector, Full<Bytes>>,
+    visibility: Mutex<Visibility>,
 }
 
 /// A running proxy; stopped (and its connections closed) on drop.
@@ -244,6 +317,7 @@ impl Proxy {
             log: Mutex::new(Vec::new()),
             arrived: tokio::sync::watch::channel(0).0,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            visibility: Mutex::new(Visibility::default()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -351,10 +425,38 @@ impl Proxy {
                 Some(Fault::ServerError) => c.server_errors += 1,
                 Some(Fault::Reset) => c.resets += 1,
                 Some(Fault::Delay) => c.delayed += 1,
+                Some(Fault::NotYetVisible) => c.not_yet_visible += 1,
                 None => {}
             }
         }
         c
+    }
+
+    /// The resources learned from their creates in eventual-consistency mode, in creation
+    /// order.
+    pub fn creations(&self) -> Vec<Creation> {
+        self.shared
+            .visibility
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learned
+            .iter()
+            .map(|l| l.creation.clone())
+            .collect()
+    }
+
+    /// When every resource learned so far is visible: the last create (or role added to an
+    /// instance profile) plus the current window; `None` when nothing was learned.
+    pub fn all_visible_at(&self) -> Option<Instant> {
+        let window = self.faults().consistency_window;
+        self.shared
+            .visibility
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learned
+            .iter()
+            .map(|l| l.changed.max(l.creation.at) + window)
+            .max()
     }
 
     /// Requests per (service, operation).
@@ -523,10 +625,25 @@ async fn handle(
         (Some(s), None) if s == "ec2" => Protocol::Ec2,
         _ => Protocol::Query,
     };
-    let (seq, fault) = {
+    // The eventual-consistency model reads the parameters of signed requests only.
+    let window = service
+        .as_ref()
+        .map(|_| {
+            shared
+                .faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .consistency_window
+        })
+        .filter(|w| !w.is_zero());
+    let params = window
+        .map(|_| parameters(&body, protocol))
+        .unwrap_or_default();
+    let op = operation.clone();
+    let (seq, fault, error, verdict) = {
         let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
         let seq = log.len() as u64;
-        let fault = match &service {
+        let mut fault = match &service {
             Some(_) => shared
                 .faults
                 .lock()
@@ -534,17 +651,39 @@ async fn handle(
                 .pick(seq, &operation),
             None => None,
         };
+        let mut verdict = None;
+        if let (None, Some(window), Some(service)) = (fault, window, &service) {
+            verdict = shared
+                .visibility
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(service, &operation, &params, window);
+            if verdict.is_some() {
+                fault = Some(Fault::NotYetVisible);
+            }
+        }
+        let error = match (fault, &verdict) {
+            (Some(Fault::Throttle), _) => Some(ErrorAnswer::injected(true, protocol)),
+            (Some(Fault::ServerError), _) => Some(ErrorAnswer::injected(false, protocol)),
+            (_, Some(Verdict::Fail(e))) => Some(e.clone()),
+            _ => None,
+        };
+        let code = match &verdict {
+            Some(Verdict::MissingClusters(_)) => Some("MISSING".to_string()),
+            _ => error.as_ref().map(|e| e.code.clone()),
+        };
         log.push(Request {
             seq,
             at,
             service: service.clone().unwrap_or_else(|| "moto".into()),
             operation,
             fault,
+            code,
             status: None,
             elapsed: None,
         });
         shared.arrived.send_replace(seq + 1);
-        (seq, fault)
+        (seq, fault, error, verdict)
     };
     let answer = |status: u16| {
         let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -553,15 +692,15 @@ async fn handle(
             r.elapsed = Some(at.elapsed());
         }
     };
+    if let Some(error) = error {
+        let resp = error_response(protocol, seq, &error);
+        answer(resp.status().as_u16());
+        return Ok(resp);
+    }
     match fault {
         Some(Fault::Reset) => {
             reset.store(true, Ordering::SeqCst);
             return Err(Dropped::Reset);
-        }
-        Some(f @ (Fault::Throttle | Fault::ServerError)) => {
-            let resp = error_response(f == Fault::Throttle, protocol, seq);
-            answer(resp.status().as_u16());
-            return Ok(resp);
         }
         Some(Fault::Delay) => {
             let delay = shared
@@ -571,7 +710,7 @@ async fn handle(
                 .delay;
             tokio::time::sleep(delay).await;
         }
-        None => {}
+        _ => {}
     }
 
     let path = parts
@@ -599,7 +738,17 @@ async fn handle(
         }
     };
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(Dropped::broken)?.to_bytes();
+    let mut body = body.collect().await.map_err(Dropped::broken)?.to_bytes();
+    if let (Some(window), Some(service), true) = (window, &service, parts.status.is_success()) {
+        if let Some(Verdict::MissingClusters(missing)) = &verdict {
+            body = hide_clusters(&body, missing);
+        }
+        shared
+            .visibility
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learn(service, &op, &params, &body, window);
+    }
     let mut out = Response::builder().status(parts.status);
     for (k, v) in parts.headers.iter() {
         if !is_hop_by_hop(k.as_str()) {
@@ -635,10 +784,72 @@ fn form_action(body: &[u8], query: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The error AWS answers in `protocol`: throttling, or an internal failure (HTTP 500).
-fn error_response(throttle: bool, protocol: Protocol, seq: u64) -> Response<Full<Bytes>> {
+/// An error the proxy answers instead of the upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ErrorAnswer {
+    status: u16,
+    /// The code the SDK reports (for SQS, the query-compatible code).
+    code: String,
+    message: String,
+    /// The fault is the server's (`Receiver`), not the caller's (`Sender`).
+    receiver: bool,
+    /// The JSON protocol's error shape when it differs from `code` (SQS's
+    /// `QueueDoesNotExist` for `AWS.SimpleQueueService.NonExistentQueue`).
+    json_shape: Option<&'static str>,
+}
+
+impl ErrorAnswer {
+    fn sender(status: u16, code: impl Into<String>, message: impl Into<String>) -> ErrorAnswer {
+        ErrorAnswer {
+            status,
+            code: code.into(),
+            message: message.into(),
+            receiver: false,
+            json_shape: None,
+        }
+    }
+
+    /// Throttling or an internal failure (HTTP 500), with the code AWS uses in `protocol`.
+    fn injected(throttle: bool, protocol: Protocol) -> ErrorAnswer {
+        let (status, code, message, receiver) = match (throttle, protocol) {
+            (
+                true,
+                Protocol::Json {
+                    query_compatible: true,
+                    ..
+                },
+            ) => (400, "RequestThrottled", "Rate exceeded", false),
+            (true, Protocol::Json { .. }) => (400, "ThrottlingException", "Rate exceeded", false),
+            (true, Protocol::Ec2) => (
+                503,
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+                false,
+            ),
+            (true, Protocol::Query) => (400, "Throttling", "Rate exceeded", false),
+            (false, Protocol::Ec2) => (
+                500,
+                "InternalError",
+                "An internal error has occurred.",
+                true,
+            ),
+            (false, _) => (500, "InternalFailure", "Internal failure", true),
+        };
+        ErrorAnswer {
+            receiver,
+            ..ErrorAnswer::sender(status, code, message)
+        }
+    }
+}
+
+/// `error` in the shape of `protocol`: awsJson (`__type`; for SQS also the query-compatible
+/// `x-amzn-query-error` header the SDK takes the code from), EC2's `<Response><Errors>` XML, or
+/// the query protocol's `<ErrorResponse>`.
+fn error_response(protocol: Protocol, seq: u64, error: &ErrorAnswer) -> Response<Full<Bytes>> {
     let request_id = format!("fault-proxy-{seq:08}");
-    let (status, content_type, body, query_error) = match protocol {
+    let fault_type = if error.receiver { "Receiver" } else { "Sender" };
+    let (code, message) = (&error.code, xml_escape(&error.message));
+    let (content_type, body, query_error) = match protocol {
         Protocol::Json {
             v1_0,
             query_compatible,
@@ -648,53 +859,40 @@ fn error_response(throttle: bool, protocol: Protocol, seq: u64) -> Response<Full
             } else {
                 "application/x-amz-json-1.1"
             };
-            let (status, code, fault_type, message) = match (throttle, query_compatible) {
-                (true, true) => (400, "RequestThrottled", "Sender", "Rate exceeded"),
-                (true, false) => (400, "ThrottlingException", "Sender", "Rate exceeded"),
-                (false, _) => (500, "InternalFailure", "Receiver", "Internal failure"),
-            };
+            let shape = error.json_shape.unwrap_or(code);
             let namespace = if query_compatible {
                 "com.amazonaws.sqs#"
             } else {
                 ""
             };
             let body = serde_json::json!({
-                "__type": format!("{namespace}{code}"),
-                "message": message,
+                "__type": format!("{namespace}{shape}"),
+                "message": error.message,
             })
             .to_string();
             (
-                status,
                 content_type,
                 body,
                 query_compatible.then(|| format!("{code};{fault_type}")),
             )
         }
-        Protocol::Ec2 => {
-            let (status, code, message) = if throttle {
-                (503, "RequestLimitExceeded", "Request limit exceeded.")
-            } else {
-                (500, "InternalError", "An internal error has occurred.")
-            };
-            let body = format!(
+        Protocol::Ec2 => (
+            "text/xml;charset=UTF-8",
+            format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
-            );
-            (status, "text/xml;charset=UTF-8", body, None)
-        }
-        Protocol::Query => {
-            let (status, fault_type, code, message) = if throttle {
-                (400, "Sender", "Throttling", "Rate exceeded")
-            } else {
-                (500, "Receiver", "InternalFailure", "Internal failure")
-            };
-            let body = format!(
+            ),
+            None,
+        ),
+        Protocol::Query => (
+            "text/xml",
+            format!(
                 "<ErrorResponse><Error><Type>{fault_type}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
-            );
-            (status, "text/xml", body, None)
-        }
+            ),
+            None,
+        ),
     };
     let mut resp = Response::builder()
-        .status(status)
+        .status(error.status)
         .header("content-type", content_type)
         .header("x-amzn-requestid", &request_id);
     if let Some(q) = query_error {
@@ -702,6 +900,518 @@ fn error_response(throttle: bool, protocol: Protocol, seq: u64) -> Response<Full
     }
     resp.body(Full::new(Bytes::from(body)))
         .expect("a static response is valid")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+// ---- eventual consistency -----------------------------------------------------------------
+
+/// What kind of resource a create made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Role,
+    InstanceProfile,
+    Queue,
+    Cluster,
+    Vpc,
+    Subnet,
+    InternetGateway,
+    SecurityGroup,
+    RouteTable,
+}
+
+impl ResourceKind {
+    /// The create operation and the service it belongs to.
+    fn created_by(service: &str, operation: &str) -> Option<ResourceKind> {
+        Some(match (service, operation) {
+            ("iam", "CreateRole") => ResourceKind::Role,
+            ("iam", "CreateInstanceProfile") => ResourceKind::InstanceProfile,
+            ("sqs", "CreateQueue") => ResourceKind::Queue,
+            ("ecs", "CreateCluster") => ResourceKind::Cluster,
+            ("ec2", "CreateVpc") => ResourceKind::Vpc,
+            ("ec2", "CreateSubnet") => ResourceKind::Subnet,
+            ("ec2", "CreateInternetGateway") => ResourceKind::InternetGateway,
+            ("ec2", "CreateSecurityGroup") => ResourceKind::SecurityGroup,
+            ("ec2", "CreateRouteTable") => ResourceKind::RouteTable,
+            _ => return None,
+        })
+    }
+
+    /// The EC2 kinds: their ids are unique, so any parameter naming one is a use.
+    fn ec2_error(self, id: &str, param: &str) -> Option<ErrorAnswer> {
+        let (code, message) = match self {
+            // CreateRoute/ReplaceRoute name the gateway as a gateway of any kind.
+            ResourceKind::InternetGateway if param == "GatewayId" => (
+                "InvalidGatewayID.NotFound",
+                format!("The gateway ID '{id}' does not exist"),
+            ),
+            ResourceKind::InternetGateway => (
+                "InvalidInternetGatewayID.NotFound",
+                format!("The internetGateway ID '{id}' does not exist"),
+            ),
+            ResourceKind::Vpc => (
+                "InvalidVpcID.NotFound",
+                format!("The vpc ID '{id}' does not exist"),
+            ),
+            ResourceKind::Subnet => (
+                "InvalidSubnetID.NotFound",
+                format!("The subnet ID '{id}' does not exist"),
+            ),
+            ResourceKind::SecurityGroup => (
+                "InvalidGroup.NotFound",
+                format!("The security group '{id}' does not exist"),
+            ),
+            ResourceKind::RouteTable => (
+                "InvalidRouteTableID.NotFound",
+                format!("The routeTable ID '{id}' does not exist"),
+            ),
+            _ => return None,
+        };
+        Some(ErrorAnswer::sender(400, code, message))
+    }
+}
+
+/// A resource the proxy saw created, as [`Proxy::creations`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Creation {
+    pub kind: ResourceKind,
+    /// The name or id the create gave it.
+    pub id: String,
+    /// When the proxy received the create's answer.
+    pub at: Instant,
+}
+
+/// A learned resource and every name a request may use for it.
+#[derive(Clone, Debug)]
+struct Learned {
+    creation: Creation,
+    /// Name, ARN, queue URL or id.
+    aliases: Vec<String>,
+    /// The last change that also has to propagate before a launch can use it (a role added to
+    /// an instance profile).
+    changed: Instant,
+}
+
+/// How a launch template names its instance profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ProfileRef {
+    Arn(String),
+    Name(String),
+}
+
+impl ProfileRef {
+    /// The profile's name (the last segment of an ARN, which may carry a path).
+    fn name(&self) -> &str {
+        match self {
+            ProfileRef::Arn(arn) => arn.rsplit('/').next().unwrap_or(arn),
+            ProfileRef::Name(name) => name,
+        }
+    }
+}
+
+/// What the proxy knows of the resources created through it.
+#[derive(Default)]
+struct Visibility {
+    learned: Vec<Learned>,
+    /// Launch template id and name -> the instance profile its latest version names.
+    templates: std::collections::HashMap<String, Option<ProfileRef>>,
+}
+
+/// What the eventual-consistency model does with a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Answered with this error.
+    Fail(ErrorAnswer),
+    /// `DescribeClusters` is forwarded and these clusters (names or ARNs, as asked) are moved
+    /// from `clusters` to `failures`.
+    MissingClusters(Vec<String>),
+}
+
+/// A request's parameters as (name, value) pairs: the form fields of the query protocols
+/// (`LaunchTemplate.LaunchTemplateId`, `SubnetId.1`), or every string of a JSON body under the
+/// key that holds it (array items under the array's key).
+fn parameters(body: &[u8], protocol: Protocol) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match protocol {
+        Protocol::Json { .. } => {
+            fn walk(v: &serde_json::Value, key: &str, out: &mut Vec<(String, String)>) {
+                match v {
+                    serde_json::Value::Object(m) => {
+                        for (k, v) in m {
+                            walk(v, k, out);
+                        }
+                    }
+                    serde_json::Value::Array(items) => {
+                        for v in items {
+                            walk(v, key, out);
+                        }
+                    }
+                    serde_json::Value::String(s) => out.push((key.to_string(), s.clone())),
+                    _ => {}
+                }
+            }
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+                walk(&v, "", &mut out);
+            }
+        }
+        Protocol::Ec2 | Protocol::Query => {
+            let body = std::str::from_utf8(body).unwrap_or_default();
+            for pair in body.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                out.push((percent_decode(k), percent_decode(v)));
+            }
+        }
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` decoding.
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let digit = |at: usize| bytes.get(at).copied().and_then(hex);
+                match (digit(i + 1), digit(i + 2)) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The member name of a parameter: its last segment that is neither an index nor `member`
+/// (`SubnetId.1` -> `SubnetId`, `LaunchTemplate.LaunchTemplateId` -> `LaunchTemplateId`).
+fn member(key: &str) -> &str {
+    key.rsplit('.')
+        .find(|s| !s.is_empty() && s != &"member" && !s.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or(key)
+}
+
+fn first<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The text of the first `<tag>` element of an XML answer.
+fn xml_text(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = start + body[start..].find(&format!("</{tag}>"))?;
+    Some(
+        body[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+impl Visibility {
+    /// The learned resource of `kind` named `alias`, when it is within `window` of its create.
+    fn fresh(&self, kind: ResourceKind, alias: &str, window: Duration) -> Option<&Learned> {
+        self.learned.iter().rev().find(|l| {
+            l.creation.kind == kind
+                && l.creation.at.elapsed() < window
+                && l.aliases.iter().any(|a| a == alias)
+        })
+    }
+
+    /// Whether a launch may not use instance profile `name` yet: created or given a role
+    /// within `window`.
+    fn profile_propagating(&self, name: &str, window: Duration) -> bool {
+        self.learned.iter().any(|l| {
+            l.creation.kind == ResourceKind::InstanceProfile
+                && l.changed.elapsed() < window
+                && l.aliases.iter().any(|a| a == name)
+        })
+    }
+
+    fn check(
+        &self,
+        service: &str,
+        operation: &str,
+        params: &[(String, String)],
+        window: Duration,
+    ) -> Option<Verdict> {
+        let fail = |e: ErrorAnswer| Some(Verdict::Fail(e));
+        match service {
+            "iam" => {
+                for (k, v) in params {
+                    match member(k) {
+                        "RoleName"
+                            if operation != "CreateRole"
+                                && self.fresh(ResourceKind::Role, v, window).is_some() =>
+                        {
+                            return fail(ErrorAnswer::sender(
+                                404,
+                                "NoSuchEntity",
+                                format!("The role with name {v} cannot be found."),
+                            ));
+                        }
+                        "InstanceProfileName"
+                            if operation != "CreateInstanceProfile"
+                                && self
+                                    .fresh(ResourceKind::InstanceProfile, v, window)
+                                    .is_some() =>
+                        {
+                            return fail(ErrorAnswer::sender(
+                                404,
+                                "NoSuchEntity",
+                                format!("Instance Profile {v} cannot be found."),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                None
+            }
+            "sqs" if operation != "CreateQueue" => params
+                .iter()
+                .filter(|(k, _)| matches!(member(k), "QueueUrl" | "QueueName"))
+                .find(|(_, v)| self.fresh(ResourceKind::Queue, v, window).is_some())
+                .and_then(|_| {
+                    fail(ErrorAnswer {
+                        json_shape: Some("QueueDoesNotExist"),
+                        ..ErrorAnswer::sender(
+                            400,
+                            "AWS.SimpleQueueService.NonExistentQueue",
+                            "The specified queue does not exist.",
+                        )
+                    })
+                }),
+            "ecs" if operation == "DescribeClusters" => {
+                let missing: Vec<String> = params
+                    .iter()
+                    .filter(|(k, v)| {
+                        k == "clusters" && self.fresh(ResourceKind::Cluster, v, window).is_some()
+                    })
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                (!missing.is_empty()).then_some(Verdict::MissingClusters(missing))
+            }
+            "ecs" if operation != "CreateCluster" => params
+                .iter()
+                .find(|(k, v)| {
+                    k == "cluster" && self.fresh(ResourceKind::Cluster, v, window).is_some()
+                })
+                .and_then(|_| {
+                    fail(ErrorAnswer::sender(
+                        400,
+                        "ClusterNotFoundException",
+                        "Cluster not found.",
+                    ))
+                }),
+            // Launch template data is not validated by EC2; filters and tags name no resource
+            // that must exist.
+            "ec2" if !matches!(
+                operation,
+                "CreateLaunchTemplate" | "CreateLaunchTemplateVersion"
+            ) =>
+            {
+                for (k, v) in params {
+                    if k.starts_with("Filter.") || k.starts_with("TagSpecification.") {
+                        continue;
+                    }
+                    for kind in [
+                        ResourceKind::Vpc,
+                        ResourceKind::Subnet,
+                        ResourceKind::InternetGateway,
+                        ResourceKind::SecurityGroup,
+                        ResourceKind::RouteTable,
+                    ] {
+                        if self.fresh(kind, v, window).is_some() {
+                            return kind.ec2_error(v, member(k)).map(Verdict::Fail);
+                        }
+                    }
+                }
+                None
+            }
+            "autoscaling"
+                if matches!(
+                    operation,
+                    "CreateAutoScalingGroup" | "UpdateAutoScalingGroup"
+                ) =>
+            {
+                params
+                    .iter()
+                    .filter(|(k, _)| matches!(member(k), "LaunchTemplateId" | "LaunchTemplateName"))
+                    .filter_map(|(_, v)| self.templates.get(v).cloned().flatten())
+                    .find(|profile| self.profile_propagating(profile.name(), window))
+                    .and_then(|profile| {
+                        let (value, param, what) = match &profile {
+                            ProfileRef::Arn(arn) => (arn.as_str(), "arn", "ARN"),
+                            ProfileRef::Name(name) => (name.as_str(), "name", "name"),
+                        };
+                        fail(ErrorAnswer::sender(
+                            400,
+                            "ValidationError",
+                            format!(
+                                "You must use a valid fully-formed launch template. Value ({value}) for parameter iamInstanceProfile.{param} is invalid. Invalid IAM Instance Profile {what}"
+                            ),
+                        ))
+                    })
+            }
+            _ => None,
+        }
+    }
+
+    /// Learns what a successful request created or changed, from the request and its answer.
+    fn learn(
+        &mut self,
+        service: &str,
+        operation: &str,
+        params: &[(String, String)],
+        answer: &[u8],
+        window: Duration,
+    ) {
+        let text = std::str::from_utf8(answer).unwrap_or_default();
+        let json = || serde_json::from_slice::<serde_json::Value>(answer).ok();
+        match (service, operation) {
+            ("iam", "AddRoleToInstanceProfile") => {
+                if let Some(name) = first(params, "InstanceProfileName") {
+                    let now = Instant::now();
+                    for l in self.learned.iter_mut().filter(|l| {
+                        l.creation.kind == ResourceKind::InstanceProfile
+                            && l.aliases.iter().any(|a| a == name)
+                    }) {
+                        l.changed = now;
+                    }
+                }
+                return;
+            }
+            ("ec2", "CreateLaunchTemplate" | "CreateLaunchTemplateVersion") => {
+                let profile = first(params, "LaunchTemplateData.IamInstanceProfile.Arn")
+                    .map(|a| ProfileRef::Arn(a.to_string()))
+                    .or_else(|| {
+                        first(params, "LaunchTemplateData.IamInstanceProfile.Name")
+                            .map(|n| ProfileRef::Name(n.to_string()))
+                    });
+                for key in [
+                    xml_text(text, "launchTemplateId"),
+                    xml_text(text, "launchTemplateName"),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    self.templates.insert(key, profile.clone());
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(kind) = ResourceKind::created_by(service, operation) else {
+            return;
+        };
+        let aliases: Vec<String> = match kind {
+            ResourceKind::Role => first(params, "RoleName")
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
+            ResourceKind::InstanceProfile => first(params, "InstanceProfileName")
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
+            ResourceKind::Queue => {
+                let url = json()
+                    .and_then(|v| v.get("QueueUrl")?.as_str().map(str::to_string))
+                    .or_else(|| xml_text(text, "QueueUrl"));
+                first(params, "QueueName")
+                    .map(str::to_string)
+                    .into_iter()
+                    .chain(url)
+                    .collect()
+            }
+            ResourceKind::Cluster => {
+                let arn = json().and_then(|v| {
+                    v.get("cluster")?
+                        .get("clusterArn")?
+                        .as_str()
+                        .map(str::to_string)
+                });
+                // ECS names a cluster created without a name `default`.
+                std::iter::once(
+                    first(params, "clusterName")
+                        .unwrap_or("default")
+                        .to_string(),
+                )
+                .chain(arn)
+                .collect()
+            }
+            ResourceKind::Vpc => xml_text(text, "vpcId").into_iter().collect(),
+            ResourceKind::Subnet => xml_text(text, "subnetId").into_iter().collect(),
+            ResourceKind::InternetGateway => {
+                xml_text(text, "internetGatewayId").into_iter().collect()
+            }
+            ResourceKind::SecurityGroup => xml_text(text, "groupId").into_iter().collect(),
+            ResourceKind::RouteTable => xml_text(text, "routeTableId").into_iter().collect(),
+        };
+        let Some(id) = aliases.first().cloned() else {
+            return;
+        };
+        // A repeat of a create that is still propagating (an idempotent CreateQueue or
+        // CreateCluster) does not restart the window.
+        if aliases
+            .iter()
+            .any(|a| self.fresh(kind, a, window).is_some())
+        {
+            return;
+        }
+        let now = Instant::now();
+        self.learned.push(Learned {
+            creation: Creation { kind, id, at: now },
+            aliases,
+            changed: now,
+        });
+    }
+}
+
+/// `DescribeClusters`' answer with the clusters in `missing` (by name or ARN) moved to
+/// `failures` as `MISSING`; the answer unchanged when it is not what ECS sends.
+fn hide_clusters(answer: &Bytes, missing: &[String]) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(answer) else {
+        return answer.clone();
+    };
+    let Some(clusters) = v.get_mut("clusters").and_then(|c| c.as_array_mut()) else {
+        return answer.clone();
+    };
+    let mut failures = Vec::new();
+    clusters.retain(|c| {
+        let field = |f: &str| c.get(f).and_then(|x| x.as_str()).unwrap_or_default();
+        let hidden = missing
+            .iter()
+            .any(|m| m == field("clusterName") || m == field("clusterArn"));
+        if hidden {
+            failures.push(serde_json::json!({"arn": field("clusterArn"), "reason": "MISSING"}));
+        }
+        !hidden
+    });
+    if let Some(list) = v
+        .as_object_mut()
+        .map(|o| o.entry("failures").or_insert_with(|| serde_json::json!([])))
+        .and_then(|f| f.as_array_mut())
+    {
+        list.extend(failures);
+    }
+    Bytes::from(v.to_string())
 }
 
 #[cfg(test)]
@@ -728,6 +1438,53 @@ mod tests {
         assert_eq!(f.pick(0, "RunTask"), Some(Fault::Throttle));
         assert_eq!(f.pick(0, "ListTasks"), None);
         assert!((0..100).all(|i| Faults::none().pick(i, "X").is_none()));
+    }
+
+    #[test]
+    fn parameters_of_each_protocol() {
+        let form = parameters(
+            b"Action=CreateRoute&RouteTableId=rtb-1&GatewayId=igw-2&Filter.1.Value.1=a%2Fb+c&Name=%ZZ",
+            Protocol::Ec2,
+        );
+        assert_eq!(form[1], ("RouteTableId".into(), "rtb-1".into()));
+        assert_eq!(form[3], ("Filter.1.Value.1".into(), "a/b c".into()));
+        assert_eq!(form[4].1, "%ZZ", "an invalid escape is kept");
+        let json = parameters(
+            br#"{"cluster":"c","clusters":["a","b"],"overrides":{"n":1,"x":{"cluster":"d"}}}"#,
+            Protocol::Json {
+                v1_0: false,
+                query_compatible: false,
+            },
+        );
+        let values = |k: &str| -> Vec<&str> {
+            json.iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("clusters"), ["a", "b"]);
+        assert_eq!(values("cluster"), ["c", "d"]);
+        assert_eq!(member("SubnetId.1"), "SubnetId");
+        assert_eq!(
+            member("AutoScalingGroupNames.member.1"),
+            "AutoScalingGroupNames"
+        );
+        assert_eq!(
+            member("LaunchTemplate.LaunchTemplateId"),
+            "LaunchTemplateId"
+        );
+        assert_eq!(
+            xml_text("<a><vpcId>vpc-1</vpcId><vpcId>vpc-2</vpcId></a>", "vpcId").as_deref(),
+            Some("vpc-1")
+        );
+        assert_eq!(
+            xml_text("<Arn>arn:x&amp;y</Arn>", "Arn").as_deref(),
+            Some("arn:x&y")
+        );
+        assert_eq!(
+            ProfileRef::Arn("arn:aws:iam::1:instance-profile/path/p".into()).name(),
+            "p"
+        );
     }
 
     #[test]
