@@ -137,10 +137,14 @@ pub async fn observe(
     task_arns.sort();
     task_arns.dedup();
     for chunk in task_arns.chunks(100) {
+        // With the tags: the outcome a worker recorded on its task before removing its
+        // instance, for a task stopped without an exit code.
+        // <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTasks.html>
         let out = ecs
             .describe_tasks()
             .cluster(cluster)
             .set_tasks(Some(chunk.to_vec()))
+            .include(aws_sdk_ecs::types::TaskField::Tags)
             .send()
             .await
             .aws("ecs", "DescribeTasks")?;
@@ -151,6 +155,11 @@ pub async fn observe(
                 container_instance_arn: t.container_instance_arn().map(str::to_string),
                 last_status: t.last_status().unwrap_or_default().to_string(),
                 exit_code: t.containers().iter().find_map(|c| c.exit_code()),
+                recorded_exit_code: t
+                    .tags()
+                    .iter()
+                    .find(|tag| tag.key() == Some(desired::OUTCOME_TAG))
+                    .and_then(|tag| tag.value()?.parse().ok()),
                 stop_reason: t.stopped_reason().map(str::to_string),
                 started_at: t
                     .started_at()

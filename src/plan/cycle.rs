@@ -169,6 +169,10 @@ pub struct TaskState {
     pub last_status: String,
     /// Exit code of the worker container, once it exited.
     pub exit_code: Option<i32>,
+    /// The exit code the worker recorded on its task (tag `ecsworker.dev/outcome`) before it
+    /// removed its capacity. Terminating the instance can take the ECS agent down before it
+    /// reports the container's exit, and ECS then stops the task without an exit code.
+    pub recorded_exit_code: Option<i32>,
     /// Why ECS stopped the task.
     pub stop_reason: Option<String>,
     /// When the task started.
@@ -181,6 +185,12 @@ impl TaskState {
     /// Not stopped yet.
     pub fn is_active(&self) -> bool {
         !matches!(self.last_status.as_str(), "STOPPED" | "DELETED")
+    }
+
+    /// The worker's exit code: the one ECS reported, else the one the worker recorded on the
+    /// task before it removed its capacity.
+    pub fn outcome(&self) -> Option<i32> {
+        self.exit_code.or(self.recorded_exit_code)
     }
 }
 
@@ -366,7 +376,9 @@ pub struct Decision {
 /// - Every task of the run stopped: the run is recorded in `lastRun` (Succeeded when every exit
 ///   code is 0, else Failed with the highest exit code and the failing task's stop reason;
 ///   messages before and after), TaskStopped (Warning when failed), Degraded updated, and when
-///   nothing runs any more the capacity is set to 0 (ScaledToZero).
+///   nothing runs any more the capacity is set to 0 (ScaledToZero). A task stopped without an
+///   exit code counts with the one its worker recorded on it before removing its instance
+///   ([`TaskState::outcome`]); an exit code ECS reported always wins.
 ///
 /// Desired capacity is only ever lowered when no task is active anywhere in the cluster; with
 /// tasks active, capacity goes down one named idle instance at a time.
@@ -851,14 +863,14 @@ impl<'a> Cycle<'a> {
             self.out.current_run = Some(run);
             return;
         }
-        let failed = tasks.iter().any(|t| t.exit_code != Some(0));
-        let exit_code = tasks.iter().filter_map(|t| t.exit_code).max();
+        let failed = tasks.iter().any(|t| t.outcome() != Some(0));
+        let exit_code = tasks.iter().filter_map(|t| t.outcome()).max();
         let decisive = if failed {
             // A task without exit code never ran its container: the most telling reason.
             tasks
                 .iter()
-                .filter(|t| t.exit_code != Some(0))
-                .max_by_key(|t| t.exit_code.map_or(i64::MAX, i64::from))
+                .filter(|t| t.outcome() != Some(0))
+                .max_by_key(|t| t.outcome().map_or(i64::MAX, i64::from))
         } else {
             tasks.iter().max_by_key(|t| t.stopped_at)
         };
@@ -1157,6 +1169,7 @@ mod tests {
                 container_instance_arn: Some(format!("ci-{on}")),
                 last_status: last_status.into(),
                 exit_code: exit,
+                recorded_exit_code: None,
                 stop_reason: stopped.then(|| format!("Essential container in task exited ({on})")),
                 started_at: Some(at(NOW - 100)),
                 stopped_at: stopped.then(|| at(NOW - 5)),
@@ -2128,6 +2141,86 @@ mod tests {
             vec![event::TASK_STOPPED, event::SCALED_TO_ZERO]
         );
         assert_eq!(d.phase, Phase::Idle);
+    }
+
+    /// The worker recorded its outcome, then its instance went down before the agent reported
+    /// the exit: ECS stopped the task without an exit code.
+    fn host_terminated(mut c: Case, task: usize, recorded: Option<i32>) -> Case {
+        let t = &mut c.obs.tasks[task];
+        t.exit_code = None;
+        t.recorded_exit_code = recorded;
+        t.stop_reason = Some("Host EC2 (instance i-2) terminated.".into());
+        c
+    }
+
+    #[test]
+    fn a_drain_recorded_on_the_task_succeeds_when_the_host_went_down_before_the_agent_reported() {
+        let id = format!("run-{}", NOW - 100);
+        let c = case()
+            .spec(|s| s.max_instances = 2)
+            .with_run(started(run(NOW - 100, 2), NOW - 90))
+            .stopped(&id, "i-1", Some(0))
+            .stopped(&id, "i-2", Some(0));
+        let d = host_terminated(c, 1, Some(0)).decide();
+        let record = d.last_run.clone().expect("recorded");
+        assert_eq!(
+            (record.outcome, record.exit_code),
+            (RunOutcome::Succeeded, Some(0))
+        );
+        assert!(warnings(&d).is_empty(), "{:?}", d.events);
+        assert_eq!(d.degraded.map(|c| c.status), Some(false));
+    }
+
+    #[test]
+    fn a_failure_recorded_on_the_task_fails_the_run_with_its_code() {
+        let id = format!("run-{}", NOW - 100);
+        let c = case()
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-2", None);
+        let record = host_terminated(c, 0, Some(3))
+            .decide()
+            .last_run
+            .expect("recorded");
+        assert_eq!(
+            (record.outcome, record.exit_code),
+            (RunOutcome::Failed, Some(3))
+        );
+        assert_eq!(
+            record.stop_reason.as_deref(),
+            Some("Host EC2 (instance i-2) terminated.")
+        );
+    }
+
+    #[test]
+    fn without_exit_code_or_recorded_outcome_the_run_fails() {
+        let id = format!("run-{}", NOW - 100);
+        let c = case()
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-2", None);
+        let record = host_terminated(c, 0, None)
+            .decide()
+            .last_run
+            .expect("recorded");
+        assert_eq!(
+            (record.outcome, record.exit_code),
+            (RunOutcome::Failed, None)
+        );
+    }
+
+    #[test]
+    fn a_reported_exit_code_wins_over_the_recorded_outcome() {
+        // The worker recorded 0, then could not remove its instance and exited 5; the agent,
+        // still up, reported it.
+        let id = format!("run-{}", NOW - 100);
+        let mut c = case()
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-1", Some(5));
+        c.obs.tasks[0].recorded_exit_code = Some(0);
+        let record = c.decide().last_run.expect("recorded");
+        assert_eq!(
+            (record.outcome, record.exit_code),
+            (RunOutcome::Failed, Some(5))
+        );
     }
 
     #[test]

@@ -17,3 +17,4 @@ mod operations;
 mod provisioning;
 mod schema_agreement;
 mod secrets;
+mod worker_policy;

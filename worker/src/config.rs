@@ -42,9 +42,6 @@ pub const INSTANCE_ID: &str = "WORKER_INSTANCE_ID";
 /// Set by the ECS agent in every container: base URL of the task metadata endpoint v4.
 pub const ECS_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
 
-/// Standard AWS SDK switch: `true` keeps the worker off the EC2 instance metadata service.
-pub const EC2_METADATA_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
-
 /// Largest visibility timeout SQS accepts, seconds (12 hours).
 pub const MAX_VISIBILITY_SECONDS: u64 = 43_200;
 
@@ -121,8 +118,6 @@ pub struct Config {
     pub instance_id: Option<String>,
     /// Task metadata endpoint (v4) base URL, from the ECS agent.
     pub ecs_metadata_uri: Option<String>,
-    /// Do not ask the EC2 instance metadata service for the instance id.
-    pub imds_disabled: bool,
 }
 
 impl Config {
@@ -145,7 +140,6 @@ impl Config {
             termination: TerminationMode::Instance,
             instance_id: None,
             ecs_metadata_uri: None,
-            imds_disabled: false,
         }
     }
 
@@ -169,8 +163,6 @@ impl Config {
         config.handler_command = get(HANDLER);
         config.instance_id = get(INSTANCE_ID);
         config.ecs_metadata_uri = get(ECS_METADATA_URI_V4);
-        config.imds_disabled =
-            get(EC2_METADATA_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true"));
 
         if let Some(v) = get(CONCURRENCY) {
             config.concurrency =
@@ -355,7 +347,6 @@ mod tests {
             (TERMINATION, "group"),
             (INSTANCE_ID, "i-123"),
             (ECS_METADATA_URI_V4, "http://169.254.170.2/v4/abc"),
-            (EC2_METADATA_DISABLED, "TRUE"),
         ])
         .unwrap();
         assert_eq!(c.cluster.as_deref(), Some("c"));
@@ -378,7 +369,6 @@ mod tests {
             c.ecs_metadata_uri.as_deref(),
             Some("http://169.254.170.2/v4/abc")
         );
-        assert!(c.imds_disabled);
     }
 
     #[test]

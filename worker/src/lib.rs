@@ -83,6 +83,10 @@ pub struct Report {
     /// Why the worker stopped early, if it did.
     pub error: Option<String>,
     pub counters: Snapshot,
+    /// The outcome recorded on the worker's ECS task before the capacity step
+    /// ([`termination::OUTCOME_TAG`]): the task ARN, or why it could not be recorded. `None` when
+    /// not attempted: no drain, `WORKER_TERMINATION=none`, or not running as an ECS task.
+    pub recorded: Option<Result<String, String>>,
     /// The termination step, run only after a drain.
     pub termination: Option<Result<Terminated, String>>,
 }
@@ -135,6 +139,7 @@ impl<H: Handler> Worker<H> {
             end: None,
             error: None,
             counters: Snapshot::default(),
+            recorded: None,
             termination: None,
         };
         if let Err(e) = self.config.validate() {
@@ -188,6 +193,25 @@ impl<H: Handler> Worker<H> {
         }
         if report.end == Some(End::Drained) {
             tracing::info!("queue drained");
+            if self.config.termination != TerminationMode::None {
+                // Removing the capacity may take the ECS agent down before it reports this
+                // container's exit code: the outcome goes on the task first.
+                report.recorded = self
+                    .capacity
+                    .record_outcome(&self.config, report.exit())
+                    .await;
+                match &report.recorded {
+                    Some(Ok(task)) => tracing::info!(
+                        task = %task,
+                        outcome = report.exit().code(),
+                        "outcome recorded on the task"
+                    ),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "could not record the outcome on the task")
+                    }
+                    None => {}
+                }
+            }
             let terminated = self.capacity.terminate(&self.config).await;
             match &terminated {
                 Ok(t) => tracing::info!(result = ?t, "capacity step done"),
@@ -211,6 +235,7 @@ mod tests {
                 failed,
                 ..Snapshot::default()
             },
+            recorded: None,
             termination: None,
         }
     }

@@ -5,21 +5,34 @@
 //! instances each one removes only itself and the group does not replace it. In `group` mode it
 //! sets the group's desired capacity to 0 (the original system's behaviour).
 //!
-//! The instance id comes from, in order:
-//! 1. `WORKER_INSTANCE_ID`;
-//! 2. the ECS task metadata endpoint v4: `${ECS_CONTAINER_METADATA_URI_V4}/task` names the
-//!    cluster and the task ARN (it does not name the container instance), ECS DescribeTasks gives
-//!    the task's container instance, and DescribeContainerInstances its `ec2InstanceId`. This
-//!    works in every network mode, unlike IMDS, which a bridge-mode container reaches only when
-//!    the instance's IMDSv2 hop limit is at least 2;
-//! 3. the EC2 instance metadata service (IMDSv2) as a last resort, unless
-//!    `AWS_EC2_METADATA_DISABLED=true`.
+//! The instance id comes from `WORKER_INSTANCE_ID`, else from the ECS task metadata endpoint v4:
+//! `${ECS_CONTAINER_METADATA_URI_V4}/task` names the cluster and the task ARN (it does not name
+//! the container instance), ECS DescribeTasks gives the task's container instance, and
+//! DescribeContainerInstances its `ec2InstanceId`. This works in every network mode. The EC2
+//! instance metadata service is never asked: a bridge-mode container reaches it only when the
+//! instance's IMDSv2 hop limit is at least 2, which would also hand the instance role's
+//! credentials to handler code.
+//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4-response.html>
+//! <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-options.html>
+//!
+//! Before it removes the capacity, the worker records its outcome on its own ECS task: tag
+//! [`OUTCOME_TAG`] = the exit code it is about to exit with ([`Capacity::record_outcome`]).
+//! Terminating the instance can take the ECS agent down before it reports the container's exit,
+//! and ECS then stops the task without an exit code; the operator reads the tag instead
+//! (DescribeTasks with `include: [TAGS]`). An exit code the agent did report always wins.
+//! <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_TagResource.html>
 
 use std::time::Duration;
 
 use aws_sdk_autoscaling::error::DisplayErrorContext;
 
-use crate::config::{Config, EC2_METADATA_DISABLED, INSTANCE_ID, TerminationMode};
+use crate::Exit;
+use crate::config::{Config, ECS_METADATA_URI_V4, INSTANCE_ID, TerminationMode};
+
+/// Tag the worker puts on its own ECS task before it removes its capacity: the exit code it is
+/// about to exit with (`0`, or `3` when a message failed). The operator reads it for a task that
+/// stopped without an exit code. The task role may write this tag key only.
+pub const OUTCOME_TAG: &str = "ecsworker.dev/outcome";
 
 /// What the termination step did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +75,14 @@ struct TaskMetadata {
     cluster: Option<String>,
     #[serde(rename = "TaskARN")]
     task_arn: Option<String>,
+}
+
+/// The ECS task the worker runs in, as its task metadata names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsTask {
+    /// Cluster name or ARN (`WORKER_CLUSTER` when the metadata leaves it out).
+    pub cluster: String,
+    pub arn: String,
 }
 
 /// The AWS capabilities the termination step needs.
@@ -154,40 +175,26 @@ impl Capacity {
         })
     }
 
-    /// Finds the worker's EC2 instance id (see the module docs for the order).
+    /// Finds the worker's EC2 instance id: `WORKER_INSTANCE_ID`, else through its ECS task.
     pub async fn instance_id(&self, config: &Config) -> Result<String, TerminationError> {
         if let Some(id) = &config.instance_id {
             return Ok(id.clone());
         }
-        let mut tried = Vec::new();
-        if let Some(uri) = &config.ecs_metadata_uri {
-            match self
-                .instance_id_from_ecs(uri, config.cluster.as_deref())
-                .await
-            {
-                Ok(id) => return Ok(id),
-                Err(e) => tried.push(format!("ECS task metadata: {e}")),
-            }
-        }
-        if config.imds_disabled {
-            tried.push(format!(
-                "instance metadata: disabled by {EC2_METADATA_DISABLED}"
-            ));
-        } else {
-            match instance_id_from_imds().await {
-                Ok(id) => return Ok(id),
-                Err(e) => tried.push(format!("instance metadata: {e}")),
-            }
-        }
-        Err(TerminationError::InstanceId(tried.join("; ")))
+        let task = self
+            .task(config)
+            .await
+            .map_err(|e| TerminationError::InstanceId(format!("ECS task metadata: {e}")))?;
+        self.instance_of(&task)
+            .await
+            .map_err(TerminationError::InstanceId)
     }
 
-    async fn instance_id_from_ecs(
-        &self,
-        metadata_uri: &str,
-        cluster: Option<&str>,
-    ) -> Result<String, String> {
-        let url = format!("{}/task", metadata_uri.trim_end_matches('/'));
+    /// The worker's ECS task, from the task metadata endpoint v4.
+    pub async fn task(&self, config: &Config) -> Result<EcsTask, String> {
+        let uri = config.ecs_metadata_uri.as_deref().ok_or_else(|| {
+            format!("{ECS_METADATA_URI_V4} is not set: not running as an ECS task")
+        })?;
+        let url = format!("{}/task", uri.trim_end_matches('/'));
         let task: TaskMetadata = self
             .http
             .get(&url)
@@ -198,19 +205,24 @@ impl Capacity {
             .json()
             .await
             .map_err(|e| format!("GET {url}: {e}"))?;
-        let task_arn = task
+        let arn = task
             .task_arn
             .ok_or_else(|| format!("{url} has no TaskARN"))?;
         let cluster = task
             .cluster
-            .or_else(|| cluster.map(str::to_owned))
+            .or_else(|| config.cluster.clone())
             .ok_or_else(|| format!("{url} has no Cluster"))?;
+        Ok(EcsTask { cluster, arn })
+    }
 
+    /// The EC2 instance of a task: its container instance (DescribeTasks), then that
+    /// container instance's `ec2InstanceId` (DescribeContainerInstances).
+    async fn instance_of(&self, task: &EcsTask) -> Result<String, String> {
         let tasks = self
             .ecs
             .describe_tasks()
-            .cluster(&cluster)
-            .tasks(&task_arn)
+            .cluster(&task.cluster)
+            .tasks(&task.arn)
             .send()
             .await
             .map_err(|e| format!("ECS DescribeTasks: {}", DisplayErrorContext(e)))?;
@@ -218,12 +230,12 @@ impl Capacity {
             .tasks()
             .iter()
             .find_map(|t| t.container_instance_arn())
-            .ok_or_else(|| format!("task {task_arn} has no container instance"))?;
+            .ok_or_else(|| format!("task {} has no container instance", task.arn))?;
 
         let instances = self
             .ecs
             .describe_container_instances()
-            .cluster(&cluster)
+            .cluster(&task.cluster)
             .container_instances(container_instance)
             .send()
             .await
@@ -237,19 +249,36 @@ impl Capacity {
                 format!("container instance {container_instance} has no EC2 instance id")
             })
     }
-}
 
-async fn instance_id_from_imds() -> Result<String, String> {
-    let client = aws_config::imds::Client::builder()
-        .max_attempts(2)
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(2))
-        .build();
-    client
-        .get("/latest/meta-data/instance-id")
-        .await
-        .map(String::from)
-        .map_err(|e| DisplayErrorContext(e).to_string())
+    /// Records `exit` on the worker's ECS task as tag [`OUTCOME_TAG`] and returns the task ARN.
+    /// `None` when the worker does not run as an ECS task (no task metadata endpoint): then
+    /// nothing else can report its exit either.
+    pub async fn record_outcome(
+        &self,
+        config: &Config,
+        exit: Exit,
+    ) -> Option<Result<String, String>> {
+        config.ecs_metadata_uri.as_ref()?;
+        let recorded = async {
+            let task = self
+                .task(config)
+                .await
+                .map_err(|e| format!("ECS task metadata: {e}"))?;
+            let tag = aws_sdk_ecs::types::Tag::builder()
+                .key(OUTCOME_TAG)
+                .value(exit.code().to_string())
+                .build();
+            self.ecs
+                .tag_resource()
+                .resource_arn(&task.arn)
+                .tags(tag)
+                .send()
+                .await
+                .map_err(|e| format!("ECS TagResource: {}", DisplayErrorContext(e)))?;
+            Ok(task.arn)
+        };
+        Some(recorded.await)
+    }
 }
 
 fn autoscaling_error(operation: &'static str, e: impl std::error::Error) -> TerminationError {

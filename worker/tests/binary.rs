@@ -69,6 +69,45 @@ async fn an_empty_queue_is_drained_at_once_and_the_instance_leaves_the_group() {
     assert_eq!(env.group_state("solo").await, (0, vec![]));
 }
 
+/// The worker never asks the EC2 instance metadata service, even with the SDK allowed to: its
+/// instance comes from `WORKER_INSTANCE_ID` or its ECS task, so the launch template can keep
+/// IMDS out of reach of containers (hop limit 1).
+#[tokio::test]
+async fn the_instance_metadata_service_is_never_asked() {
+    let env = Env::start().await;
+    let q = env.queue("no-imds", 30, None).await;
+    env.group("no-imds", 1).await;
+    // A stand-in IMDS that counts the connections it gets.
+    let imds = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let imds_url = format!("http://{}", imds.local_addr().expect("address"));
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = imds.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let mut vars = base_vars(&q.url, "true".into());
+    vars.push(("WORKER_AUTOSCALING_GROUP", "no-imds".into()));
+    vars.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds_url));
+    let mut cmd = binary_command(&env, &vars);
+    cmd.env_remove("AWS_EC2_METADATA_DISABLED");
+
+    let out = cmd.output().await.expect("run the worker");
+    server.abort();
+
+    assert_eq!(out.status.code(), Some(5), "no way to find the instance");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the worker connected to the instance metadata service"
+    );
+    assert_eq!(env.group_state("no-imds").await.0, 1, "capacity left alone");
+}
+
 #[tokio::test]
 async fn a_failed_message_gives_exit_code_3() {
     let env = Env::start().await;

@@ -248,6 +248,87 @@ impl Env {
     }
 }
 
+impl Env {
+    /// An ECS cluster with `instance_id` registered as its container instance and one task
+    /// placed on it, as the operator starts it; returns the task ARN and the base URL of a task
+    /// metadata endpoint that names the task (what the ECS agent gives the container in
+    /// `ECS_CONTAINER_METADATA_URI_V4`).
+    pub async fn ecs_task(&self, cluster: &str, instance_id: &str) -> (String, String) {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("create cluster");
+        ecs.register_container_instance()
+            .cluster(cluster)
+            .instance_identity_document(
+                serde_json::json!({ "instanceId": instance_id }).to_string(),
+            )
+            .send()
+            .await
+            .expect("register container instance");
+        ecs.register_task_definition()
+            .family("worker")
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("worker")
+                    .image("ecs-worker")
+                    .memory_reservation(128)
+                    .essential(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register task definition");
+        let run = ecs
+            .run_task()
+            .cluster(cluster)
+            .task_definition("worker")
+            .send()
+            .await
+            .expect("run task");
+        let task_arn = run
+            .tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .expect("a task was placed")
+            .to_owned();
+        let metadata = serve_task_metadata(
+            serde_json::json!({
+                "Cluster": cluster,
+                "TaskARN": task_arn,
+                "Family": "worker",
+                "Revision": "1",
+                "DesiredStatus": "RUNNING",
+                "KnownStatus": "RUNNING",
+                "LaunchType": "EC2",
+                "Containers": []
+            })
+            .to_string(),
+        )
+        .await;
+        (task_arn, metadata)
+    }
+
+    /// A task's tags as DescribeTasks with `include: [TAGS]` shows them (the operator's read).
+    pub async fn task_tags(&self, cluster: &str, task_arn: &str) -> BTreeMap<String, String> {
+        let out = aws_sdk_ecs::Client::new(&self.sdk)
+            .describe_tasks()
+            .cluster(cluster)
+            .tasks(task_arn)
+            .include(aws_sdk_ecs::types::TaskField::Tags)
+            .send()
+            .await
+            .expect("describe tasks");
+        out.tasks()
+            .iter()
+            .flat_map(|t| t.tags())
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect()
+    }
+}
+
 /// Serves `body` as JSON for every GET, the way the ECS agent serves
 /// `${ECS_CONTAINER_METADATA_URI_V4}/task`; returns the base URL. Runs until the test ends.
 pub async fn serve_task_metadata(body: String) -> String {
