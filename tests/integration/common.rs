@@ -21,6 +21,10 @@ pub struct Harness {
     pub api: Api<EcsSelfTerminatingWorker>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     controller: Option<tokio::task::JoinHandle<()>>,
+    /// The test fails at its end if any request (operator, worker or the test's own) broke a
+    /// rule AWS enforces (moto checks every request against AWS's models and documented
+    /// limits); see [`Harness::expect_aws_violations`].
+    fail_on_aws_violations: bool,
 }
 
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ impl Harness {
             metrics: Arc::new(Metrics::default()),
             stop: None,
             controller: None,
+            fail_on_aws_violations: true,
         })
     }
 
@@ -161,6 +166,15 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// For a test that sends requests AWS would refuse on purpose: they are still refused as
+    /// AWS refuses them, but no longer fail the test at its end.
+    #[allow(dead_code)] // no test sends such requests today
+    pub fn expect_aws_violations(&mut self) {
+        self.fail_on_aws_violations = false;
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -168,6 +182,20 @@ impl Drop for Harness {
         }
         if let Some(h) = self.controller.take() {
             h.abort();
+        }
+        if self.fail_on_aws_violations {
+            let problem = match self.moto.violations_blocking() {
+                Ok(found) if found.is_empty() => None,
+                Ok(found) => Some(testbed::moto::describe_violations(&found)),
+                Err(e) => Some(format!("reading the requests AWS would refuse: {e}")),
+            };
+            if let Some(problem) = problem {
+                if std::thread::panicking() {
+                    eprintln!("{problem}");
+                } else {
+                    panic!("{problem}");
+                }
+            }
         }
     }
 }

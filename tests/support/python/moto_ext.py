@@ -15,7 +15,12 @@ Additions:
    MissingParameter), so a deletion interrupted after that call can finish when repeated.
 5. RemoveRoleFromInstanceProfile of a role the profile does not hold answers NoSuchEntity, as
    AWS does (stock moto fails with HTTP 500), for the same reason.
-6. IAM authorization as AWS evaluates it, once authentication is turned on (moto_iam.py): the
+6. Every request is checked against the botocore service model and AWS's documented limits;
+   one AWS would refuse is refused the same way and recorded (moto_models.py; the records at
+   GET /moto-api/strict/violations).
+7. ECS RunTask honours clientToken as AWS does: a retry with the same parameters returns the
+   first result, with other parameters ConflictException (moto_ecs_tokens.py).
+8. IAM authorization as AWS evaluates it, once authentication is turned on (moto_iam.py): the
    resource ARNs and condition keys of every call the project makes, recorded denials at
    GET /moto-api/iam-ext/denials, and roles assumed the way ECS and EC2 assume them. AWS managed
    policies are loaded (MOTO_IAM_LOAD_MANAGED_POLICIES) so roles can attach them.
@@ -36,6 +41,8 @@ from moto.core.responses import ActionResult
 from moto.moto_api import state_manager
 from moto.server import main
 
+import moto_ecs_tokens  # noqa: F401  (patches ECS RunTask on import)
+import moto_models  # noqa: F401  (patches request handling on import)
 import moto_iam  # noqa: F401  (patches IAM authorization on import)
 
 _create_version = LaunchTemplate.create_version

@@ -1,7 +1,9 @@
 //! The moto AWS emulator in server mode, one server per [`Moto`] value.
 //!
 //! The server runs `python/moto_ext.py` (moto plus the test-only ECS agent calls and fixes, ECS
-//! task transitions frozen) from the project venv that `hack/moto-venv.sh` creates.
+//! task transitions frozen) from the project venv that `hack/moto-venv.sh` creates. It answers
+//! a request AWS would refuse (a constraint of the service's model or a documented limit) as
+//! AWS does and records it: [`Moto::violations`].
 
 use crate::process::{self, Guard};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -132,4 +134,144 @@ async fn wait_ready(endpoint: &str, guard: &mut Guard) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("moto at {endpoint} not ready within 60 s")
+}
+
+/// A request the server refused because AWS would refuse it: it broke a constraint of the
+/// botocore service model or a documented AWS limit (`python/moto_models.py`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub service: String,
+    pub operation: String,
+    /// AWS's path of the member, e.g. `tags.2.member.value`.
+    pub member: String,
+    /// The value sent (shortened when long); `None` for a missing required member.
+    pub value: Option<String>,
+    /// The rule and its limit, e.g. `Member must have value less than or equal to 10`.
+    pub constraint: String,
+    /// Where the rule comes from: the model shape, or the AWS documentation page.
+    pub source: String,
+    /// The error code the request was answered with.
+    pub code: String,
+    /// The access key of the caller (which principal sent it).
+    pub access_key_id: String,
+    pub user_agent: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.value.as_deref().unwrap_or("null");
+        write!(
+            f,
+            "{}:{} {} = {:?}: {} ({}; answered {}; access key {}; {})",
+            self.service,
+            self.operation,
+            self.member,
+            value,
+            self.constraint,
+            self.source,
+            self.code,
+            self.access_key_id,
+            self.user_agent
+        )
+    }
+}
+
+fn parse_violations(body: &str) -> anyhow::Result<Vec<Violation>> {
+    let records: Vec<serde_json::Value> = serde_json::from_str(body)?;
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
+    Ok(records
+        .iter()
+        .map(|r| Violation {
+            service: text(r, "service"),
+            operation: text(r, "operation"),
+            member: text(r, "member"),
+            value: r["value"].as_str().map(str::to_string),
+            constraint: text(r, "constraint"),
+            source: text(r, "source"),
+            code: text(r, "code"),
+            access_key_id: text(r, "accessKeyId"),
+            user_agent: text(r, "userAgent"),
+        })
+        .collect())
+}
+
+impl Moto {
+    /// Every request this server refused because AWS would refuse it, oldest first.
+    pub async fn violations(&self) -> anyhow::Result<Vec<Violation>> {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/moto-api/strict/violations", self.endpoint))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "violations: {}", resp.status());
+        parse_violations(&resp.text().await?)
+    }
+
+    /// [`Moto::violations`] without an async runtime (for `Drop`): one HTTP/1.0 exchange.
+    pub fn violations_blocking(&self) -> anyhow::Result<Vec<Violation>> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /moto-api/strict/violations HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("violations: malformed response"))?;
+        anyhow::ensure!(
+            head.lines().next().is_some_and(|l| l.contains(" 200 ")),
+            "violations: {}",
+            head.lines().next().unwrap_or_default()
+        );
+        parse_violations(body)
+    }
+
+    /// Fails, naming each request, if any request so far would have been refused by AWS.
+    pub async fn assert_no_violations(&self) -> anyhow::Result<()> {
+        let found = self.violations().await?;
+        anyhow::ensure!(found.is_empty(), "{}", describe_violations(&found));
+        Ok(())
+    }
+
+    /// Forgets the violations recorded so far.
+    pub async fn clear_violations(&self) -> anyhow::Result<()> {
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/moto-api/strict/violations/clear",
+                self.endpoint
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "clear: {}", resp.status());
+        Ok(())
+    }
+
+    /// Turns the checks against AWS's models and limits on (the default) or off; off, requests
+    /// reach moto unchecked and nothing is recorded.
+    pub async fn set_strict(&self, enabled: bool) -> anyhow::Result<()> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/moto-api/strict/config", self.endpoint))
+            .body(serde_json::json!({ "enabled": enabled }).to_string())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "strict config: {}",
+            resp.status()
+        );
+        Ok(())
+    }
+}
+
+/// A test failure message listing requests AWS would refuse, one a line.
+pub fn describe_violations(found: &[Violation]) -> String {
+    let mut text = format!("{} request(s) AWS would refuse:", found.len());
+    for v in found {
+        text.push_str("\n  - ");
+        text.push_str(&v.to_string());
+    }
+    text
 }
