@@ -1,6 +1,12 @@
 //! Shared harness of the operator's integration tests: the CRD on the shared real API server,
 //! a moto server per test, and the controller running in-process, scoped to the test's own
 //! namespace.
+//!
+//! [`Harness::strict`] also enforces IAM in moto for every principal ([`testbed::iam`]): the
+//! controller signs as the operator's user (its only policy is
+//! `deploy/aws/operator-policy.json`), the agent play and worker processes as the roles the
+//! operator created, the test's own calls (`Harness::sdk`) as an admin user; a request IAM
+//! refuses fails the test at its end, naming principal, action and resource.
 
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
 use ecs_worker_operator::aws::ClientFactory;
@@ -25,6 +31,8 @@ pub struct Harness {
     /// rule AWS enforces (moto checks every request against AWS's models and documented
     /// limits); see [`Harness::expect_aws_violations`].
     fail_on_aws_violations: bool,
+    /// With IAM enforced ([`Harness::strict`]): the principals of the test's moto server.
+    pub iam: Option<Arc<testbed::iam::Principals>>,
 }
 
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
@@ -48,14 +56,29 @@ impl Harness {
             stop: None,
             controller: None,
             fail_on_aws_violations: true,
+            iam: None,
         })
+    }
+
+    /// [`Harness::new`] with IAM enforced in moto for every principal; `sdk` signs as the
+    /// test's admin user.
+    pub async fn strict(prefix: &str) -> anyhow::Result<Harness> {
+        let mut h = Harness::new(prefix).await?;
+        let iam = testbed::iam::Principals::enforce(h.moto.endpoint()).await?;
+        h.sdk = iam.admin_sdk();
+        h.iam = Some(iam);
+        Ok(h)
     }
 
     /// Starts the controller (in-process, this namespace only).
     pub fn start_controller(&mut self, drift_interval: Duration) {
+        let credentials = match &self.iam {
+            Some(iam) => iam.operator.provider(),
+            None => ClientFactory::emulator_credentials(),
+        };
         let factory = ClientFactory::new(
             Some(self.moto.endpoint().to_string()),
-            Some(ClientFactory::emulator_credentials()),
+            Some(credentials),
             self.metrics.clone(),
         );
         let config = Config {
@@ -120,8 +143,16 @@ impl Harness {
             }
             if tokio::time::Instant::now() > deadline {
                 let w = self.api.get_opt(name).await?;
+                let denied = match &self.iam {
+                    Some(iam) => match iam.denials().await {
+                        Ok(found) if found.is_empty() => String::new(),
+                        Ok(found) => format!("\n{}", testbed::iam::describe_denials(&found)),
+                        Err(e) => format!("\nreading IAM denials: {e}"),
+                    },
+                    None => String::new(),
+                };
                 anyhow::bail!(
-                    "timed out waiting for {what}; last seen status: {}",
+                    "timed out waiting for {what}; last seen status: {}{denied}",
                     serde_json::to_string_pretty(&w.and_then(|w| w.status))?
                 );
             }
@@ -183,6 +214,19 @@ impl Drop for Harness {
         if let Some(h) = self.controller.take() {
             h.abort();
         }
+        // Printed at once (a failure below would hide it), failing the test at the end.
+        let iam_problem = self.iam.take().and_then(|iam| {
+            testbed::iam::Principals::forget(iam.endpoint());
+            let problem = match iam.denials_blocking() {
+                Ok(found) if found.is_empty() => None,
+                Ok(found) => Some(testbed::iam::describe_denials(&found)),
+                Err(e) => Some(format!("reading the requests IAM refused: {e}")),
+            };
+            if let Some(problem) = &problem {
+                eprintln!("{problem}");
+            }
+            problem
+        });
         if self.fail_on_aws_violations {
             let problem = match self.moto.violations_blocking() {
                 Ok(found) if found.is_empty() => None,
@@ -196,6 +240,11 @@ impl Drop for Harness {
                     panic!("{problem}");
                 }
             }
+        }
+        if let Some(problem) = iam_problem
+            && !std::thread::panicking()
+        {
+            panic!("{problem}");
         }
     }
 }

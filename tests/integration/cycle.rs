@@ -87,7 +87,7 @@ const FAST_WORKER: &str = "queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTime
 
 #[tokio::test]
 async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result<()> {
-    let mut h = Harness::new("cycle").await?;
+    let mut h = Harness::strict("cycle").await?;
     h.start_controller(Duration::from_secs(300));
     let out = tempfile::NamedTempFile::new()?;
     let handler = format!(
@@ -183,7 +183,7 @@ async fn tail_overrides(h: &Harness, names: &Names) -> anyhow::Result<Vec<Vec<(S
 #[tokio::test]
 async fn a_run_after_an_idle_spell_gets_the_short_tail_and_the_next_keeps_the_configured_one()
 -> anyhow::Result<()> {
-    let mut h = Harness::new("tail").await?;
+    let mut h = Harness::strict("tail").await?;
     h.start_controller(Duration::from_secs(300));
     let spec = "queue:\n  receiveWaitTimeSeconds: 3\n  visibilityTimeoutSeconds: 30\nworker:\n  emptyReceives: 2\n  handler: \"cat > /dev/null\"";
     let (url, names) = ready(&h, "tail", spec).await?;
@@ -234,7 +234,7 @@ async fn a_run_after_an_idle_spell_gets_the_short_tail_and_the_next_keeps_the_co
 
 #[tokio::test]
 async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<()> {
-    let mut h = Harness::new("empty").await?;
+    let mut h = Harness::strict("empty").await?;
     h.start_controller(Duration::from_secs(300));
     h.apply_yaml(&worker_yaml("idle", "cronRate: 2_SECONDS"))
         .await?;
@@ -273,7 +273,7 @@ async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<
 
 #[tokio::test]
 async fn instances_that_never_join_time_out_without_run_task() -> anyhow::Result<()> {
-    let mut h = Harness::new("timeout").await?;
+    let mut h = Harness::strict("timeout").await?;
     h.start_controller(Duration::from_secs(300));
     let (url, names) = ready(&h, "late", "scaling:\n  joinTimeoutSeconds: 30").await?;
     send(&h, &url, 1).await?;
@@ -325,7 +325,7 @@ async fn instances_that_never_join_time_out_without_run_task() -> anyhow::Result
 #[tokio::test]
 async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -> anyhow::Result<()>
 {
-    let mut h = Harness::new("fail").await?;
+    let mut h = Harness::strict("fail").await?;
     h.start_controller(Duration::from_secs(300));
     let spec = format!(
         "{FAST_WORKER}\n  handler: \"exit 3\"\nqueue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n  deadLetter:\n    maxReceiveCount: 2"
@@ -401,7 +401,7 @@ async fn failing_handler_records_the_exit_code_and_dead_letters_the_messages() -
 
 #[tokio::test]
 async fn controller_restarted_at_every_step_completes_one_run() -> anyhow::Result<()> {
-    let mut h = Harness::new("restart").await?;
+    let mut h = Harness::strict("restart").await?;
     h.start_controller(Duration::from_secs(300));
     let spec = format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\"");
     let (url, names) = ready(&h, "phoenix", &spec).await?;
@@ -456,7 +456,7 @@ async fn controller_restarted_at_every_step_completes_one_run() -> anyhow::Resul
 
 #[tokio::test]
 async fn leftover_idle_instance_is_scaled_in_when_the_queue_is_empty() -> anyhow::Result<()> {
-    let mut h = Harness::new("leftover").await?;
+    let mut h = Harness::strict("leftover").await?;
     h.start_controller(Duration::from_secs(300));
     h.apply_yaml(&worker_yaml("stray", "")).await?;
     h.wait_ready("stray").await?;

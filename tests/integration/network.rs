@@ -168,7 +168,7 @@ async fn wait_network(
 #[tokio::test]
 async fn managed_vpc_spans_two_zones_carries_the_instances_is_repaired_and_removed()
 -> anyhow::Result<()> {
-    let mut h = Harness::new("net").await?;
+    let mut h = Harness::strict("net").await?;
     h.start_controller(Duration::ZERO);
     let name = "own-net";
     h.apply_yaml(&worker_yaml(
@@ -385,7 +385,7 @@ async fn delete_default_vpc(h: &Harness) -> anyhow::Result<()> {
 #[tokio::test]
 async fn without_any_network_the_worker_says_which_field_to_set_and_writes_nothing()
 -> anyhow::Result<()> {
-    let mut h = Harness::new("nonet").await?;
+    let mut h = Harness::strict("nonet").await?;
     delete_default_vpc(&h).await?;
     h.start_controller(Duration::ZERO);
     let name = "no-net";
@@ -471,7 +471,7 @@ async fn without_any_network_the_worker_says_which_field_to_set_and_writes_nothi
 
 #[tokio::test]
 async fn bad_cidrs_are_refused_at_admission_naming_the_field() -> anyhow::Result<()> {
-    let h = Harness::new("cidr").await?;
+    let h = Harness::strict("cidr").await?;
     for (cidr, says) in [
         ("10.0.0.0", "IPv4 CIDR"),
         ("fd00::/64", "IPv4 CIDR"),

@@ -151,7 +151,7 @@ fn everything() -> Found {
 #[tokio::test]
 async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_everything()
 -> anyhow::Result<()> {
-    let mut h = Harness::new("prov").await?;
+    let mut h = Harness::strict("prov").await?;
     h.start_controller(Duration::ZERO);
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/worker.yaml"))?;
@@ -296,7 +296,7 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
 #[tokio::test]
 async fn a_queue_holding_messages_is_kept_on_delete_unless_the_policy_says_otherwise()
 -> anyhow::Result<()> {
-    let mut h = Harness::new("keep").await?;
+    let mut h = Harness::strict("keep").await?;
     h.start_controller(Duration::from_secs(300));
     h.apply_yaml(&worker_yaml("keeper", "")).await?;
     h.apply_yaml(&worker_yaml(
@@ -352,7 +352,7 @@ async fn a_queue_holding_messages_is_kept_on_delete_unless_the_policy_says_other
 
 #[tokio::test]
 async fn kubectl_shows_columns_and_explains_fields() -> anyhow::Result<()> {
-    let mut h = Harness::new("cols").await?;
+    let mut h = Harness::strict("cols").await?;
     h.start_controller(Duration::from_secs(300));
     h.apply_yaml(&worker_yaml("shown", "")).await?;
     h.wait_ready("shown").await?;

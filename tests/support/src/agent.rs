@@ -4,12 +4,21 @@
 //! and disappears with the instance. Here a test does the same through the API: [`Agent::sync`]
 //! registers the group's InService instances and deregisters those that left it;
 //! [`Agent::end_task`] stops a task with a container exit code (moto extension call).
+//!
+//! On a server with IAM enforced ([`crate::iam`]) the calls the real ECS agent makes
+//! (RegisterContainerInstance, DeregisterContainerInstance, SubmitTaskStateChange) sign as the
+//! instance role (the role of the instance profile the group's launch template names, assumed
+//! as EC2 assumes it), a worker process gets its task role's credentials as ECS gives them,
+//! and what only the test reads (groups, container instances, tasks, definitions) signs as the
+//! test's admin user (the configuration the agent was made with).
 
+use crate::iam::Principals;
 use aws_sdk_autoscaling::Client as AutoScaling;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_ecs::Client as Ecs;
 use aws_sdk_ecs::types::{ContainerStateChange, Task};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The agent of every instance of one Auto Scaling group in one ECS cluster.
 #[derive(Clone)]
@@ -18,6 +27,8 @@ pub struct Agent {
     pub autoscaling: AutoScaling,
     pub cluster: String,
     pub group: String,
+    /// With IAM enforced on the server: its principals.
+    iam: Option<Arc<Principals>>,
 }
 
 /// One registered instance.
@@ -34,7 +45,27 @@ impl Agent {
             autoscaling: AutoScaling::new(config),
             cluster: cluster.to_string(),
             group: group.to_string(),
+            iam: config.endpoint_url().and_then(Principals::for_endpoint),
         }
+    }
+
+    /// The ECS client of the agent on the group's instances: with IAM enforced, signing as the
+    /// instance role; otherwise the agent's own client.
+    async fn instance_ecs(&self) -> anyhow::Result<Ecs> {
+        let Some(iam) = &self.iam else {
+            return Ok(self.ecs.clone());
+        };
+        let profile = iam
+            .group_instance_profile(&self.group)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "group {} has no launch template naming an instance profile",
+                    self.group
+                )
+            })?;
+        let keys = iam.instance_profile_role(&profile).await?;
+        Ok(Ecs::new(&keys.sdk_config(iam.endpoint())))
     }
 
     /// The group, when it exists.
@@ -110,23 +141,26 @@ impl Agent {
     pub async fn sync(&self) -> anyhow::Result<Vec<Registered>> {
         let members = self.group_instances().await?;
         let registered = self.registered().await?;
-        for r in registered
+        let known: BTreeSet<_> = registered.iter().map(|r| r.instance_id.clone()).collect();
+        let left: Vec<&Registered> = registered
             .iter()
             .filter(|r| !members.contains(&r.instance_id))
-        {
-            self.ecs
-                .deregister_container_instance()
+            .collect();
+        if left.is_empty() && members.iter().all(|id| known.contains(id)) {
+            return Ok(Vec::new());
+        }
+        let ecs = self.instance_ecs().await?;
+        for r in left {
+            ecs.deregister_container_instance()
                 .cluster(&self.cluster)
                 .container_instance(&r.container_instance_arn)
                 .force(true)
                 .send()
                 .await?;
         }
-        let known: BTreeSet<_> = registered.iter().map(|r| r.instance_id.clone()).collect();
         let mut added = Vec::new();
         for id in members.iter().filter(|id| !known.contains(*id)) {
-            let out = self
-                .ecs
+            let out = ecs
                 .register_container_instance()
                 .cluster(&self.cluster)
                 .instance_identity_document(serde_json::json!({ "instanceId": id }).to_string())
@@ -196,7 +230,8 @@ impl Agent {
                     .build()
             })
             .collect::<Vec<_>>();
-        self.ecs
+        self.instance_ecs()
+            .await?
             .submit_task_state_change()
             .cluster(&self.cluster)
             .task(task_arn)
@@ -213,7 +248,8 @@ impl Agent {
 #[derive(Clone, Debug)]
 pub enum Play {
     /// Run the real worker binary as a local process with the task's environment (plus the
-    /// emulator endpoint and the instance id), and end the task with its exit code.
+    /// emulator endpoint, the instance id and credentials: with IAM enforced the task role's,
+    /// as ECS gives them; otherwise dummy keys), and end the task with its exit code.
     RealWorker {
         binary: std::path::PathBuf,
         endpoint: String,
@@ -336,8 +372,27 @@ impl Agent {
                 .task_definition()
                 .and_then(|d| d.container_definitions().first())
                 .cloned();
+            // The task role's credentials, as ECS gives them to the task's containers.
+            let credentials = match &self.iam {
+                Some(iam) => match def.task_definition().and_then(|d| d.task_role_arn()) {
+                    Some(role) => iam.task_role(role).await?.env(),
+                    None => Vec::new(),
+                },
+                None => vec![
+                    ("AWS_ACCESS_KEY_ID".to_string(), "testing".to_string()),
+                    ("AWS_SECRET_ACCESS_KEY".to_string(), "testing".to_string()),
+                ],
+            };
             let mut cmd = tokio::process::Command::new(binary);
             cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
+            for var in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_PROFILE",
+            ] {
+                cmd.env_remove(var);
+            }
             // The definition's environment, then RunTask's override for the container on top,
             // as ECS does.
             let name = container.as_ref().and_then(|c| c.name());
@@ -357,8 +412,7 @@ impl Agent {
                 }
             }
             cmd.env("AWS_ENDPOINT_URL", endpoint)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .envs(credentials)
                 .env("AWS_EC2_METADATA_DISABLED", "true")
                 .env("WORKER_INSTANCE_ID", &instance_id);
             for (k, v) in extra_env {

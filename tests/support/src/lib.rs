@@ -7,6 +7,9 @@
 //!   extension in `python/moto_ext.py`.
 //! - [`agent`]: plays the ECS agent against moto (register instances, end tasks with an exit
 //!   code, deregister instances that left their group).
+//! - [`iam`]: IAM enforced in moto for every principal: the operator's user (its only policy
+//!   is `deploy/aws/operator-policy.json`), the test's admin user, and the roles the operator
+//!   created, assumed as ECS and EC2 assume them; refused requests listed.
 //! - [`proxy`]: a fault-injecting proxy in front of moto (throttling errors in each AWS
 //!   protocol's shape, HTTP 500s, connection resets, latency; seeded, so a run replays) that
 //!   records every AWS call.
@@ -19,6 +22,7 @@
 pub mod agent;
 pub mod control_plane;
 pub mod crd;
+pub mod iam;
 pub mod moto;
 pub mod operator;
 pub mod process;
