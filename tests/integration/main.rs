@@ -14,6 +14,7 @@ mod deploy;
 mod isolation;
 mod network;
 mod operations;
+mod policies;
 mod provisioning;
 mod schema_agreement;
 mod secrets;

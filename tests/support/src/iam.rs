@@ -468,3 +468,93 @@ impl Principals {
         Ok(serde_json::from_str(&resp.text().await?)?)
     }
 }
+
+/// One finding of the static policy check (`python/policy_check.py`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The policy's name as given.
+    pub policy: String,
+    /// parliament's issue (UNKNOWN_ACTION, UNKNOWN_CONDITION_FOR_ACTION, RESOURCE_MISMATCH,
+    /// INVALID_ARN, ...) or the checker's own (TAG_KEY_NOT_FOR_ACTION, ...).
+    pub issue: String,
+    /// An error fails the check; the rest (RESOURCE_STAR, ...) are advice.
+    pub error: bool,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} {}", self.policy, self.issue, self.detail)
+    }
+}
+
+/// A policy document to check statically.
+pub struct PolicyDoc {
+    pub name: String,
+    /// A role's trust policy (resource-based: Principal, no Resource) rather than an identity
+    /// policy.
+    pub trust: bool,
+    pub document: serde_json::Value,
+}
+
+fn run_policy_check(args: &[&str], input: &str) -> anyhow::Result<Vec<Finding>> {
+    use std::io::Write;
+    let python = crate::hack_output("moto-venv.sh")?;
+    let script = crate::repo_root().join("tests/support/python/policy_check.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "policy_check.py failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(list
+        .iter()
+        .map(|v| Finding {
+            policy: v["policy"].as_str().unwrap_or_default().to_string(),
+            issue: v["issue"].as_str().unwrap_or_default().to_string(),
+            error: v["error"].as_bool().unwrap_or(true),
+            detail: match &v["detail"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+        })
+        .collect())
+}
+
+/// Checks policy documents against AWS's Service Authorization Reference with parliament
+/// (pinned in `hack/moto-requirements.txt`), plus the checks `python/policy_check.py` adds:
+/// unknown actions, condition keys that do not apply to an action, malformed ARNs, resources
+/// that match none of an action's resource types, tag keys outside their actions.
+pub fn check_policies(docs: &[PolicyDoc]) -> anyhow::Result<Vec<Finding>> {
+    let input: Vec<serde_json::Value> = docs
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "name": d.name,
+                "kind": if d.trust { "trust" } else { "identity" },
+                "document": d.document,
+            })
+        })
+        .collect();
+    run_policy_check(&[], &serde_json::Value::Array(input).to_string())
+}
+
+/// Findings about the emulator's own table: every action `python/moto_iam.py` evaluates must
+/// exist in the Service Authorization Reference.
+pub fn check_emulator_actions() -> anyhow::Result<Vec<Finding>> {
+    run_policy_check(&["--check-map"], "")
+}
