@@ -24,6 +24,7 @@ rule's source, so a test can assert at its end that nothing it sent would be ref
 
 - ``GET /moto-api/strict/violations``: every recorded violation, oldest first (JSON list).
 - ``POST /moto-api/strict/violations/clear``: forgets them (``/moto-api/reset`` does not).
+- ``GET /moto-api/strict/rules``: the LIMITS table (service, operations, member, rule, source).
 - ``GET|POST /moto-api/strict/config``: ``{"enabled": bool}``; on unless the server starts
   with ``MOTO_STRICT_MODELS=0``. Off, requests reach moto unchecked and nothing is recorded.
 
@@ -65,7 +66,8 @@ SERVICES = ("ecs", "autoscaling", "ec2", "sqs", "iam", "sts", "ssm", "logs")
 # ECS: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html#API_RunTask_Errors
 # SQS: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/CommonErrors.html
 # SSM: https://docs.aws.amazon.com/systems-manager/latest/APIReference/CommonErrors.html
-# Logs: https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_CreateLogGroup.html#API_CreateLogGroup_Errors
+# Logs:
+#   https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_CreateLogGroup.html
 VALIDATION_CODE = {
     "ecs": "InvalidParameterException",
     "autoscaling": "ValidationError",
@@ -310,6 +312,13 @@ def _select(params: Any, selector: str) -> Iterable[tuple[str, Any]]:
 Check = Callable[[Any], "str | None"]
 
 
+def _described(check, rule: str):
+    """A check with the rule it enforces, in words (listed at /moto-api/strict/rules)."""
+    check.rule = rule
+    return check
+
+
+
 def between(lo: int, hi: int) -> Check:
     def check(v):
         try:
@@ -322,7 +331,7 @@ def between(lo: int, hi: int) -> Check:
             return f"Member must have value less than or equal to {hi}"
         return None
 
-    return check
+    return _described(check, f"integer from {lo} to {hi}")
 
 
 def one_of(values: Iterable[int]) -> Check:
@@ -333,7 +342,7 @@ def one_of(values: Iterable[int]) -> Check:
             return f"Member must satisfy enum value set: [{', '.join(map(str, allowed))}]"
         return None
 
-    return check
+    return _described(check, f"one of {', '.join(map(str, allowed))}")
 
 
 def length(lo: int, hi: int) -> Check:
@@ -345,7 +354,7 @@ def length(lo: int, hi: int) -> Check:
             return f"Member must have length less than or equal to {hi}"
         return None
 
-    return check
+    return _described(check, f"length from {lo} to {hi}")
 
 
 def matches(pattern: str, description: str) -> Check:
@@ -355,13 +364,16 @@ def matches(pattern: str, description: str) -> Check:
             return f"Member must satisfy regular expression pattern: {pattern} ({description})"
         return None
 
-    return check
+    return _described(check, f"matches {pattern} ({description})")
 
 
-def no_aws_prefix(v) -> str | None:
+def _no_aws_prefix(v) -> str | None:
     if isinstance(v, str) and v.lower().startswith("aws:"):
         return "Member must not begin with the reserved prefix aws:"
     return None
+
+
+no_aws_prefix = _described(_no_aws_prefix, "does not begin with aws: (any case)")
 
 
 def json_size(limit: int) -> Check:
@@ -374,7 +386,7 @@ def json_size(limit: int) -> Check:
             )
         return None
 
-    return check
+    return _described(check, f"at most {limit} characters as compact JSON")
 
 
 def policy_size(limit: int) -> Check:
@@ -389,7 +401,7 @@ def policy_size(limit: int) -> Check:
             )
         return None
 
-    return check
+    return _described(check, f"at most {limit} characters without white space")
 
 
 def json_attribute(field: str, check: Check) -> Check:
@@ -405,10 +417,11 @@ def json_attribute(field: str, check: Check) -> Check:
         problem = check(doc[field])
         return f"{field}: {problem}" if problem else None
 
-    return run
+    return _described(run, f"JSON whose {field} is {check.rule}")
 
 
-def fifo_name_matches_attribute(params: dict) -> Iterable[tuple[str, Any, str]]:
+def fifo_name_matches_attribute(_response, params: dict) -> Iterable[tuple[str, Any, str]]:
+    """A queue with FifoQueue=true is named *.fifo, and only such a queue."""
     name = params.get("QueueName") or ""
     fifo = str((params.get("Attributes") or {}).get("FifoQueue", "false")).lower() == "true"
     if fifo and not name.endswith(".fifo"):
@@ -497,6 +510,8 @@ def asg_size_bounds(response, params) -> Iterable[tuple[str, Any, str]]:
 
 
 def asg_decrement_keeps_min(response, params) -> Iterable[tuple[str, Any, str]]:
+    """Terminating an instance with ShouldDecrementDesiredCapacity keeps DesiredCapacity at or
+    above the group's MinSize."""
     if not params.get("ShouldDecrementDesiredCapacity"):
         return
     from moto.autoscaling.models import autoscaling_backends
@@ -546,7 +561,9 @@ IAM_QUOTAS = "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quo
 SQS_QUOTAS = (
     "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-queues.html"
 )
-LOGS_TAGS = "https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_CreateLogGroup.html"
+LOGS_TAGS = (
+    "https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_CreateLogGroup.html"
+)
 ECS_API = "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_{}.html"
 EC2_API = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_{}.html"
 ASG_API = "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_{}.html"
@@ -560,10 +577,14 @@ SQS_QUEUE_NAME = matches(
 )
 SQS_BATCH_ID = matches(r"[a-zA-Z0-9_-]+", "alphanumeric characters, hyphens and underscores")
 SQS_ATTRIBUTES = ("CreateQueue", "SetQueueAttributes")
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
-                      1827, 2192, 2557, 2922, 3288, 3653)  # fmt: skip
-ECS_TAGGED = ("CreateCluster", "RegisterTaskDefinition", "RunTask", "StartTask", "TagResource",
-              "CreateService", "CreateCapacityProvider")  # fmt: skip
+LOG_RETENTION_DAYS = (
+    *(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192),
+    *(2557, 2922, 3288, 3653),
+)
+ECS_TAGGED = (
+    *("CreateCluster", "RegisterTaskDefinition", "RunTask", "StartTask", "TagResource"),
+    *("CreateService", "CreateCapacityProvider"),
+)
 
 LIMITS: list[Limit | StateLimit] = [
     # ECS RunTask: "You can specify up to 10 tasks for each call."
@@ -599,7 +620,9 @@ LIMITS: list[Limit | StateLimit] = [
     Limit("ecs", ("RunTask", "StartTask"), "overrides", json_size(8192), ECS_API.format("RunTask")),
     # Cluster name, task family, container name: "Up to 255 letters (uppercase and lowercase),
     # numbers, underscores, and hyphens are allowed."
-    Limit("ecs", ("CreateCluster",), "clusterName", length(1, 255), ECS_API.format("CreateCluster")),
+    Limit(
+        "ecs", ("CreateCluster",), "clusterName", length(1, 255), ECS_API.format("CreateCluster")
+    ),
     Limit("ecs", ("CreateCluster",), "clusterName", ECS_NAME, ECS_API.format("CreateCluster")),
     Limit(
         "ecs",
@@ -640,14 +663,7 @@ LIMITS: list[Limit | StateLimit] = [
     # ECS tags (model: 50 tags, 128/256 characters); the aws: prefix, keys and values.
     *tag_rules("ecs", ECS_TAGGED, "tags", "key", "value", ECS_TAGS, values_reserved=True),
     # EC2: "Maximum number of tags per resource: 50", keys 128, values 256, aws: reserved.
-    *tag_rules(
-        "ec2",
-        ("CreateTags",),
-        "Tags",
-        "Key",
-        "Value",
-        EC2_TAGS,
-    ),
+    *tag_rules("ec2", ("CreateTags",), "Tags", "Key", "Value", EC2_TAGS),
     *tag_rules("ec2", ("*",), "TagSpecifications[].Tags", "Key", "Value", EC2_TAGS),
     *tag_rules(
         "ec2",
@@ -686,7 +702,7 @@ LIMITS: list[Limit | StateLimit] = [
         ("CreateLaunchTemplate", "CreateLaunchTemplateVersion"),
         "LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit",
         between(1, 64),
-        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_LaunchTemplateInstanceMetadataOptionsRequest.html",
+        EC2_API.format("LaunchTemplateInstanceMetadataOptionsRequest"),
     ),
     # "User data is limited to 16 KB" (base64 text of at most 16 KiB raw).
     Limit(
@@ -722,7 +738,10 @@ LIMITS: list[Limit | StateLimit] = [
         "ec2",
         ("CreateSecurityGroup",),
         "Description",
-        matches(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*", "a-z, A-Z, 0-9, spaces, ._-:/()#,@[]+=&;{}!$*"),
+        matches(
+            r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*",
+            "a-z, A-Z, 0-9, spaces, ._-:/()#,@[]+=&;{}!$*",
+        ),
         EC2_API.format("CreateSecurityGroup"),
     ),
     # VPC and subnet IPv4 blocks: "between a /16 netmask and /28 netmask".
@@ -789,10 +808,27 @@ LIMITS: list[Limit | StateLimit] = [
     # "Role policy size cannot exceed 10,240 characters" (all inline policies of the role).
     StateLimit("iam", ("PutRolePolicy",), iam_inline_policies_total, IAM_QUOTAS),
     # SQS queue name: up to 80 alphanumeric characters, hyphens and underscores; .fifo.
-    Limit("sqs", ("CreateQueue", "GetQueueUrl"), "QueueName", SQS_QUEUE_NAME, SQS_API.format("CreateQueue")),
-    StateLimit("sqs", ("CreateQueue",), lambda _r, p: fifo_name_matches_attribute(p), SQS_API.format("CreateQueue")),
+    Limit(
+        "sqs",
+        ("CreateQueue", "GetQueueUrl"),
+        "QueueName",
+        SQS_QUEUE_NAME,
+        SQS_API.format("CreateQueue"),
+    ),
+    StateLimit(
+        "sqs",
+        ("CreateQueue",),
+        fifo_name_matches_attribute,
+        SQS_API.format("CreateQueue"),
+    ),
     # Queue attributes' valid values.
-    Limit("sqs", SQS_ATTRIBUTES, "Attributes.=DelaySeconds", between(0, 900), SQS_API.format("SetQueueAttributes")),
+    Limit(
+        "sqs",
+        SQS_ATTRIBUTES,
+        "Attributes.=DelaySeconds",
+        between(0, 900),
+        SQS_API.format("SetQueueAttributes"),
+    ),
     Limit(
         "sqs",
         SQS_ATTRIBUTES,
@@ -827,12 +863,18 @@ LIMITS: list[Limit | StateLimit] = [
         SQS_ATTRIBUTES,
         "Attributes.=RedrivePolicy",
         json_attribute("maxReceiveCount", between(1, 1000)),
-        "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-configure-dead-letter-queue.html",
+        "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/"
+        "sqs-configure-dead-letter-queue.html",
     ),
     # ReceiveMessage: "Valid values: 1 to 10", long polling at most 20 s, visibility 12 h.
-    Limit("sqs", ("ReceiveMessage",), "MaxNumberOfMessages", between(1, 10), SQS_API.format("ReceiveMessage")),
-    Limit("sqs", ("ReceiveMessage",), "WaitTimeSeconds", between(0, 20), SQS_API.format("ReceiveMessage")),
-    Limit("sqs", ("ReceiveMessage",), "VisibilityTimeout", between(0, 43200), SQS_API.format("ReceiveMessage")),
+    *[
+        Limit("sqs", ("ReceiveMessage",), member, check, SQS_API.format("ReceiveMessage"))
+        for member, check in (
+            ("MaxNumberOfMessages", between(1, 10)),
+            ("WaitTimeSeconds", between(0, 20)),
+            ("VisibilityTimeout", between(0, 43200)),
+        )
+    ],
     Limit(
         "sqs",
         ("ChangeMessageVisibility",),
@@ -872,7 +914,13 @@ LIMITS: list[Limit | StateLimit] = [
         LOGS_API.format("PutRetentionPolicy"),
     ),
     # Log group name: 1-512 characters of a-z, A-Z, 0-9, '_', '-', '/', '.', '#' (model too).
-    Limit("logs", ("CreateLogGroup",), "logGroupName", length(1, 512), LOGS_API.format("CreateLogGroup")),
+    Limit(
+        "logs",
+        ("CreateLogGroup",),
+        "logGroupName",
+        length(1, 512),
+        LOGS_API.format("CreateLogGroup"),
+    ),
     Limit(
         "logs",
         ("CreateLogGroup",),
@@ -881,7 +929,9 @@ LIMITS: list[Limit | StateLimit] = [
         LOGS_API.format("CreateLogGroup"),
     ),
     *tag_rules("logs", ("CreateLogGroup",), "tags", "{k}", "{v}", LOGS_TAGS),
-    *tag_rules("logs", ("TagResource", "TagLogGroup"), "tags", "{k}", "{v}", LOGS_API.format("TagResource")),
+    *tag_rules(
+        "logs", ("TagResource", "TagLogGroup"), "tags", "{k}", "{v}", LOGS_API.format("TagResource")
+    ),
 ]
 
 
@@ -994,7 +1044,16 @@ _call_action = BaseResponse.call_action
 def call_action_checked(self):
     if not _config["enabled"] or self.service_name not in SERVICES:
         return _call_action(self)
-    operation, found = check_request(self)
+    try:
+        operation, found = check_request(self)
+    except Exception as e:  # a fault of this checker: let the request through, but loudly
+        _record(
+            self,
+            self._get_action() or "?",
+            [Violation("", None, f"moto_models could not check this request: {e!r}", "checker")],
+            "none (passed to moto)",
+        )
+        return _call_action(self)
     if not found:
         return _call_action(self)
     code = VALIDATION_CODE[self.service_name]
@@ -1031,6 +1090,30 @@ def _clear_response(request, full_url, headers):
     return 200, {"Content-Type": "application/json"}, json.dumps({"status": "ok"})
 
 
+def rules() -> list[dict[str, Any]]:
+    """The documented limits enforced beyond the models, one entry per LIMITS row."""
+    out = []
+    for row in LIMITS:
+        if isinstance(row, StateLimit):
+            member, rule = "", " ".join((row.check.__doc__ or row.check.__name__).split())
+        else:
+            member, rule = row.selector, row.check.rule
+        out.append(
+            {
+                "service": row.service,
+                "operations": list(row.operations),
+                "member": member,
+                "rule": rule,
+                "source": row.doc,
+            }
+        )
+    return out
+
+
+def _rules_response(request, full_url, headers):
+    return 200, {"Content-Type": "application/json"}, json.dumps(rules())
+
+
 def _config_response(request, full_url, headers):
     if request.method == "POST":
         body = json.loads(request.data or b"{}")
@@ -1044,5 +1127,6 @@ moto_api_urls.url_paths.update(
         "{0}/moto-api/strict/violations$": _violations_response,
         "{0}/moto-api/strict/violations/clear": _clear_response,
         "{0}/moto-api/strict/config": _config_response,
+        "{0}/moto-api/strict/rules": _rules_response,
     }
 )

@@ -1492,3 +1492,32 @@ async fn logs_and_ssm_requests_are_checked_and_checks_can_be_turned_off() -> any
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_documented_limit_cites_its_aws_page() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let body = reqwest::get(format!("{}/moto-api/strict/rules", moto.endpoint()))
+        .await?
+        .text()
+        .await?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+    assert!(rows.len() > 50, "{} rows", rows.len());
+    for row in &rows {
+        let source = row["source"].as_str().unwrap_or_default();
+        assert!(
+            source.starts_with("https://docs.aws.amazon.com/"),
+            "a row without its AWS page: {row}"
+        );
+        assert!(
+            !row["rule"].as_str().unwrap_or_default().is_empty(),
+            "{row}"
+        );
+    }
+    assert!(
+        rows.iter().any(|r| r["service"] == "ecs"
+            && r["member"] == "count"
+            && r["rule"] == "integer from 1 to 10"),
+        "RunTask's count limit is listed"
+    );
+    Ok(())
+}
