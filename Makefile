@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo tools build lint crd bench clean
+.PHONY: test demo tools build lint crd bench clean aws-smoke
 
 tools:
 	@hack/k8s-tools.sh >/dev/null
@@ -34,6 +34,11 @@ bench: tools
 	$(CARGO) bench --workspace --bench cost
 	$(CARGO) bench --workspace --bench latency
 	$(CARGO) bench --workspace --bench fleet
+
+# Opt-in, against real AWS with your credentials; never part of `make test`. Needs AWS_REGION and
+# SMOKE_IMAGE (README.md, "AWS smoke test"); `hack/aws-smoke.sh --moto` runs it against moto.
+aws-smoke:
+	@CARGO="$(CARGO)" hack/aws-smoke.sh
 
 crd:
 	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml
