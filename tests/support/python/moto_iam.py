@@ -795,8 +795,8 @@ def ecs_run_task(call: Call) -> list[Check]:
     ]
     overrides = call.p("overrides") or {}
     for role in {
-        overrides.get("taskRoleArn") or td.task_role_arn,
-        overrides.get("executionRoleArn") or td.execution_role_arn,
+        overrides.get("taskRoleArn") or getattr(td, "task_role_arn", None),
+        overrides.get("executionRoleArn") or getattr(td, "execution_role_arn", None),
     }:
         if role:
             checks.append(_pass_role(call, role, "ecs-tasks.amazonaws.com"))
@@ -1616,6 +1616,8 @@ def _authorize(self: BaseResponse, resource: str = "*") -> None:
         return
     except Unmapped as e:
         deny(operation, "?", f"moto_iam.py cannot map this call: {e}")
+    except Exception as e:  # noqa: BLE001 - a mapping bug must show as a refusal, not pass
+        deny(operation, "?", f"moto_iam.py failed mapping this call: {type(e).__name__}: {e}")
     base_ctx = _principal_ctx(call, request._access_key)
     for check in checks:
         ctx = {k.lower(): _as_list(v) for k, v in base_ctx.items()}

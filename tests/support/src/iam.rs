@@ -558,3 +558,20 @@ pub fn check_policies(docs: &[PolicyDoc]) -> anyhow::Result<Vec<Finding>> {
 pub fn check_emulator_actions() -> anyhow::Result<Vec<Finding>> {
     run_policy_check(&["--check-map"], "")
 }
+
+/// Runs the unit tests of the emulator's policy evaluator (`python/test_moto_iam.py`: condition
+/// operators, set operators, absent keys, ARN matching, explicit Deny) with the project venv.
+pub fn evaluator_unit_tests() -> anyhow::Result<()> {
+    let python = crate::hack_output("moto-venv.sh")?;
+    let out = std::process::Command::new(python)
+        .args(["-m", "unittest", "-v", "test_moto_iam"])
+        .current_dir(crate::repo_root().join("tests/support/python"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "test_moto_iam.py failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
