@@ -861,10 +861,15 @@ impl Provisioner<'_> {
                     .build(),
             )
             .user_data(&lt.user_data)
+            // IMDSv2 with a hop limit of 1: the ECS agent on the host reaches the instance
+            // metadata, containers in bridge mode (one hop further) do not, so handler code
+            // cannot read the instance role's credentials. The worker needs no IMDS (its
+            // instance comes from its ECS task).
+            // <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/security-iam-roles.html>
             .metadata_options(
                 LaunchTemplateInstanceMetadataOptionsRequest::builder()
                     .http_tokens(LaunchTemplateHttpTokensState::Required)
-                    .http_put_response_hop_limit(2)
+                    .http_put_response_hop_limit(1)
                     .build(),
             )
             .tag_specifications(

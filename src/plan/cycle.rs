@@ -762,7 +762,7 @@ impl<'a> Cycle<'a> {
                 let count = want.min(free);
                 self.act(Action::RunTasks {
                     run_id: run.id.clone(),
-                    first: self.task_count(&run.id),
+                    first: 0, // no task of this run is seen yet: the first slice again
                     count,
                     tail: self.tail(&run),
                 });
@@ -820,13 +820,14 @@ impl<'a> Cycle<'a> {
         }
     }
 
+    /// Starts a run's first `count` tasks (called while the run has none).
     fn start_tasks(&mut self, mut run: RunStatus, count: i32, waited: SignedDuration) {
         run.instances = count;
         run.tasks_started_at = Some(Time(self.now()));
         let tail = self.tail(&run);
         self.act(Action::RunTasks {
             run_id: run.id.clone(),
-            first: self.task_count(&run.id),
+            first: 0,
             count,
             tail,
         });
@@ -855,6 +856,30 @@ impl<'a> Cycle<'a> {
         let now = self.now();
         let tasks = self.tasks_of(&run.id);
         if run.tasks_started_at.is_none() {
+            // A start the status never recorded: its first RunTask calls went out, the
+            // operator went down (or a call failed) before the rest. Instances still free
+            // get the run's remaining tasks, with the client tokens of those slices.
+            // The start counts as recorded once those show (or no instance is free).
+            let placed = self.task_count(&run.id);
+            let want = run.instances.clamp(1, self.max_instances());
+            let rest = (want - placed).min(self.facts.free_joined());
+            if rest > 0 && tasks.iter().any(|t| t.is_active()) {
+                self.act(Action::RunTasks {
+                    run_id: run.id.clone(),
+                    first: placed,
+                    count: rest,
+                    tail: self.tail(&run),
+                });
+                self.normal(
+                    event::TASK_STARTED,
+                    format!(
+                        "run {}: starting the {rest} worker task(s) an interrupted start left out",
+                        run.id
+                    ),
+                );
+                self.out.current_run = Some(run);
+                return;
+            }
             let first = tasks.iter().filter_map(|t| t.started_at).min();
             run.tasks_started_at = Some(Time(first.unwrap_or(now)));
         }
@@ -1606,6 +1631,46 @@ mod tests {
         );
         assert_eq!(d.current_run, Some(started(run(NOW - 40, 2), NOW)));
         assert_eq!(d.phase, Phase::Running);
+    }
+
+    #[test]
+    fn a_start_interrupted_between_run_task_calls_starts_only_the_rest() {
+        let id = format!("run-{}", NOW - 40);
+        // The status recorded the scale-up, not the start; one task of three is placed.
+        let d = case()
+            .spec(|s| s.max_instances = 3)
+            .with_run(run(NOW - 40, 3))
+            .desired(3)
+            .joined("i-1")
+            .joined("i-2")
+            .joined("i-3")
+            .running(&id, "i-1")
+            .decide();
+        assert_eq!(
+            d.actions,
+            vec![Action::RunTasks {
+                run_id: id.clone(),
+                first: 1,
+                count: 2,
+                tail: Some(Tail::SHORT),
+            }]
+        );
+        assert_eq!(
+            d.current_run,
+            Some(run(NOW - 40, 3)),
+            "recorded once all show"
+        );
+        // Once recorded, the start is complete: nothing more starts.
+        let again = case()
+            .spec(|s| s.max_instances = 3)
+            .with_run(started(run(NOW - 40, 3), NOW))
+            .desired(3)
+            .joined("i-1")
+            .joined("i-2")
+            .joined("i-3")
+            .running(&id, "i-1")
+            .decide();
+        assert!(again.actions.is_empty(), "{:?}", again.actions);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod aws_rules;
 mod bad_manifests;
 mod chaos;
 mod crd;
