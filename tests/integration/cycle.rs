@@ -152,6 +152,43 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
         "{metrics}"
     );
     player.stop().await;
+
+    // Each principal signed its own calls and was authorized: the operator as its user, the
+    // worker as its task role, the ECS agent as the instance role.
+    let iam = h.iam.as_ref().expect("a strict harness");
+    let decisions = iam.decisions().await?;
+    let allowed = |principal: &str, action: &str| {
+        decisions.iter().any(|d| {
+            d["principal"]
+                .as_str()
+                .is_some_and(|p| p.contains(principal))
+                && d["action"] == action
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("allowed"))
+        })
+    };
+    let task_role = format!(":assumed-role/{}/", names.task_role);
+    let instance_role = format!(":assumed-role/{}/", names.instance_role);
+    let operator = format!(":user/{}", testbed::iam::OPERATOR_USER);
+    for (principal, action) in [
+        (operator.as_str(), "ecs:RunTask"),
+        (operator.as_str(), "iam:PassRole"),
+        (operator.as_str(), "autoscaling:SetDesiredCapacity"),
+        (task_role.as_str(), "sqs:ReceiveMessage"),
+        (task_role.as_str(), "sqs:DeleteMessage"),
+        (
+            task_role.as_str(),
+            "autoscaling:TerminateInstanceInAutoScalingGroup",
+        ),
+        (instance_role.as_str(), "ecs:RegisterContainerInstance"),
+        (instance_role.as_str(), "ecs:SubmitTaskStateChange"),
+    ] {
+        assert!(
+            allowed(principal, action),
+            "no allowed {action} by {principal}"
+        );
+    }
     Ok(())
 }
 
