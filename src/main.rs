@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the controller: reconcile EcsSelfTerminatingWorker objects into AWS resources and
     /// run their cycles.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinition YAML (the same as crds/ in the repository).
     Crd,
 }
@@ -233,6 +233,6 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
