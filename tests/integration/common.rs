@@ -35,6 +35,16 @@ pub struct Harness {
     pub iam: Option<Arc<testbed::iam::Principals>>,
 }
 
+/// The owner tag value the in-process controller writes for `namespace/name`.
+pub fn owner(namespace: &str, name: &str) -> String {
+    ecs_worker_operator::plan::desired::Owner {
+        cluster: Config::default().cluster_id,
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+    .value()
+}
+
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
     testbed::crd::install(client, &EcsSelfTerminatingWorker::crd()).await
 }

@@ -15,6 +15,7 @@ mod deploy;
 mod isolation;
 mod network;
 mod operations;
+mod permissions_doc;
 mod policies;
 mod provisioning;
 mod schema_agreement;

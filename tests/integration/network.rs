@@ -3,7 +3,7 @@
 //! condition (with zero AWS writes) when there is no network at all; CIDRs refused at
 //! admission.
 
-use crate::common::{Harness, worker_yaml};
+use crate::common::{self, Harness, worker_yaml};
 use aws_sdk_ec2::types::Filter;
 use ecs_worker_operator::api::conditions::reason;
 use ecs_worker_operator::plan::desired::{Names, OWNER_TAG};
@@ -71,7 +71,7 @@ impl Network {
 
 async fn network(h: &Harness, name: &str) -> anyhow::Result<Network> {
     let ec2 = aws_sdk_ec2::Client::new(&h.sdk);
-    let owner = || filter(&format!("tag:{OWNER_TAG}"), &format!("{}/{name}", h.ns));
+    let owner = || filter(&format!("tag:{OWNER_TAG}"), &common::owner(&h.ns, name));
     let vpcs = ec2.describe_vpcs().filters(owner()).send().await?;
     let subnets = ec2.describe_subnets().filters(owner()).send().await?;
     let gateways = ec2
@@ -289,7 +289,7 @@ async fn managed_vpc_spans_two_zones_carries_the_instances_is_repaired_and_remov
         .describe_instances()
         .filters(filter(
             &format!("tag:{OWNER_TAG}"),
-            &format!("{}/{name}", h.ns),
+            &common::owner(&h.ns, name),
         ))
         .send()
         .await?;

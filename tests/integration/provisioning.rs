@@ -1,7 +1,7 @@
 //! Provisioning against the real API server and moto: Ready with every resource tagged, zero
 //! writes when nothing changed, repair of out-of-band deletions, complete removal on delete.
 
-use crate::common::{Harness, worker_yaml};
+use crate::common::{self, Harness, worker_yaml};
 use ecs_worker_operator::plan::desired::{Names, OWNER_TAG};
 use kube::api::DeleteParams;
 use std::time::Duration;
@@ -21,7 +21,7 @@ struct Found {
 }
 
 async fn find(h: &Harness, ns: &str, name: &str) -> anyhow::Result<Found> {
-    let owner = format!("{ns}/{name}");
+    let owner = common::owner(ns, name);
     let names = Names::new(ns, name);
     let sqs = aws_sdk_sqs::Client::new(&h.sdk);
     let mut queues = 0;
