@@ -1548,3 +1548,44 @@ fn ignore_not_found<T>(r: Result<T, AwsError>) -> Result<(), AwsError> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(operation: &'static str, code: &str, message: &str) -> AwsError {
+        AwsError {
+            service: "autoscaling",
+            operation,
+            code: code.into(),
+            message: message.into(),
+            kind: super::super::error::classify(code, Some(400)),
+        }
+    }
+
+    #[test]
+    fn a_group_already_being_deleted_is_told_apart_from_a_refused_deletion() {
+        // Auto Scaling's answer to DeleteAutoScalingGroup of a group it is deleting.
+        let pending = err(
+            "DeleteAutoScalingGroup",
+            "ValidationError",
+            "AutoScalingGroup name not found - AutoScalingGroup ecsw-a is pending delete.",
+        );
+        assert!(pending_delete(&pending));
+        let other = err(
+            "DeleteAutoScalingGroup",
+            "ResourceInUse",
+            "You cannot delete an AutoScalingGroup while there are instances or pending Spot instance request(s) still in the group.",
+        );
+        assert!(!pending_delete(&other));
+    }
+
+    #[test]
+    fn a_create_refused_as_existing_after_a_look_found_nothing_is_propagation() {
+        let exists = unseen_if_exists(err("CreateRole", "EntityAlreadyExists", "Role exists"));
+        assert_eq!(exists.kind, ErrorKind::Propagating);
+        assert!(exists.message.contains("propagate"), "{}", exists.message);
+        let denied = unseen_if_exists(err("CreateRole", "AccessDenied", "no"));
+        assert_eq!(denied.kind, ErrorKind::AccessDenied);
+    }
+}
