@@ -13,10 +13,12 @@ service condition key (`aws:RequestTag`, `ecs:cluster`, `iam:PassedToService`, .
 What is evaluated
 -----------------
 Authentication stays moto's: the access key must be an IAM user's or an STS session's (moto
-STS), and the SigV4 signature must verify. Then, for every call in `RESOLVERS` (the list is in
-that table, per service: every call of the operator (src/aws), the worker (worker/src) and the
-test bed's ECS agent (tests/support/src/agent.rs), plus the ones tests make), the call becomes one
-or more authorization checks, each an (action, resource ARN, request context). Each check must
+STS), and the SigV4 signature must verify (checked on the body as the client sent it: stock moto
+re-encodes a form body before checking, which refuses valid signatures of the Rust SDK). Then,
+for every call in `RESOLVERS` (the list is in that table, per service: every call of the
+operator (src/aws), the worker (worker/src) and the test bed's ECS agent
+(tests/support/src/agent.rs), plus the ones tests make), the call becomes one or more
+authorization checks, each an (action, resource ARN, request context). Each check must
 be allowed; the first that is not fails the whole call with the service's own error
 (`UnauthorizedOperation` for EC2, `AccessDeniedException` for JSON services, `AccessDenied`
 otherwise) naming principal, action, resource and why, and is recorded (see Endpoints).
@@ -84,7 +86,7 @@ What is NOT evaluated
 - EC2 answers a request naming an id that does not exist with NotFound before it authorizes;
   so does this file (the check on a missing EC2 resource is skipped and moto answers NotFound).
 - A call missing from `RESOLVERS` is denied with a message naming the missing mapping, so a new
-  call cannot pass unchecked. The one exception is a principal whose policies allow every action
+  call cannot pass unchecked (a resolver that fails on a request is a refusal too, not a pass). The one exception is a principal whose policies allow every action
   on every resource without condition and deny nothing (the test bed's admin user): for it the
   answer cannot depend on the resource, so it is allowed and recorded as unmapped.
 

@@ -202,7 +202,8 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<Principals>>> {
 impl Principals {
     /// Creates the operator and admin users on the server at `endpoint`, then turns
     /// authentication on for every later request. Call it on a fresh server, before anything
-    /// else talks to it.
+    /// else talks to it. moto's reset (`Moto::reset`) removes the users but leaves
+    /// authentication on: enforce again after one.
     pub async fn enforce(endpoint: &str) -> anyhow::Result<Arc<Principals>> {
         let policy =
             std::fs::read_to_string(crate::repo_root().join("deploy/aws/operator-policy.json"))?;
