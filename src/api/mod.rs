@@ -174,7 +174,12 @@ pub struct EcsSelfTerminatingWorkerSpec {
     #[x_kube(validation = Rule::new("self in [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]").message("spec.logRetentionDays must be one of CloudWatch Logs' values: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653"))]
     pub log_retention_days: i32,
 
-    /// Extra tags on every AWS resource (keys starting with `aws:` or `ecsworker.dev/` are reserved).
+    /// Extra tags on every AWS resource: at most 40 (AWS allows 50 per resource; the operator
+    /// sets its own), keys of 1 to 128 and values of at most 256 characters, of letters,
+    /// digits, spaces and `_ . : / = + - @` (what every service the operator tags accepts;
+    /// the controller checks the characters, the schema the rest); keys starting with `aws:`
+    /// or `ecsworker.dev/` are reserved.
+    /// <https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html#tag-conventions>
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(length(max = 40), inner(length(max = 256)))]
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecsworker.dev/') && size(k) <= 128)").message("spec.tags: keys must not start with aws: or ecsworker.dev/ and are at most 128 characters"))]

@@ -26,6 +26,10 @@ pub enum InvalidSpec {
         "spec.env[{index}].name {name:?} is reserved for the operator (WORKER_*, AWS_*, ECS_*) or repeated"
     )]
     ReservedEnv { index: usize, name: String },
+    #[error(
+        "spec.tags[{0:?}]: AWS accepts at most 40 such tags here, keys of 1 to 128 and values of at most 256 characters, of letters, digits, spaces and _ . : / = + - @, and no key starting with aws: or ecsworker.dev/"
+    )]
+    Tag(String),
     /// The message names the field and the fix (see [`crate::plan::network::check_cidr`]).
     #[error("{0}")]
     Network(String),
@@ -135,6 +139,25 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
             });
         }
     }
+    // What every service the operator tags accepts (the CRD's rules say the same).
+    // <https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html#tag-conventions>
+    let tag_text = |t: &str| {
+        t.chars()
+            .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+    };
+    if let Some((key, _)) = spec.tags.iter().enumerate().find_map(|(i, (k, v))| {
+        let bad = i >= 40
+            || k.is_empty()
+            || k.chars().count() > 128
+            || v.chars().count() > 256
+            || k.starts_with("aws:")
+            || k.starts_with("ecsworker.dev/")
+            || !tag_text(k)
+            || !tag_text(v);
+        bad.then_some((k, v))
+    }) {
+        return Err(InvalidSpec::Tag(key.clone()));
+    }
     if let Some(net) = &spec.network
         && let Some(vpc) = &net.managed_vpc
     {
@@ -167,6 +190,35 @@ mod tests {
             "image": "worker:1", "cronRate": "1_MINUTE"
         }))
         .expect("valid spec")
+    }
+
+    fn spec_with(tags: serde_json::Value) -> EcsSelfTerminatingWorkerSpec {
+        let mut s = spec();
+        s.tags = serde_json::from_value(tags["tags"].clone()).expect("tags");
+        s
+    }
+
+    #[test]
+    fn tags_aws_would_refuse_are_invalid() {
+        for (key, value) in [
+            ("aws:x", "v"),
+            ("ecsworker.dev/owner", "v"),
+            ("team", "a,b"),
+            ("", "v"),
+            ("k!", "v"),
+        ] {
+            let s = spec_with(serde_json::json!({"tags": {key: value}}));
+            assert!(
+                matches!(validate(&s), Err(InvalidSpec::Tag(_))),
+                "{key:?}={value:?}"
+            );
+        }
+        let long = spec_with(serde_json::json!({"tags": {"k": "v".repeat(257)}}));
+        assert!(matches!(validate(&long), Err(InvalidSpec::Tag(_))));
+        let fine = spec_with(
+            serde_json::json!({"tags": {"team": "ml video", "cost-center": "a/b=c+d@e_f.g:h"}}),
+        );
+        assert!(validate(&fine).is_ok());
     }
 
     #[test]

@@ -186,6 +186,12 @@ fn terminal_cases() -> Vec<Case> {
     let dup_env = json!([{ "name": "MODE", "value": "a" }, { "name": "MODE", "value": "b" }]);
     vec![
         terminal(
+            "t-tag-characters",
+            json!({ "tags": { "owners": "ml, video" } }),
+            INVALID_SPEC,
+            "spec.tags[\"owners\"]",
+        ),
+        terminal(
             "t-env-duplicate",
             json!({ "env": dup_env }),
             INVALID_SPEC,
