@@ -9,7 +9,7 @@
 //! network after the instances are gone, in the order AWS requires; while AWS still holds a
 //! dependency (a network interface of a terminated instance), deletion waits.
 
-use super::error::{AwsError, ErrorKind, SdkResultExt};
+use super::error::{AwsError, ErrorKind, SdkResultExt, settle};
 use super::provision::{ProvisionError, Provisioner, Report};
 use crate::api::{AwsResources, ManagedVpcSpec};
 use crate::plan::desired::OWNER_TAG;
@@ -271,12 +271,15 @@ impl Provisioner<'_> {
             }
         };
         if !attached {
-            ec2.attach_internet_gateway()
-                .internet_gateway_id(&id)
-                .vpc_id(vpc_id)
-                .send()
-                .await
-                .aws("ec2", "AttachInternetGateway")?;
+            settle("the new network", || async {
+                ec2.attach_internet_gateway()
+                    .internet_gateway_id(&id)
+                    .vpc_id(vpc_id)
+                    .send()
+                    .await
+                    .aws("ec2", "AttachInternetGateway")
+            })
+            .await?;
             report.updated.push("InternetGatewayAttachment");
         }
         Ok(id)
@@ -339,15 +342,17 @@ impl Provisioner<'_> {
                     )
                 })?
                 .clone();
-            let out = ec2
-                .create_subnet()
-                .vpc_id(vpc_id)
-                .cidr_block(cidrs[i].to_string())
-                .availability_zone(&zone)
-                .tag_specifications(self.ec2_tags(ResourceType::Subnet, Some(&role::subnet(i))))
-                .send()
-                .await
-                .aws("ec2", "CreateSubnet")?;
+            let out = settle("the new network", || async {
+                ec2.create_subnet()
+                    .vpc_id(vpc_id)
+                    .cidr_block(cidrs[i].to_string())
+                    .availability_zone(&zone)
+                    .tag_specifications(self.ec2_tags(ResourceType::Subnet, Some(&role::subnet(i))))
+                    .send()
+                    .await
+                    .aws("ec2", "CreateSubnet")
+            })
+            .await?;
             report.created.push("Subnet");
             let id = out
                 .subnet()
@@ -413,15 +418,17 @@ impl Provisioner<'_> {
                 Some(t.clone()),
             ),
             None => {
-                let out = ec2
-                    .create_route_table()
-                    .vpc_id(vpc_id)
-                    .tag_specifications(
-                        self.ec2_tags(ResourceType::RouteTable, Some(role::ROUTE_TABLE)),
-                    )
-                    .send()
-                    .await
-                    .aws("ec2", "CreateRouteTable")?;
+                let out = settle("the new network", || async {
+                    ec2.create_route_table()
+                        .vpc_id(vpc_id)
+                        .tag_specifications(
+                            self.ec2_tags(ResourceType::RouteTable, Some(role::ROUTE_TABLE)),
+                        )
+                        .send()
+                        .await
+                        .aws("ec2", "CreateRouteTable")
+                })
+                .await?;
                 report.created.push("RouteTable");
                 let id = out
                     .route_table()
@@ -440,23 +447,29 @@ impl Provisioner<'_> {
         match default_route {
             Some(r) if r.gateway_id() == Some(internet_gateway) => {}
             Some(_) => {
-                ec2.replace_route()
-                    .route_table_id(&id)
-                    .destination_cidr_block("0.0.0.0/0")
-                    .gateway_id(internet_gateway)
-                    .send()
-                    .await
-                    .aws("ec2", "ReplaceRoute")?;
+                settle("the new network", || async {
+                    ec2.replace_route()
+                        .route_table_id(&id)
+                        .destination_cidr_block("0.0.0.0/0")
+                        .gateway_id(internet_gateway)
+                        .send()
+                        .await
+                        .aws("ec2", "ReplaceRoute")
+                })
+                .await?;
                 report.updated.push("DefaultRoute");
             }
             None => {
-                ec2.create_route()
-                    .route_table_id(&id)
-                    .destination_cidr_block("0.0.0.0/0")
-                    .gateway_id(internet_gateway)
-                    .send()
-                    .await
-                    .aws("ec2", "CreateRoute")?;
+                settle("the new network", || async {
+                    ec2.create_route()
+                        .route_table_id(&id)
+                        .destination_cidr_block("0.0.0.0/0")
+                        .gateway_id(internet_gateway)
+                        .send()
+                        .await
+                        .aws("ec2", "CreateRoute")
+                })
+                .await?;
                 report.created.push("DefaultRoute");
             }
         }
@@ -479,12 +492,15 @@ impl Provisioner<'_> {
         }
         for subnet in subnet_ids {
             if !associated.contains(&subnet.as_str()) {
-                ec2.associate_route_table()
-                    .route_table_id(&id)
-                    .subnet_id(subnet)
-                    .send()
-                    .await
-                    .aws("ec2", "AssociateRouteTable")?;
+                settle("the new network", || async {
+                    ec2.associate_route_table()
+                        .route_table_id(&id)
+                        .subnet_id(subnet)
+                        .send()
+                        .await
+                        .aws("ec2", "AssociateRouteTable")
+                })
+                .await?;
                 report.updated.push("RouteTableAssociation");
             }
         }
@@ -519,15 +535,17 @@ impl Provisioner<'_> {
         if let Some(id) = current {
             return Ok(id);
         }
-        let out = ec2
-            .create_security_group()
-            .group_name(&self.names.security_group)
-            .description("ecs-worker-operator worker instances: egress only")
-            .vpc_id(vpc_id)
-            .tag_specifications(self.ec2_tags(ResourceType::SecurityGroup, None))
-            .send()
-            .await
-            .aws("ec2", "CreateSecurityGroup")?;
+        let out = settle("the new network", || async {
+            ec2.create_security_group()
+                .group_name(&self.names.security_group)
+                .description("ecs-worker-operator worker instances: egress only")
+                .vpc_id(vpc_id)
+                .tag_specifications(self.ec2_tags(ResourceType::SecurityGroup, None))
+                .send()
+                .await
+                .aws("ec2", "CreateSecurityGroup")
+        })
+        .await?;
         report.created.push("SecurityGroup");
         out.group_id()
             .map(str::to_string)

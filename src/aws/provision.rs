@@ -84,8 +84,13 @@ impl<'a> Provisioner<'a> {
     }
 }
 
-fn tag_value<'t>(tags: impl IntoIterator<Item = (&'t str, &'t str)>, key: &str) -> Option<&'t str> {
-    tags.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+/// The [`OWNER_TAG`] value among a resource's tags, given as (key, value) pairs.
+fn owner_tag<'t>(
+    tags: impl IntoIterator<Item = (Option<&'t str>, Option<&'t str>)>,
+) -> Option<String> {
+    tags.into_iter()
+        .find(|(k, _)| *k == Some(OWNER_TAG))
+        .and_then(|(_, v)| v.map(str::to_string))
 }
 
 /// The Auto Scaling process that moves capacity between zones.
@@ -331,8 +336,8 @@ impl Provisioner<'_> {
             {
                 Ok(out) => {
                     let tags = out.role().map(|r| r.tags()).unwrap_or_default();
-                    let owner = tag_value(tags.iter().map(|t| (t.key(), t.value())), OWNER_TAG);
-                    found.push((kind, name.clone(), owner.map(str::to_string)));
+                    let owner = owner_tag(tags.iter().map(|t| (Some(t.key()), Some(t.value()))));
+                    found.push((kind, name.clone(), owner));
                 }
                 Err(e) if e.is(ErrorKind::NotFound) => {}
                 Err(e) => return Err(e),
@@ -350,12 +355,8 @@ impl Provisioner<'_> {
             {
                 Ok(out) => {
                     let tags = out.instance_profile().map(|p| p.tags()).unwrap_or_default();
-                    let owner = tag_value(tags.iter().map(|t| (t.key(), t.value())), OWNER_TAG);
-                    found.push((
-                        "InstanceProfile",
-                        n.instance_profile.clone(),
-                        owner.map(str::to_string),
-                    ));
+                    let owner = owner_tag(tags.iter().map(|t| (Some(t.key()), Some(t.value()))));
+                    found.push(("InstanceProfile", n.instance_profile.clone(), owner));
                 }
                 Err(e) if e.is(ErrorKind::NotFound) => {}
                 Err(e) => return Err(e),
@@ -375,15 +376,8 @@ impl Provisioner<'_> {
             .await
             .aws("ec2", "DescribeLaunchTemplates")?;
         for t in templates.launch_templates() {
-            let owner = tag_value(
-                t.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
-                OWNER_TAG,
-            );
-            found.push((
-                "LaunchTemplate",
-                n.launch_template.clone(),
-                owner.map(str::to_string),
-            ));
+            let owner = owner_tag(t.tags().iter().map(|t| (t.key(), t.value())));
+            found.push(("LaunchTemplate", n.launch_template.clone(), owner));
         }
         let groups = self
             .aws
@@ -394,15 +388,8 @@ impl Provisioner<'_> {
             .await
             .aws("autoscaling", "DescribeAutoScalingGroups")?;
         for g in groups.auto_scaling_groups() {
-            let owner = tag_value(
-                g.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
-                OWNER_TAG,
-            );
-            found.push((
-                "AutoScalingGroup",
-                n.auto_scaling_group.clone(),
-                owner.map(str::to_string),
-            ));
+            let owner = owner_tag(g.tags().iter().map(|t| (t.key(), t.value())));
+            found.push(("AutoScalingGroup", n.auto_scaling_group.clone(), owner));
         }
         let clusters = self
             .aws
@@ -418,11 +405,8 @@ impl Provisioner<'_> {
             .iter()
             .filter(|c| c.status() == Some("ACTIVE"))
         {
-            let owner = tag_value(
-                c.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
-                OWNER_TAG,
-            );
-            found.push(("Cluster", n.cluster.clone(), owner.map(str::to_string)));
+            let owner = owner_tag(c.tags().iter().map(|t| (t.key(), t.value())));
+            found.push(("Cluster", n.cluster.clone(), owner));
         }
         match self
             .aws
@@ -435,17 +419,8 @@ impl Provisioner<'_> {
             .aws("ecs", "DescribeTaskDefinition")
         {
             Ok(out) => {
-                let owner = tag_value(
-                    out.tags()
-                        .iter()
-                        .filter_map(|t| Some((t.key()?, t.value()?))),
-                    OWNER_TAG,
-                );
-                found.push((
-                    "TaskDefinition",
-                    n.task_family.clone(),
-                    owner.map(str::to_string),
-                ));
+                let owner = owner_tag(out.tags().iter().map(|t| (t.key(), t.value())));
+                found.push(("TaskDefinition", n.task_family.clone(), owner));
             }
             // ECS answers ClientException for a family with no revision.
             Err(e) if e.is(ErrorKind::NotFound) || e.code == "ClientException" => {}

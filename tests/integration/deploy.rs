@@ -788,7 +788,8 @@ fn iam_policy_allows_every_aws_call_the_operator_makes_and_nothing_else() -> any
     for s in &allowed["ssm:GetParameter"] {
         assert_eq!(
             strings(&s["Resource"]),
-            ["arn:aws:ssm:*::parameter/aws/service/ecs/optimized-ami/*"]
+            // Public parameters are named with and without the account in their ARN.
+            ["arn:aws:ssm:*:*:parameter/aws/service/ecs/optimized-ami/*"]
         );
     }
     let spec: ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec = serde_json::from_value(
