@@ -9,6 +9,7 @@ mod common;
 mod aws_rules;
 mod bad_manifests;
 mod chaos;
+mod consistency;
 mod crd;
 mod cycle;
 mod deploy;
