@@ -7,7 +7,8 @@
 //! signing as its own principal ([`Harness::strict`]). The worker must be Ready within seconds
 //! of the last window closing, never show a condition that asks a user to act (the status is
 //! watched throughout, every write of it), create nothing twice, and leave nothing once
-//! deleted, at once after Ready (while the last resources may still propagate).
+//! deleted: once every resource is visible, or at once after Ready, while the newest ones may
+//! still be propagating (AWS may then answer the delete that the resource does not exist).
 
 use crate::common::{Harness, worker_yaml};
 use aws_sdk_ec2::types::Filter;
@@ -340,6 +341,8 @@ struct Scenario {
     roles: usize,
     /// Error codes the operator must have met: what the scenario exists to exercise.
     meets: &'static [&'static str],
+    /// Deleted as soon as it is Ready, not once every resource it created is visible.
+    delete_at_once: bool,
 }
 
 /// What one worker owns: everything once, the managed network's four kinds when asked for.
@@ -402,8 +405,8 @@ fn calls(proxy: &Proxy, n: usize) -> String {
 }
 
 /// Applies a worker, watches it to Ready through the eventual-consistency proxy, checks what it
-/// created, deletes it at once and checks that nothing is left. Every problem found is
-/// reported, not only the first.
+/// created, deletes it and checks that nothing is left. Every problem found is reported, not
+/// only the first.
 async fn provision_and_delete(s: Scenario) -> anyhow::Result<()> {
     let (name, managed_network) = (s.name, s.managed_network);
     let h = Harness::strict(s.prefix).await?;
@@ -537,7 +540,12 @@ async fn provision_and_delete(s: Scenario) -> anyhow::Result<()> {
         }
     }
 
-    // Deleted at once: gone from the API server, nothing left in AWS.
+    // Deleted: gone from the API server, nothing left in AWS.
+    if !s.delete_at_once
+        && let Some(visible) = proxy.all_visible_at()
+    {
+        tokio::time::sleep_until(visible.into()).await;
+    }
     h.api.delete(name, &DeleteParams::default()).await?;
     let deleted = proxy.request_count();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -590,6 +598,39 @@ async fn provision_and_delete(s: Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_new_worker_is_provisioned_while_aws_propagates_its_resources_and_deleted()
+-> anyhow::Result<()> {
+    provision_and_delete(Scenario {
+        prefix: "consistent",
+        name: "fresh",
+        spec: "",
+        managed_network: false,
+        roles: 3,
+        meets: &["NoSuchEntity", "AWS.SimpleQueueService.NonExistentQueue"],
+        delete_at_once: false,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_managed_network_is_built_while_aws_propagates_each_piece_and_deleted()
+-> anyhow::Result<()> {
+    provision_and_delete(Scenario {
+        prefix: "consistent-net",
+        name: "own-net",
+        spec: "network:\n  managedVpc: {}",
+        managed_network: true,
+        roles: 3,
+        meets: &[
+            "InvalidInternetGatewayID.NotFound",
+            "InvalidRouteTableID.NotFound",
+        ],
+        delete_at_once: false,
+    })
+    .await
+}
+
 /// With the task and execution roles given, the group is created moments after its instance
 /// profile got its role: Auto Scaling refuses the launch template until IAM has propagated
 /// the profile, as it does on AWS.
@@ -602,6 +643,7 @@ async fn the_group_waits_for_its_new_instance_profile() -> anyhow::Result<()> {
         managed_network: false,
         roles: 1,
         meets: &["ValidationError"],
+        delete_at_once: true,
     })
     .await
 }
