@@ -154,7 +154,9 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     player.stop().await;
 
     // Each principal signed its own calls and was authorized: the operator as its user, the
-    // worker as its task role, the ECS agent as the instance role.
+    // worker as its task role, the ECS agent as the instance role (the worker's instance went
+    // down before the agent could report its exit: the agent's SubmitTaskStateChange is checked
+    // where the host stays up).
     let iam = h.iam.as_ref().expect("a strict harness");
     let decisions = iam.decisions().await?;
     let allowed = |principal: &str, action: &str| {
@@ -181,8 +183,8 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
             task_role.as_str(),
             "autoscaling:TerminateInstanceInAutoScalingGroup",
         ),
+        (task_role.as_str(), "ecs:TagResource"),
         (instance_role.as_str(), "ecs:RegisterContainerInstance"),
-        (instance_role.as_str(), "ecs:SubmitTaskStateChange"),
     ] {
         assert!(
             allowed(principal, action),
@@ -519,6 +521,213 @@ async fn leftover_idle_instance_is_scaled_in_when_the_queue_is_empty() -> anyhow
     assert!(
         events.iter().any(|(_, r, _)| r == "IdleInstanceScaledIn"),
         "{events:?}"
+    );
+    Ok(())
+}
+
+/// The stopped tasks of a worker's cluster as ECS records them, with their tags.
+async fn stopped_task_records(
+    h: &Harness,
+    names: &Names,
+) -> anyhow::Result<Vec<aws_sdk_ecs::types::Task>> {
+    Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group)
+        .tasks("STOPPED")
+        .await
+}
+
+/// Waits for the worker's first recorded run, then for phase Idle with the group back at zero.
+async fn run_and_idle(
+    h: &Harness,
+    name: &str,
+    names: &Names,
+) -> anyhow::Result<ecs_worker_operator::api::RunRecord> {
+    let w = h
+        .wait_for(name, Duration::from_secs(120), "a recorded run", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .is_some()
+        })
+        .await?;
+    let run = w.status.and_then(|s| s.last_run).expect("a run");
+    h.wait_for(name, Duration::from_secs(30), "phase Idle", |w| {
+        w.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)
+    })
+    .await?;
+    assert_eq!(group(h, names).await?, (0, 0), "capacity back at zero");
+    Ok(run)
+}
+
+/// What ECS recorded for the run's only task: its container exit code, stopped reason and
+/// the outcome tag the worker put on it.
+fn task_record(tasks: &[aws_sdk_ecs::types::Task]) -> (Option<i32>, String, Option<String>) {
+    assert_eq!(tasks.len(), 1, "exactly one task ran: {tasks:?}");
+    let task = &tasks[0];
+    (
+        task.containers().iter().find_map(|c| c.exit_code()),
+        task.stopped_reason().unwrap_or_default().to_string(),
+        task.tags()
+            .iter()
+            .find(|t| t.key() == Some(desired::OUTCOME_TAG))
+            .and_then(|t| t.value())
+            .map(str::to_string),
+    )
+}
+
+/// Whether `principal` was allowed `action` at least once.
+async fn allowed(h: &Harness, principal: &str, action: &str) -> anyhow::Result<bool> {
+    let iam = h.iam.as_ref().expect("a strict harness");
+    Ok(iam.decisions().await?.iter().any(|d| {
+        d["principal"]
+            .as_str()
+            .is_some_and(|p| p.contains(principal))
+            && d["action"] == action
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("allowed"))
+    }))
+}
+
+/// Defect 10: the worker drains the queue and terminates its own instance, which takes the ECS
+/// agent down before it reports the container's exit, so ECS stops the task with no exit code
+/// ("Host EC2 (instance i-...) terminated."). The worker found its task through the task
+/// metadata endpoint and tagged it with its exit code first; the run is recorded from that tag.
+#[tokio::test]
+async fn a_drain_whose_host_goes_down_before_the_agent_reports_is_recorded_from_the_worker_tag()
+-> anyhow::Result<()> {
+    let mut h = Harness::strict("hostgone").await?;
+    h.start_controller(Duration::from_secs(300));
+    let spec = format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\"");
+    let (url, names) = ready(&h, "hostgone", &spec).await?;
+    send(&h, &url, 5).await?;
+    let player = real_worker(&h, &names, vec![])?;
+    trigger(&h.api, "hostgone", "1").await?;
+    let run = run_and_idle(&h, "hostgone", &names).await?;
+    let ended = player.ended.lock().map(|e| e.clone()).unwrap_or_default();
+    player.stop().await;
+
+    // ECS's record: no exit code, the host's termination as the reason, the worker's tag.
+    let (exit_code, reason, tag) = task_record(&stopped_task_records(&h, &names).await?);
+    assert_eq!(exit_code, None, "the agent never reported the exit");
+    assert!(
+        reason.starts_with("Host EC2 (instance i-") && reason.ends_with(") terminated."),
+        "{reason}"
+    );
+    assert_eq!(tag.as_deref(), Some("0"));
+    assert_eq!(
+        ended
+            .iter()
+            .map(|e| (e.exit_code, e.reported))
+            .collect::<Vec<_>>(),
+        vec![(0, false)],
+        "{ended:?}"
+    );
+
+    // The operator took the worker's own record of its exit.
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
+    assert_eq!(run.exit_code, Some(0), "{run:?}");
+    assert_eq!(run.messages_after, Some(0));
+    assert_eq!(run.stop_reason.as_deref(), Some(reason.as_str()));
+
+    // The worker took ECS's path to its instance and tagged its task, as its task role.
+    let task_role = format!(":assumed-role/{}/", names.task_role);
+    for action in [
+        "ecs:DescribeTasks",
+        "ecs:DescribeContainerInstances",
+        "ecs:TagResource",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ] {
+        assert!(
+            allowed(&h, &task_role, action).await?,
+            "no allowed {action} by the task role"
+        );
+    }
+    Ok(())
+}
+
+/// The same with a handler that fails every message: the messages are dead-lettered, the
+/// worker still drains, tags 3 and terminates its instance; the task ends without an exit code
+/// and the run is Failed with exit code 3.
+#[tokio::test]
+async fn a_failed_drain_whose_host_goes_down_is_recorded_failed_with_the_tagged_code()
+-> anyhow::Result<()> {
+    let mut h = Harness::strict("hostfail").await?;
+    h.start_controller(Duration::from_secs(300));
+    let spec = "queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\n  deadLetter:\n    maxReceiveCount: 2\nworker:\n  emptyReceives: 1\n  handler: \"exit 3\"";
+    let (url, names) = ready(&h, "hostfail", spec).await?;
+    send(&h, &url, 2).await?;
+    let player = real_worker(
+        &h,
+        &names,
+        vec![
+            ("WORKER_RETRY_BACKOFF".into(), "1".into()),
+            ("WORKER_RETRY_BACKOFF_MAX".into(), "1".into()),
+        ],
+    )?;
+    trigger(&h.api, "hostfail", "1").await?;
+    let run = run_and_idle(&h, "hostfail", &names).await?;
+    let ended = player.ended.lock().map(|e| e.clone()).unwrap_or_default();
+    player.stop().await;
+
+    let (exit_code, reason, tag) = task_record(&stopped_task_records(&h, &names).await?);
+    assert_eq!(exit_code, None, "the agent never reported the exit");
+    assert!(reason.starts_with("Host EC2 (instance i-"), "{reason}");
+    assert_eq!(tag.as_deref(), Some("3"));
+    assert_eq!(
+        ended
+            .iter()
+            .map(|e| (e.exit_code, e.reported))
+            .collect::<Vec<_>>(),
+        vec![(3, false)],
+        "{ended:?}"
+    );
+    assert_eq!(run.outcome, RunOutcome::Failed, "{run:?}");
+    assert_eq!(run.exit_code, Some(3), "{run:?}");
+    Ok(())
+}
+
+/// A worker that leaves its capacity alone (`WORKER_TERMINATION=none`) exits while its host is
+/// up: the agent reports the exit code (as the instance role), the worker put no tag, and the
+/// run is recorded from the reported code; the operator then removes the idle instance.
+#[tokio::test]
+async fn a_worker_whose_host_stays_up_is_recorded_from_the_reported_exit_code() -> anyhow::Result<()>
+{
+    let mut h = Harness::strict("hostup").await?;
+    h.start_controller(Duration::from_secs(300));
+    let spec = format!("{FAST_WORKER}\n  handler: \"cat > /dev/null\"");
+    let (url, names) = ready(&h, "hostup", &spec).await?;
+    send(&h, &url, 3).await?;
+    let player = real_worker(
+        &h,
+        &names,
+        vec![("WORKER_TERMINATION".into(), "none".into())],
+    )?;
+    trigger(&h.api, "hostup", "1").await?;
+    let run = run_and_idle(&h, "hostup", &names).await?;
+    let ended = player.ended.lock().map(|e| e.clone()).unwrap_or_default();
+    player.stop().await;
+
+    let (exit_code, reason, tag) = task_record(&stopped_task_records(&h, &names).await?);
+    assert_eq!(exit_code, Some(0));
+    assert_eq!(reason, "Essential container in task exited");
+    assert_eq!(
+        tag, None,
+        "a worker that keeps its capacity records nothing"
+    );
+    assert_eq!(
+        ended
+            .iter()
+            .map(|e| (e.exit_code, e.reported))
+            .collect::<Vec<_>>(),
+        vec![(0, true)],
+        "{ended:?}"
+    );
+    assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
+    assert_eq!(run.exit_code, Some(0), "{run:?}");
+    let instance_role = format!(":assumed-role/{}/", names.instance_role);
+    assert!(
+        allowed(&h, &instance_role, "ecs:SubmitTaskStateChange").await?,
+        "the agent reported the exit as the instance role"
     );
     Ok(())
 }

@@ -1,32 +1,49 @@
 //! Plays the ECS container agent against moto, which has none.
 //!
-//! On real EC2 the agent on each instance registers it with the cluster, reports task exits
-//! and disappears with the instance. Here a test does the same through the API: [`Agent::sync`]
-//! registers the group's InService instances and deregisters those that left it;
-//! [`Agent::end_task`] stops a task with a container exit code (moto extension call).
+//! On real EC2 the agent on each instance registers it with the cluster, serves its tasks'
+//! containers the task metadata endpoint, reports task exits and disappears with the instance.
+//! Here a test does the same through the API: [`Agent::sync`] registers the group's InService
+//! instances and deregisters those that left it; [`Agent::end_task`] stops a task with a
+//! container exit code (moto extension call); [`Player`] runs the real worker binary for each
+//! task with `ECS_CONTAINER_METADATA_URI_V4` pointing at a task metadata endpoint v4 it serves
+//! on 127.0.0.1 (`/v4/<task id>/task`: `Cluster`, `TaskARN`, ... as the agent answers).
+//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4.html>
+//!
+//! When a worker exits after its host went away (its EC2 instance is no longer pending or
+//! running: the worker terminated it, or the group did), the agent on that host cannot report
+//! the exit any more: ECS itself stops the task, with no container exit code and the stopped
+//! reason "Host EC2 (instance i-...) terminated." ([`Agent::host_terminated`], moto extension
+//! `moto_ecs_host_stop.py`). Only while the instance is still up is the exit code reported.
+//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-errors.html>
 //!
 //! On a server with IAM enforced ([`crate::iam`]) the calls the real ECS agent makes
 //! (RegisterContainerInstance, DeregisterContainerInstance, SubmitTaskStateChange) sign as the
 //! instance role (the role of the instance profile the group's launch template names, assumed
 //! as EC2 assumes it), a worker process gets its task role's credentials as ECS gives them,
-//! and what only the test reads (groups, container instances, tasks, definitions) signs as the
-//! test's admin user (the configuration the agent was made with).
+//! and what only the test reads (groups, instances, container instances, tasks, definitions)
+//! signs as the test's admin user (the configuration the agent was made with). What ECS does
+//! on its own (stopping the tasks of a host that went away) is no API call.
 
 use crate::iam::Principals;
 use aws_sdk_autoscaling::Client as AutoScaling;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
+use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ecs::Client as Ecs;
-use aws_sdk_ecs::types::{ContainerStateChange, Task};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use aws_sdk_ecs::types::{ContainerStateChange, Task, TaskDefinition};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 /// The agent of every instance of one Auto Scaling group in one ECS cluster.
 #[derive(Clone)]
 pub struct Agent {
     pub ecs: Ecs,
     pub autoscaling: AutoScaling,
+    ec2: Ec2,
     pub cluster: String,
     pub group: String,
+    /// The emulator's endpoint and region (ECS's own doings go to its extension API).
+    endpoint: Option<String>,
+    region: Option<String>,
     /// With IAM enforced on the server: its principals.
     iam: Option<Arc<Principals>>,
 }
@@ -38,13 +55,29 @@ pub struct Registered {
     pub container_instance_arn: String,
 }
 
+/// Whether an EC2 instance still hosts its agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// `pending` or `running`.
+    Up,
+    /// `shutting-down` or `terminated`, or no longer known to EC2.
+    Terminated,
+    /// `stopping` or `stopped`.
+    Stopped,
+}
+
 impl Agent {
     pub fn new(config: &aws_config::SdkConfig, cluster: &str, group: &str) -> Agent {
         Agent {
             ecs: Ecs::new(config),
             autoscaling: AutoScaling::new(config),
+            ec2: Ec2::new(config),
             cluster: cluster.to_string(),
             group: group.to_string(),
+            endpoint: config
+                .endpoint_url()
+                .map(|e| e.trim_end_matches('/').to_string()),
+            region: config.region().map(|r| r.to_string()),
             iam: config.endpoint_url().and_then(Principals::for_endpoint),
         }
     }
@@ -101,6 +134,41 @@ impl Agent {
             group.desired_capacity().unwrap_or(-1),
             group.instances().len(),
         ))
+    }
+
+    /// Whether EC2 instance `instance_id` is still up, by its EC2 state.
+    /// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html>
+    pub async fn host(&self, instance_id: &str) -> anyhow::Result<Host> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s))
+                    == Some("InvalidInstanceID.NotFound") =>
+            {
+                return Ok(Host::Terminated);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .and_then(|i| i.state())
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string());
+        Ok(match state.as_deref() {
+            Some("pending" | "running") => Host::Up,
+            Some("stopping" | "stopped") => Host::Stopped,
+            _ => Host::Terminated,
+        })
     }
 
     /// Registered container instances (ACTIVE and DRAINING) of the cluster.
@@ -179,7 +247,8 @@ impl Agent {
         Ok(added)
     }
 
-    /// Tasks of the cluster in the given desired status (`RUNNING` or `STOPPED`), described.
+    /// Tasks of the cluster in the given desired status (`RUNNING` or `STOPPED`), described
+    /// with their tags.
     pub async fn tasks(&self, desired_status: &str) -> anyhow::Result<Vec<Task>> {
         let arns = self
             .ecs
@@ -198,6 +267,7 @@ impl Agent {
             .describe_tasks()
             .cluster(&self.cluster)
             .set_tasks(Some(arns))
+            .include(aws_sdk_ecs::types::TaskField::Tags)
             .send()
             .await?;
         Ok(out.tasks().to_vec())
@@ -242,14 +312,81 @@ impl Agent {
             .await?;
         Ok(())
     }
+
+    /// What ECS does when EC2 instance `instance_id` is terminated (or stopped) while tasks
+    /// run on it and its agent has not reported them: every such task goes to STOPPED with no
+    /// container exit code and the stopped reason "Host EC2 (instance i-...) terminated."
+    /// (or "stopped."). Returns the ARNs of the tasks it stopped; tasks already stopped keep
+    /// what the agent reported. `host` picks the wording: [`Host::Stopped`] "stopped.", else
+    /// "terminated.". Needs the emulator's extension (`moto_ecs_host_stop.py`).
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-errors.html>
+    pub async fn host_terminated(
+        &self,
+        instance_id: &str,
+        host: &Host,
+    ) -> anyhow::Result<Vec<String>> {
+        let (Some(endpoint), Some(region)) = (&self.endpoint, &self.region) else {
+            anyhow::bail!("only the emulator stops the tasks of a host on request");
+        };
+        let state = match host {
+            Host::Stopped => "stopped",
+            Host::Up | Host::Terminated => "terminated",
+        };
+        let resp = reqwest::Client::new()
+            .post(format!("{endpoint}/moto-api/ecs-ext/host-terminated"))
+            .timeout(std::time::Duration::from_secs(10))
+            .json(&serde_json::json!({
+                "instanceId": instance_id,
+                "region": region,
+                "state": state,
+            }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "host-terminated: {status}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(body["stopped"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Reports the exit of a worker: the exit code through the agent while its host is up,
+    /// else ECS stops the task without one.
+    async fn report_exit(&self, worker: &Worker, exit_code: i32) -> anyhow::Result<Ended> {
+        let host = match worker.instance_id.as_deref() {
+            Some(id) => self.host(id).await?,
+            None => Host::Up,
+        };
+        match (&host, worker.instance_id.as_deref()) {
+            (Host::Terminated | Host::Stopped, Some(id)) => {
+                self.host_terminated(id, &host).await?;
+            }
+            _ => {
+                self.end_task(&worker.arn, exit_code, "Essential container in task exited")
+                    .await?;
+            }
+        }
+        Ok(Ended {
+            task_arn: worker.arn.clone(),
+            exit_code,
+            reported: host == Host::Up,
+        })
+    }
 }
 
 /// How [`Player`] ends the tasks it sees start.
 #[derive(Clone, Debug)]
 pub enum Play {
-    /// Run the real worker binary as a local process with the task's environment (plus the
-    /// emulator endpoint, the instance id and credentials: with IAM enforced the task role's,
-    /// as ECS gives them; otherwise dummy keys), and end the task with its exit code.
+    /// Run the real worker binary as a local process with the task's environment, plus the
+    /// emulator endpoint, `ECS_CONTAINER_METADATA_URI_V4` (the play's task metadata endpoint)
+    /// and credentials: with IAM enforced the task role's, as ECS gives them; otherwise dummy
+    /// keys. `extra_env` comes last (a test may set `WORKER_INSTANCE_ID` there, which the
+    /// worker then uses instead of asking ECS). The exit is reported as described in the
+    /// module documentation.
     RealWorker {
         binary: std::path::PathBuf,
         endpoint: String,
@@ -259,24 +396,49 @@ pub enum Play {
     InstancesOnly,
 }
 
+/// A task whose worker exited, as the play reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub task_arn: String,
+    /// The worker process's exit code (137 when a signal ended it).
+    pub exit_code: i32,
+    /// Whether the agent reported the exit code; `false`: the host was gone by then, so ECS
+    /// stopped the task without one.
+    pub reported: bool,
+}
+
 /// Plays the agent continuously in the background until dropped.
 pub struct Player {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
-    /// Task ARN -> exit code of every task ended so far.
-    pub ended: std::sync::Arc<std::sync::Mutex<Vec<(String, i32)>>>,
+    /// Every task ended so far.
+    pub ended: Arc<Mutex<Vec<Ended>>>,
 }
 
 impl Player {
     pub fn start(agent: Agent, play: Play) -> Player {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let ended = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ended = Arc::new(Mutex::new(Vec::new()));
         let ended2 = ended.clone();
+        // Bound here so that a failure shows at once; served by the play's own task.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .expect("bind a loopback port for the task metadata endpoint");
         let handle = tokio::spawn(async move {
+            let metadata = match MetadataEndpoint::serve(listener) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "task metadata endpoint failed to start");
+                    return;
+                }
+            };
             let mut started: BTreeSet<String> = BTreeSet::new();
-            let mut running: Vec<(String, tokio::process::Child)> = Vec::new();
+            let mut running: Vec<Worker> = Vec::new();
             loop {
-                if let Err(e) = agent.step(&play, &mut started, &mut running, &ended2).await {
+                if let Err(e) = agent
+                    .step(&play, &metadata, &mut started, &mut running, &ended2)
+                    .await
+                {
                     tracing::debug!(error = %e, "agent step failed");
                 }
                 tokio::select! {
@@ -284,8 +446,8 @@ impl Player {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
                 }
             }
-            for (_, mut child) in running {
-                let _ = child.kill().await;
+            for mut worker in running {
+                let _ = worker.child.kill().await;
             }
         });
         Player {
@@ -314,31 +476,56 @@ impl Drop for Player {
     }
 }
 
+/// A worker process the play runs for a task.
+struct Worker {
+    arn: String,
+    /// Its task's id: its path on the task metadata endpoint.
+    task_id: String,
+    /// The EC2 instance of its container instance, when the play knew it.
+    instance_id: Option<String>,
+    child: tokio::process::Child,
+    /// Its exit code, once it exited and until the exit is reported.
+    exit: Option<i32>,
+}
+
 impl Agent {
     async fn step(
         &self,
         play: &Play,
+        metadata: &MetadataEndpoint,
         started: &mut BTreeSet<String>,
-        running: &mut Vec<(String, tokio::process::Child)>,
-        ended: &std::sync::Mutex<Vec<(String, i32)>>,
+        running: &mut Vec<Worker>,
+        ended: &Mutex<Vec<Ended>>,
     ) -> anyhow::Result<()> {
-        // Workers that exited: report their exit like the agent does.
+        // Workers that exited: report their exit like the agent (or, with the host gone, ECS)
+        // does. One that cannot be reported now is tried again at the next step.
+        for worker in running.iter_mut().filter(|w| w.exit.is_none()) {
+            if let Some(status) = worker.child.try_wait()? {
+                worker.exit = Some(status.code().unwrap_or(137));
+            }
+        }
+        let mut failed = None;
         let mut still = Vec::new();
-        for (arn, mut child) in running.drain(..) {
-            match child.try_wait()? {
-                Some(status) => {
-                    let code = status.code().unwrap_or(137);
-                    self.end_task(&arn, code, "Essential container in task exited")
-                        .await?;
-                    ended
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((arn, code));
+        for worker in running.drain(..) {
+            let Some(code) = worker.exit else {
+                still.push(worker);
+                continue;
+            };
+            match self.report_exit(&worker, code).await {
+                Ok(report) => {
+                    metadata.forget(&worker.task_id);
+                    ended.lock().unwrap_or_else(|e| e.into_inner()).push(report);
                 }
-                None => still.push((arn, child)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    still.push(worker);
+                }
             }
         }
         *running = still;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.sync().await?;
         let Play::RealWorker {
             binary,
@@ -360,8 +547,7 @@ impl Agent {
             let instance_id = registered
                 .iter()
                 .find(|r| Some(r.container_instance_arn.as_str()) == task.container_instance_arn())
-                .map(|r| r.instance_id.clone())
-                .unwrap_or_default();
+                .map(|r| r.instance_id.clone());
             let def = self
                 .ecs
                 .describe_task_definition()
@@ -383,6 +569,11 @@ impl Agent {
                     ("AWS_SECRET_ACCESS_KEY".to_string(), "testing".to_string()),
                 ],
             };
+            let task_id = arn.rsplit('/').next().unwrap_or_default().to_string();
+            let metadata_uri = metadata.add(
+                &task_id,
+                task_metadata(&self.cluster, &task, def.task_definition()),
+            );
             let mut cmd = tokio::process::Command::new(binary);
             cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
             for var in [
@@ -390,6 +581,8 @@ impl Agent {
                 "AWS_SECRET_ACCESS_KEY",
                 "AWS_SESSION_TOKEN",
                 "AWS_PROFILE",
+                "WORKER_INSTANCE_ID",
+                "ECS_CONTAINER_METADATA_URI_V4",
             ] {
                 cmd.env_remove(var);
             }
@@ -414,12 +607,415 @@ impl Agent {
             cmd.env("AWS_ENDPOINT_URL", endpoint)
                 .envs(credentials)
                 .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("WORKER_INSTANCE_ID", &instance_id);
+                .env("ECS_CONTAINER_METADATA_URI_V4", &metadata_uri);
             for (k, v) in extra_env {
                 cmd.env(k, v);
             }
-            running.push((arn, cmd.spawn()?));
+            match cmd.spawn() {
+                Ok(child) => running.push(Worker {
+                    arn,
+                    task_id,
+                    instance_id,
+                    child,
+                    exit: None,
+                }),
+                Err(e) => {
+                    metadata.forget(&task_id);
+                    return Err(e.into());
+                }
+            }
         }
+        Ok(())
+    }
+}
+
+/// The task metadata a container of `task` reads at `${ECS_CONTAINER_METADATA_URI_V4}/task`
+/// on an EC2 container instance: the fields of the v4 response the agent knows from the task
+/// and its definition (`Cluster` as the agent was configured: the cluster's name).
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4-response.html>
+pub fn task_metadata(
+    cluster: &str,
+    task: &Task,
+    def: Option<&TaskDefinition>,
+) -> serde_json::Value {
+    let arn = task.task_arn().unwrap_or_default();
+    let task_id = arn.rsplit('/').next().unwrap_or_default();
+    let family = def.and_then(|d| d.family()).unwrap_or_default();
+    let revision = def.map(|d| d.revision()).unwrap_or_default().to_string();
+    let containers: Vec<serde_json::Value> = def
+        .map(|d| d.container_definitions())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = c.name().unwrap_or_default();
+            // Docker ids are 64 hex digits; this one is made from the task id.
+            let docker_id = format!("{:0<62}{i:02x}", task_id.replace('-', ""));
+            serde_json::json!({
+                "DockerId": docker_id,
+                "Name": name,
+                "DockerName": format!("ecs-{family}-{revision}-{name}-{}", &docker_id[..20]),
+                "Image": c.image().unwrap_or_default(),
+                "Labels": {
+                    "com.amazonaws.ecs.cluster": cluster,
+                    "com.amazonaws.ecs.container-name": name,
+                    "com.amazonaws.ecs.task-arn": arn,
+                    "com.amazonaws.ecs.task-definition-family": family,
+                    "com.amazonaws.ecs.task-definition-version": revision,
+                },
+                "DesiredStatus": "RUNNING",
+                "KnownStatus": "RUNNING",
+                "Type": "NORMAL",
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "Cluster": cluster,
+        "TaskARN": arn,
+        "Family": family,
+        "Revision": revision,
+        "DesiredStatus": "RUNNING",
+        "KnownStatus": "RUNNING",
+        "LaunchType": "EC2",
+        "Containers": containers,
+    })
+}
+
+/// The task metadata endpoint v4 of the play's tasks, on 127.0.0.1: `GET /v4/<task id>/task`
+/// answers the task's metadata, `GET /v4/<task id>` its (first) container's, anything else
+/// 404. Stops serving when dropped.
+struct MetadataEndpoint {
+    base: String,
+    tasks: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl MetadataEndpoint {
+    fn serve(listener: std::net::TcpListener) -> anyhow::Result<MetadataEndpoint> {
+        let addr = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let tasks: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
+        let served = tasks.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, served.clone()));
+            }
+        });
+        Ok(MetadataEndpoint {
+            base: format!("http://{addr}/v4"),
+            tasks,
+            server,
+        })
+    }
+
+    /// Serves `metadata` for task `task_id`; returns its `ECS_CONTAINER_METADATA_URI_V4`.
+    fn add(&self, task_id: &str, metadata: serde_json::Value) -> String {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task_id.to_string(), metadata);
+        format!("{}/{task_id}", self.base)
+    }
+
+    fn forget(&self, task_id: &str) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id);
+    }
+}
+
+impl Drop for MetadataEndpoint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Answers one request of the task metadata endpoint (small GETs without a body).
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    tasks: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 16 * 1024 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut line = head.lines().next().unwrap_or_default().split(' ');
+    let (method, path) = (
+        line.next().unwrap_or_default(),
+        line.next().unwrap_or_default(),
+    );
+    let path = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let found = {
+        let tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, parts.as_slice()) {
+            ("GET", ["v4", id, "task"]) => tasks.get(*id).cloned(),
+            ("GET", ["v4", id]) => tasks.get(*id).map(|t| t["Containers"][0].clone()),
+            _ => None,
+        }
+    };
+    let (status, body) = match found {
+        Some(body) => ("200 OK", body.to_string()),
+        None => (
+            "404 Not Found",
+            format!("{{\"error\":\"no metadata at {path}\"}}"),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::{ContainerDefinition, Tag};
+
+    fn task(arn: &str) -> Task {
+        Task::builder().task_arn(arn).build()
+    }
+
+    fn definition() -> TaskDefinition {
+        TaskDefinition::builder()
+            .family("w-ns-demo")
+            .revision(3)
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("worker")
+                    .image("example/worker:1")
+                    .build(),
+            )
+            .build()
+    }
+
+    #[tokio::test]
+    async fn the_metadata_endpoint_answers_each_task_at_its_own_path() -> anyhow::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let endpoint = MetadataEndpoint::serve(listener)?;
+        let arn = "arn:aws:ecs:us-east-1:123456789012:task/c/0123456789abcdef0123456789abcdef";
+        let other = "arn:aws:ecs:us-east-1:123456789012:task/c/fedcba9876543210fedcba9876543210";
+        let def = definition();
+        let uri = endpoint.add(
+            "0123456789abcdef0123456789abcdef",
+            task_metadata("c", &task(arn), Some(&def)),
+        );
+        endpoint.add(
+            "fedcba9876543210fedcba9876543210",
+            task_metadata("c", &task(other), Some(&def)),
+        );
+        let http = reqwest::Client::new();
+        let got: serde_json::Value = http
+            .get(format!("{uri}/task"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        assert_eq!(got["Cluster"], "c");
+        assert_eq!(got["TaskARN"], arn);
+        assert_eq!(
+            (&got["Family"], &got["Revision"]),
+            (&"w-ns-demo".into(), &"3".into())
+        );
+        assert_eq!(got["Containers"][0]["Name"], "worker");
+        assert_eq!(
+            got["Containers"][0]["Labels"]["com.amazonaws.ecs.task-arn"],
+            arn
+        );
+        let docker_id = got["Containers"][0]["DockerId"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(docker_id.len(), 64, "{docker_id}");
+        let container: serde_json::Value = http.get(&uri).send().await?.json().await?;
+        assert_eq!(container["Name"], "worker");
+
+        endpoint.forget("0123456789abcdef0123456789abcdef");
+        let gone = http.get(format!("{uri}/task")).send().await?;
+        assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
+        let post = http.post(format!("{uri}/task")).send().await?;
+        assert_eq!(post.status(), reqwest::StatusCode::NOT_FOUND);
+        Ok(())
+    }
+
+    /// A task whose EC2 instance was terminated before its agent reported it: ECS stops it
+    /// without a container exit code, keeps its tags, and stops it only once.
+    #[tokio::test]
+    async fn a_task_whose_host_was_terminated_stops_without_an_exit_code() -> anyhow::Result<()> {
+        let moto = crate::Moto::start().await?;
+        let config = moto.sdk_config().await;
+        let ec2 = Ec2::new(&config);
+        let asg = AutoScaling::new(&config);
+        let ecs = Ecs::new(&config);
+        let ami = ec2
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await?
+            .images()
+            .iter()
+            .find_map(|i| i.image_id().map(str::to_string))
+            .ok_or_else(|| anyhow::anyhow!("no image"))?;
+        ec2.create_launch_template()
+            .launch_template_name("lt-agent")
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&ami)
+                    .instance_type("t3.micro".into())
+                    .build(),
+            )
+            .send()
+            .await?;
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name("g")
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_name("lt-agent")
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(2)
+            .desired_capacity(2)
+            .availability_zones("us-east-1a")
+            .send()
+            .await?;
+        ecs.create_cluster().cluster_name("c").send().await?;
+        let agent = Agent::new(&config, "c", "g");
+        let added = agent.sync().await?;
+        assert_eq!(added.len(), 2);
+        ecs.register_task_definition()
+            .family("f")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("worker")
+                    .image("w")
+                    .memory_reservation(6000)
+                    .build(),
+            )
+            .send()
+            .await?;
+        // One task per instance (each takes most of an instance's memory).
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let out = ecs
+                .run_task()
+                .cluster("c")
+                .task_definition("f")
+                .send()
+                .await?;
+            let t = out.tasks().first().cloned().expect("a task");
+            tasks.push((
+                t.task_arn().unwrap_or_default().to_string(),
+                t.container_instance_arn().unwrap_or_default().to_string(),
+            ));
+        }
+        let instance_of = |ci: &str| {
+            added
+                .iter()
+                .find(|r| r.container_instance_arn == ci)
+                .map(|r| r.instance_id.clone())
+                .expect("placed on a registered instance")
+        };
+        let (gone_task, gone_instance) = (tasks[0].0.clone(), instance_of(&tasks[0].1));
+        let (kept_task, kept_instance) = (tasks[1].0.clone(), instance_of(&tasks[1].1));
+        assert_ne!(gone_instance, kept_instance);
+        ecs.tag_resource()
+            .resource_arn(&gone_task)
+            .tags(
+                Tag::builder()
+                    .key("ecsworker.dev/outcome")
+                    .value("0")
+                    .build(),
+            )
+            .send()
+            .await?;
+
+        assert_eq!(agent.host(&gone_instance).await?, Host::Up);
+        asg.terminate_instance_in_auto_scaling_group()
+            .instance_id(&gone_instance)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await?;
+        assert_eq!(agent.host(&gone_instance).await?, Host::Terminated);
+        assert_eq!(agent.host(&kept_instance).await?, Host::Up);
+        // The agent play deregisters the instance that left (its task is orphaned) before ECS
+        // stops the task: the stop must still find it.
+        agent.sync().await?;
+        assert_eq!(
+            agent
+                .host_terminated(&gone_instance, &Host::Terminated)
+                .await?,
+            vec![gone_task.clone()]
+        );
+        assert!(
+            agent
+                .host_terminated(&gone_instance, &Host::Terminated)
+                .await?
+                .is_empty(),
+            "a stopped task is stopped once"
+        );
+        // The other task's host is up: its agent reports the exit code.
+        agent
+            .end_task(&kept_task, 3, "Essential container in task exited")
+            .await?;
+
+        let stopped = agent.tasks("STOPPED").await?;
+        let gone = stopped
+            .iter()
+            .find(|t| t.task_arn() == Some(gone_task.as_str()))
+            .expect("the task of the terminated host is stopped");
+        assert_eq!(gone.last_status(), Some("STOPPED"));
+        assert!(gone.stopped_at().is_some());
+        assert_eq!(
+            gone.stopped_reason(),
+            Some(format!("Host EC2 (instance {gone_instance}) terminated.").as_str())
+        );
+        assert_eq!(
+            gone.stop_code().map(|c| c.as_str()),
+            Some("TerminationNotice")
+        );
+        let exit_codes: Vec<Option<i32>> =
+            gone.containers().iter().map(|c| c.exit_code()).collect();
+        assert_eq!(exit_codes, vec![None], "no exit code was reported");
+        assert_eq!(
+            gone.tags()
+                .iter()
+                .find(|t| t.key() == Some("ecsworker.dev/outcome"))
+                .and_then(|t| t.value()),
+            Some("0")
+        );
+        let kept = stopped
+            .iter()
+            .find(|t| t.task_arn() == Some(kept_task.as_str()))
+            .expect("the reported task is stopped");
+        assert_eq!(kept.containers()[0].exit_code(), Some(3));
+        assert_eq!(
+            kept.stop_code().map(|c| c.as_str()),
+            Some("EssentialContainerExited")
+        );
+        let cluster = ecs.describe_clusters().clusters("c").send().await?;
+        assert_eq!(
+            cluster.clusters().first().map(|c| c.running_tasks_count()),
+            Some(0),
+            "each stopped task released its place once"
+        );
         Ok(())
     }
 }
