@@ -724,12 +724,18 @@ impl Provisioner<'_> {
     }
 }
 
-/// A delete that succeeded or found nothing is `None`; one AWS refuses because something still
-/// depends on the resource is a reason to wait.
+/// A delete that succeeded is `None`; one AWS refuses because something still depends on the
+/// resource is a reason to wait, and so is NotFound: the id was just listed by its tags, so
+/// EC2 has not yet made a new resource visible to deletes (a resource really gone is not
+/// listed on the next pass).
+/// <https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html>
 fn waiting<T>(r: Result<T, AwsError>, what: &str, id: &str) -> Result<Option<String>, AwsError> {
     match r {
         Ok(_) => Ok(None),
-        Err(e) if e.is(ErrorKind::NotFound) => Ok(None),
+        Err(e) if e.is(ErrorKind::NotFound) => Ok(Some(format!(
+            "waiting for AWS to make the new {what} {id} visible: {}",
+            e.message
+        ))),
         Err(e) if dependency(&e) => Ok(Some(format!(
             "waiting for AWS to release the {what} {id}: {}",
             e.message

@@ -66,6 +66,8 @@ struct ObjectMemory {
     failures: u32,
     /// Generation and time of the last complete provisioning check.
     ensured: Option<(i64, Instant)>,
+    /// When the last provisioning pass began (it may have created resources).
+    provisioning: Option<Instant>,
     /// The resource version the last complete pass left the object at, and when that pass
     /// asked to run again.
     settled: Option<(String, Instant)>,
@@ -147,6 +149,18 @@ impl Context {
 
     pub(crate) fn ensured(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>, generation: i64) {
         self.memory(obj, |m| m.ensured = Some((generation, Instant::now())));
+    }
+
+    pub(crate) fn provisioning(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>) {
+        self.memory(obj, |m| m.provisioning = Some(Instant::now()));
+    }
+
+    /// Time since the last provisioning pass began, if this process ran one.
+    pub(crate) fn since_provisioning(
+        &self,
+        obj: &ObjectRef<EcsSelfTerminatingWorker>,
+    ) -> Option<Duration> {
+        self.memory(obj, |m| m.provisioning.map(|at| at.elapsed()))
     }
 
     pub(crate) fn forget_ensured(&self, obj: &ObjectRef<EcsSelfTerminatingWorker>) {

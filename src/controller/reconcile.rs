@@ -274,6 +274,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         }
         let owner = ctx.owner(&ns, &name);
         let provisioner = Provisioner::new(&aws, &names, spec, &owner);
+        ctx.provisioning(&oref);
         match provisioner.ensure_all(&mut pass.status.resources).await {
             Ok(report) => {
                 ctx.ensured(&oref, generation);
@@ -492,6 +493,11 @@ fn record_run_metrics(
 }
 
 /// The finalizer: removes everything the worker owns, then lets the object go.
+/// How long after a provisioning pass deletion waits: about the time IAM and EC2 changes take
+/// to propagate.
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>
+const DELETE_SETTLE: Duration = Duration::from_secs(15);
+
 async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
     let ns = worker.namespace().ok_or(Error::NoNamespace)?;
     let name = worker.name_any();
@@ -515,6 +521,23 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     let names = Names::new(&ns, &name);
     let owner = ctx.owner(&ns, &name);
     let provisioner = Provisioner::new(&aws, &names, spec, &owner);
+    // Resources created moments ago may not be visible yet to the calls that delete them by
+    // name (IAM, EC2 and SQS are eventually consistent): a NotFound then would count as
+    // deleted and leave them behind. Deletion starts once they have had time to settle.
+    let oref = ObjectRef::from(worker.as_ref());
+    if let Some(since) = ctx.since_provisioning(&oref)
+        && since < DELETE_SETTLE
+    {
+        let why = format!(
+            "waiting {}s for AWS to make the resources created moments ago visible before deleting them",
+            (DELETE_SETTLE - since).as_secs() + 1
+        );
+        pass.status.phase = Some(Phase::Deleting);
+        pass.condition(conditions::READY, false, reason::DELETING, why.clone());
+        pass.save().await?;
+        // An error keeps the finalizer; the error policy looks again shortly.
+        return Err(Error::DeletionPending(why));
+    }
     crate::aws::cycle::stop_all_tasks(&aws, &names).await?;
     match provisioner.delete_all().await {
         Ok(Deletion::Waiting(why)) => {

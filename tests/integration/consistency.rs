@@ -647,3 +647,20 @@ async fn the_group_waits_for_its_new_instance_profile() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Deleted the moment it is Ready: the security group created last (used by nothing that EC2
+/// validates) may still be unknown to `DeleteSecurityGroup`, which AWS then answers
+/// `InvalidGroup.NotFound`; the worker must not be finalized while it still exists.
+#[tokio::test]
+async fn a_worker_deleted_the_moment_it_is_ready_leaves_nothing() -> anyhow::Result<()> {
+    provision_and_delete(Scenario {
+        prefix: "consistent-gone",
+        name: "gone",
+        spec: "network:\n  managedVpc: {}",
+        managed_network: true,
+        roles: 3,
+        meets: &["InvalidInternetGatewayID.NotFound"],
+        delete_at_once: true,
+    })
+    .await
+}

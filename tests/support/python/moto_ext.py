@@ -24,6 +24,8 @@ Additions:
    resource ARNs and condition keys of every call the project makes, recorded denials at
    GET /moto-api/iam-ext/denials, and roles assumed the way ECS and EC2 assume them. AWS managed
    policies are loaded (MOTO_IAM_LOAD_MANAGED_POLICIES) so roles can attach them.
+9. ECS RunTask's distinctInstance placement constraint: each task on its own container instance
+   without a task of the same group, the rest reported as failures (moto_ecs_placement.py).
 10. ECS stopping the tasks of a host that went away, as AWS does when a container instance is
     terminated before its agent reports: STOPPED, no container exit code, "Host EC2 (instance
     i-...) terminated." (POST /moto-api/ecs-ext/host-terminated; moto_ecs_host_stop.py).
@@ -44,6 +46,7 @@ from moto.core.responses import ActionResult
 from moto.moto_api import state_manager
 from moto.server import main
 
+import moto_ecs_placement  # noqa: F401  (distinctInstance; before the token check wraps it)
 import moto_ecs_tokens  # noqa: F401  (patches ECS RunTask on import)
 import moto_ecs_host_stop  # noqa: F401  (adds the host-terminated endpoint)
 import moto_models  # noqa: F401  (patches request handling on import)
