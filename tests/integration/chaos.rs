@@ -1157,6 +1157,7 @@ async fn run_scenario(s: Scenario) -> anyhow::Result<Figures> {
     wait_all(&api, &mut op, 0, s.timeout, all_gone).await?;
     let all_gone_after = deletion_started.elapsed();
     let left = census(&direct, &cluster, &t.name, &workers).await?;
+    moto.assert_no_violations().await?;
     Ok(Figures {
         seed,
         counts: proxy.counts(),
@@ -1319,6 +1320,7 @@ async fn census_counts_tagged_and_named_resources_and_sees_duplicates() -> anyho
             .total(),
         0
     );
+    moto.assert_no_violations().await?;
     Ok(())
 }
 
@@ -1403,5 +1405,6 @@ async fn operator_rewatches_after_an_apiserver_restart_and_misses_no_work() -> a
     }
     wait_all(&api, &mut op, 0, Duration::from_secs(60), all_gone).await?;
     assert_eq!(census(&direct, &cluster, ns, &workers).await?.total(), 0);
+    moto.assert_no_violations().await?;
     Ok(())
 }

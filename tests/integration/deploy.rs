@@ -581,6 +581,7 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
         .spec
         .and_then(|s| s.holder_identity);
     assert_eq!(holder, None, "the Lease was not released");
+    moto.assert_no_violations().await?;
     Ok(())
 }
 
