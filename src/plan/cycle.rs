@@ -1636,16 +1636,20 @@ mod tests {
     #[test]
     fn a_start_interrupted_between_run_task_calls_starts_only_the_rest() {
         let id = format!("run-{}", NOW - 40);
-        // The status recorded the scale-up, not the start; one task of three is placed.
-        let d = case()
-            .spec(|s| s.max_instances = 3)
-            .with_run(run(NOW - 40, 3))
-            .desired(3)
-            .joined("i-1")
-            .joined("i-2")
-            .joined("i-3")
-            .running(&id, "i-1")
-            .decide();
+        // Three instances joined, one task of the run placed on the first.
+        let one_of_three = |current: RunStatus| {
+            case()
+                .spec(|s| s.max_instances = 3)
+                .with_run(current)
+                .desired(3)
+                .joined("i-1")
+                .joined("i-2")
+                .joined("i-3")
+                .running(&id, "i-1")
+                .decide()
+        };
+        // The status recorded the scale-up, not the start.
+        let d = one_of_three(run(NOW - 40, 3));
         assert_eq!(
             d.actions,
             vec![Action::RunTasks {
@@ -1661,15 +1665,7 @@ mod tests {
             "recorded once all show"
         );
         // Once recorded, the start is complete: nothing more starts.
-        let again = case()
-            .spec(|s| s.max_instances = 3)
-            .with_run(started(run(NOW - 40, 3), NOW))
-            .desired(3)
-            .joined("i-1")
-            .joined("i-2")
-            .joined("i-3")
-            .running(&id, "i-1")
-            .decide();
+        let again = one_of_three(started(run(NOW - 40, 3), NOW));
         assert!(again.actions.is_empty(), "{:?}", again.actions);
     }
 
