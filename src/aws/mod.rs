@@ -118,8 +118,14 @@ impl ClientFactory {
                 if let Some(credentials) = &self.default_credentials {
                     loader = loader.credentials_provider(credentials.clone());
                 }
-                // A region is set per worker; this only keeps the loader from probing for one.
-                loader.region(Region::new("us-east-1")).load().await
+                // A region is set per worker. This one is where the operator's own credentials
+                // are resolved (STS for IRSA, Pod Identity or a profile's role): the pod's
+                // AWS_REGION, which EKS sets, so that China and GovCloud credentials go to
+                // their partition's STS; us-east-1 when unset (without probing IMDS).
+                let home = std::env::var("AWS_REGION")
+                    .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|_| "us-east-1".to_string());
+                loader.region(Region::new(home)).load().await
             })
             .await
     }
