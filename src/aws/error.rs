@@ -194,7 +194,16 @@ where
                 SdkError::TimeoutError(_) => {
                     ("Timeout".to_string(), "request timed out".to_string())
                 }
-                SdkError::DispatchFailure(e) => ("DispatchFailure".to_string(), format!("{e:?}")),
+                // The error chain in words: a Debug dump carries response headers (a date)
+                // that would change the status message, and so the object, on every attempt.
+                SdkError::DispatchFailure(e) => (
+                    "DispatchFailure".to_string(),
+                    e.as_connector_error()
+                        .map(|c| {
+                            aws_smithy_types::error::display::DisplayErrorContext(c).to_string()
+                        })
+                        .unwrap_or_else(|| "the request could not be sent".to_string()),
+                ),
                 SdkError::ResponseError(_) => (
                     "ResponseError".to_string(),
                     "unreadable response".to_string(),

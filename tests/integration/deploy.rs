@@ -342,9 +342,11 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
     // No default AWS credentials: the worker's own Secret must be read.
     let factory = ClientFactory::new(Some(moto.endpoint().to_string()), None, metrics.clone());
     let identity = "ecs-worker-operator-deploy-test";
+    // Every namespace, as deployed, but only this test's object: the other tests' workers
+    // (running at the same time, in their own namespaces) are not this operator's to touch.
     let config = Config {
         namespace: None,
-        label_selector: None,
+        label_selector: Some(format!("{DEPLOY_TEST_LABEL}=yes")),
         drift_interval: Duration::from_secs(300),
         instance: Some(identity.into()),
         ..Config::default()
@@ -373,10 +375,15 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
         .create(&PostParams::default(), &secret)
         .await?;
     let name = "rbac-proof";
-    let worker: EcsSelfTerminatingWorker = serde_yaml::from_str(&common::worker_yaml(
+    let mut worker: EcsSelfTerminatingWorker = serde_yaml::from_str(&common::worker_yaml(
         name,
         "credentials:\n  secretRef:\n    name: aws-keys",
     ))?;
+    worker
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(DEPLOY_TEST_LABEL.into(), "yes".into());
     workers
         .patch(
             name,
@@ -682,6 +689,9 @@ fn argo_cd_files_are_in_sync_and_samples_are_valid_workers() -> anyhow::Result<(
 }
 
 /// `service:Operation` of every AWS call in src/aws/ (each goes through `.aws("svc", "Op")`).
+/// The label that makes an object the deploy test operator's.
+const DEPLOY_TEST_LABEL: &str = "ecsworker.dev/deploy-test";
+
 fn aws_calls() -> anyhow::Result<BTreeSet<String>> {
     let mut calls = BTreeSet::new();
     for entry in std::fs::read_dir(repo().join("src/aws"))? {
