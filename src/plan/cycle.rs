@@ -577,6 +577,11 @@ impl<'a> Cycle<'a> {
             .collect()
     }
 
+    /// The instances (and tasks) a run asks for, within the group's bounds.
+    fn instances_wanted(&self, run: &RunStatus) -> i32 {
+        run.instances.clamp(1, self.max_instances())
+    }
+
     fn task_count(&self, run_id: &str) -> i32 {
         i32::try_from(self.tasks_of(run_id).len()).unwrap_or(i32::MAX)
     }
@@ -733,7 +738,7 @@ impl<'a> Cycle<'a> {
 
     fn scaling_up(&mut self, run: RunStatus) {
         let now = self.now();
-        let want = run.instances.clamp(1, self.max_instances());
+        let want = self.instances_wanted(&run);
         let free = self.facts.free_joined();
         let timeout = self.join_timeout();
         // RunTask gets `timeout` to show a task; a start the status never recorded (RunTask
@@ -861,7 +866,7 @@ impl<'a> Cycle<'a> {
             // get the run's remaining tasks, with the client tokens of those slices.
             // The start counts as recorded once those show (or no instance is free).
             let placed = self.task_count(&run.id);
-            let want = run.instances.clamp(1, self.max_instances());
+            let want = self.instances_wanted(&run);
             let rest = (want - placed).min(self.facts.free_joined());
             if rest > 0 && tasks.iter().any(|t| t.is_active()) {
                 self.act(Action::RunTasks {

@@ -52,40 +52,6 @@ fn allowed_actions(policy: &str) -> BTreeSet<String> {
     actions
 }
 
-/// Serves `body` at `GET /v4/worker/task` as the ECS agent serves the task metadata; returns
-/// the value of `ECS_CONTAINER_METADATA_URI_V4`. Serves until the test ends.
-async fn serve_task_metadata(body: String) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let (status, body) = if head.starts_with(b"GET /v4/worker/task ") {
-                    ("200 OK", body)
-                } else {
-                    ("404 Not Found", "{}".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    Ok(format!("http://{addr}/v4/worker"))
-}
-
 /// One worker's AWS side: a queue with a dead-letter queue, a group of one instance, a cluster
 /// with that instance registered and the worker's task placed on it.
 struct Bed {
@@ -232,20 +198,16 @@ async fn run_worker(
 ) -> anyhow::Result<(BTreeSet<(String, String)>, Bed)> {
     let name = format!("policy-{mode}");
     let bed = bed(sdk, &name).await?;
-    let metadata = serve_task_metadata(
-        serde_json::json!({
-            "Cluster": bed.cluster,
-            "TaskARN": bed.task_arn,
-            "Family": name,
-            "Revision": "1",
-            "DesiredStatus": "RUNNING",
-            "KnownStatus": "RUNNING",
-            "LaunchType": "EC2",
-            "Containers": []
-        })
-        .to_string(),
-    )
-    .await?;
+    let metadata = testbed::agent::serve_task_metadata(serde_json::json!({
+        "Cluster": bed.cluster,
+        "TaskARN": bed.task_arn,
+        "Family": name,
+        "Revision": "1",
+        "DesiredStatus": "RUNNING",
+        "KnownStatus": "RUNNING",
+        "LaunchType": "EC2",
+        "Containers": []
+    }))?;
     let proxy = Proxy::start(moto.endpoint(), Faults::none())?;
     let handler = r#"body=$(cat); case "$body" in fail) exit 1;; slow) sleep 2;; esac"#;
     let out = tokio::process::Command::new(worker_binary()?)

@@ -681,6 +681,19 @@ pub fn task_metadata(
     })
 }
 
+/// Serves one task's metadata (`Cluster`, `TaskARN`, ...) at `${URI}/task` for the rest of the
+/// test (the endpoint stops with the test's runtime); returns the URI to give a worker as
+/// `ECS_CONTAINER_METADATA_URI_V4`. For workers run outside the play.
+pub fn serve_task_metadata(metadata: serde_json::Value) -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let endpoint = MetadataEndpoint::serve(listener)?;
+    let uri = endpoint.add("task", metadata);
+    // Dropping would stop it; the test's runtime ends its task instead.
+    std::mem::forget(endpoint);
+    Ok(uri)
+}
+
 /// The task metadata endpoint v4 of the play's tasks, on 127.0.0.1: `GET /v4/<task id>/task`
 /// answers the task's metadata, `GET /v4/<task id>` its (first) container's, anything else
 /// 404. Stops serving when dropped.

@@ -294,20 +294,17 @@ impl Env {
             .and_then(|t| t.task_arn())
             .expect("a task was placed")
             .to_owned();
-        let metadata = serve_task_metadata(
-            serde_json::json!({
-                "Cluster": cluster,
-                "TaskARN": task_arn,
-                "Family": "worker",
-                "Revision": "1",
-                "DesiredStatus": "RUNNING",
-                "KnownStatus": "RUNNING",
-                "LaunchType": "EC2",
-                "Containers": []
-            })
-            .to_string(),
-        )
-        .await;
+        let metadata = testbed::agent::serve_task_metadata(serde_json::json!({
+            "Cluster": cluster,
+            "TaskARN": task_arn,
+            "Family": "worker",
+            "Revision": "1",
+            "DesiredStatus": "RUNNING",
+            "KnownStatus": "RUNNING",
+            "LaunchType": "EC2",
+            "Containers": []
+        }))
+        .expect("task metadata endpoint");
         (task_arn, metadata)
     }
 
@@ -327,47 +324,6 @@ impl Env {
             .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
             .collect()
     }
-}
-
-/// Serves `body` as JSON for every GET, the way the ECS agent serves
-/// `${ECS_CONTAINER_METADATA_URI_V4}/task`; returns the base URL. Runs until the test ends.
-pub async fn serve_task_metadata(body: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut read = 0;
-                // Read the request head; the requests are small GETs without a body.
-                while let Ok(n) = stream.read(&mut buf[read..]).await {
-                    if n == 0 {
-                        return;
-                    }
-                    read += n;
-                    if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") || read == buf.len() {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..read]);
-                let (status, body) = if head.starts_with("GET /v4/test-container/task ") {
-                    ("200 OK", body)
-                } else {
-                    ("404 Not Found", String::from("{}"))
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}/v4/test-container")
 }
 
 /// Environment for the `ecs-worker` binary against moto: the endpoint through the standard
