@@ -101,6 +101,25 @@ where
     settle_with(&SETTLE_DELAYS_MS, what, call).await
 }
 
+/// [`settle`] when the resource the call uses was created by the operator; otherwise the call
+/// once, its error as AWS gave it (a resource the user named that AWS does not know is the
+/// user's to fix, not AWS's to propagate).
+pub async fn settle_if<T, F, Fut>(
+    created_here: bool,
+    what: &str,
+    mut call: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    if created_here {
+        settle(what, call).await
+    } else {
+        call().await
+    }
+}
+
 async fn settle_with<T, F, Fut>(delays_ms: &[u64], what: &str, mut call: F) -> Result<T, AwsError>
 where
     F: FnMut() -> Fut,
@@ -331,5 +350,17 @@ mod tests {
             refused.expect_err("refused").kind,
             ErrorKind::InvalidParameter
         );
+        // A resource the user named: one call, AWS's answer as it is.
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let named: Result<(), AwsError> = settle_if(false, "the user's profile", || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(err("ValidationError", "Invalid IamInstanceProfile"))
+        })
+        .await;
+        assert_eq!(
+            named.expect_err("refused").kind,
+            ErrorKind::InvalidParameter
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -7,7 +7,7 @@
 //! fingerprints); this module only reads, compares with that, and writes.
 
 use super::AwsClients;
-use super::error::{AwsError, ErrorKind, SdkResultExt, settle};
+use super::error::{AwsError, ErrorKind, SdkResultExt, settle, settle_if};
 use crate::api::{AwsResources, DeletionPolicy, EcsSelfTerminatingWorkerSpec};
 use crate::plan::desired::{
     self, CONTAINER_NAME, FINGERPRINT_TAG, Holder, Names, OWNER_TAG, Owner,
@@ -935,6 +935,12 @@ impl Provisioner<'_> {
         report: &mut Report,
     ) -> Result<(), AwsError> {
         use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+        // Only an instance profile the operator created can be still propagating.
+        let profile_is_ours = self
+            .spec
+            .iam
+            .as_ref()
+            .is_none_or(|i| i.instance_profile_arn.is_none());
         let asg = &self.aws.autoscaling;
         let name = &self.names.auto_scaling_group;
         let found = asg
@@ -967,17 +973,21 @@ impl Provisioner<'_> {
                     || !lt_ok
                     || g.min_size() != Some(0)
                 {
-                    settle("the launch template's instance profile", || async {
-                        asg.update_auto_scaling_group()
-                            .auto_scaling_group_name(name)
-                            .min_size(0)
-                            .max_size(self.spec.max_instances)
-                            .launch_template(lt.clone())
-                            .vpc_zone_identifier(&zones)
-                            .send()
-                            .await
-                            .aws("autoscaling", "UpdateAutoScalingGroup")
-                    })
+                    settle_if(
+                        profile_is_ours,
+                        "the launch template's instance profile",
+                        || async {
+                            asg.update_auto_scaling_group()
+                                .auto_scaling_group_name(name)
+                                .min_size(0)
+                                .max_size(self.spec.max_instances)
+                                .launch_template(lt.clone())
+                                .vpc_zone_identifier(&zones)
+                                .send()
+                                .await
+                                .aws("autoscaling", "UpdateAutoScalingGroup")
+                        },
+                    )
                     .await?;
                     report.updated.push("AutoScalingGroup");
                 }
@@ -1008,19 +1018,23 @@ impl Provisioner<'_> {
                 // propagated yet ("Invalid IamInstanceProfile"): retried, not reported as a
                 // value to fix.
                 // <https://docs.aws.amazon.com/autoscaling/ec2/userguide/ts-as-instancelaunchfailure.html>
-                settle("the launch template's instance profile", || async {
-                    asg.create_auto_scaling_group()
-                        .auto_scaling_group_name(name)
-                        .launch_template(lt.clone())
-                        .min_size(0)
-                        .max_size(self.spec.max_instances)
-                        .desired_capacity(0)
-                        .vpc_zone_identifier(&zones)
-                        .set_tags(Some(tags.clone()))
-                        .send()
-                        .await
-                        .aws("autoscaling", "CreateAutoScalingGroup")
-                })
+                settle_if(
+                    profile_is_ours,
+                    "the launch template's instance profile",
+                    || async {
+                        asg.create_auto_scaling_group()
+                            .auto_scaling_group_name(name)
+                            .launch_template(lt.clone())
+                            .min_size(0)
+                            .max_size(self.spec.max_instances)
+                            .desired_capacity(0)
+                            .vpc_zone_identifier(&zones)
+                            .set_tags(Some(tags.clone()))
+                            .send()
+                            .await
+                            .aws("autoscaling", "CreateAutoScalingGroup")
+                    },
+                )
                 .await
                 .map_err(unseen_if_exists)?;
                 report.created.push("AutoScalingGroup");
