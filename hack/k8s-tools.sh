@@ -12,15 +12,16 @@ set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.4}" # the etcd that k8s.io/kubernetes v${K8S_VERSION} requires
-CACHE_ROOT="${ECS_WORKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ecs-worker-operator}"
+source "$(dirname "$0")/lib.sh"
 BIN="$CACHE_ROOT/k8s-v$K8S_VERSION/bin"
 
-if [[ -x "$BIN/kube-apiserver" && -x "$BIN/etcd" && -x "$BIN/kubectl" ]]; then
-  echo "$BIN"
-  exit 0
-fi
+built() { [[ -x "$BIN/kube-apiserver" && -x "$BIN/etcd" && -x "$BIN/kubectl" ]]; }
+built && { echo "$BIN"; exit 0; }
 
 command -v go >/dev/null || { echo "go is required to build the local control plane" >&2; exit 1; }
+# One build at a time; a run that waited finds the other's finished binaries.
+with_lock "k8s-v$K8S_VERSION"
+built && { echo "$BIN"; exit 0; }
 
 minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
 patch="${K8S_VERSION##*.}"
@@ -32,7 +33,8 @@ staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-g
   mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller)
 
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+partial="$(mktemp -d "$CACHE_ROOT/.k8s-v$K8S_VERSION.XXXXXX")"
+trap 'rm -rf "$work" "$partial"' EXIT
 start=$(date +%s)
 echo "building kube-apiserver, etcd and kubectl v$K8S_VERSION into $BIN (first time only)" >&2
 
@@ -68,10 +70,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-mkdir -p "$BIN.partial"
-go build -trimpath -ldflags "$ldflags" -o "$BIN.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
-go build -trimpath -ldflags "$ldflags" -o "$BIN.partial/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
-go build -trimpath -ldflags "-s -w" -o "$BIN.partial/etcd" go.etcd.io/etcd/server/v3 >&2
-rm -rf "$BIN" && mv "$BIN.partial" "$BIN"
+go build -trimpath -ldflags "$ldflags" -o "$partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+go build -trimpath -ldflags "$ldflags" -o "$partial/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
+go build -trimpath -ldflags "-s -w" -o "$partial/etcd" go.etcd.io/etcd/server/v3 >&2
+chmod 755 "$partial"
+mkdir -p "$(dirname "$BIN")"
+rm -rf "$BIN" && mv "$partial" "$BIN"
 echo "built in $(( $(date +%s) - start )) s" >&2
 echo "$BIN"

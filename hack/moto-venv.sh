@@ -10,6 +10,13 @@ if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; t
   echo "$venv/bin/python"
   exit 0
 fi
+# One install at a time: a second `make` started beside the first waits, then finds the venv.
+source "$root/hack/lib.sh"
+with_lock "venv-$(echo -n "$root" | sha256sum | cut -c1-12)"
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  echo "$venv/bin/python"
+  exit 0
+fi
 python3 -m venv "$venv" >&2
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/hack/moto-requirements.txt" >&2
 echo "$want" >"$stamp"
