@@ -41,6 +41,10 @@ pub const GROUP: &str = "ecsworker.dev";
     shortname = "ecsworkers",
     shortname = "estw",
     category = "ecsworker",
+    // Argo CD never prunes or deletes the CRD (removing it would delete every worker, whose
+    // finalizers would then delete their AWS resources); the Helm chart adds
+    // `helm.sh/resource-policy: keep` for the same reason.
+    annotation("argocd.argoproj.io/sync-options", "Prune=false,Delete=false"),
     namespaced,
     status = "EcsSelfTerminatingWorkerStatus",
     printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceType"),
