@@ -105,6 +105,9 @@ impl Queue {
             .wait_time_seconds(secs_i32(wait))
             .visibility_timeout(secs_i32(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
             .message_attribute_names("All")
             .send()
             .await
@@ -121,6 +124,13 @@ impl Queue {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
+            // Epoch milliseconds.
+            let first_received_at = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
             let attributes = m
                 .message_attributes
                 .unwrap_or_default()
@@ -140,6 +150,7 @@ impl Queue {
                     body: m.body.unwrap_or_default(),
                     receive_count,
                     attributes,
+                    first_received_at,
                 },
                 receipt_handle,
             });

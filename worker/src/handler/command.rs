@@ -169,6 +169,7 @@ mod tests {
             body: body.into(),
             receive_count: 3,
             attributes: BTreeMap::from([("kind".to_owned(), "test".to_owned())]),
+            first_received_at: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Message {
     /// Message attributes set by the sender: String and Number values as they are, Binary values
     /// base64-encoded.
     pub attributes: BTreeMap<String, String>,
+    /// When SQS first handed this message out (its `ApproximateFirstReceiveTimestamp`), if SQS
+    /// said.
+    pub first_received_at: Option<std::time::SystemTime>,
 }
 
 /// Code run for each message. `Ok` means done (the message is deleted); `Err` means failed (the
@@ -89,6 +92,7 @@ mod tests {
             body: body.into(),
             receive_count: 1,
             attributes: BTreeMap::new(),
+            first_received_at: None,
         }
     }
 
