@@ -188,9 +188,17 @@ pub fn ami_parameter(spec: &EcsSelfTerminatingWorkerSpec) -> &'static str {
 }
 
 /// Base64 user data that joins the instance to the worker's cluster.
+///
+/// It also turns on ECS Spot Instance draining (off by default): on a Spot interruption notice
+/// ECS sets the container instance to `DRAINING`, two minutes before EC2 reclaims it. ECS
+/// itself leaves standalone tasks (RunTask's, as the worker's are) running on a draining
+/// instance; the run cycle stops them (`StopTask`: SIGTERM, so the worker releases its
+/// messages at once) while the agent is still there to report the exit.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_UpdateContainerInstancesState.html>
 pub fn user_data(cluster: &str, gpu: bool) -> String {
     let mut script = format!(
-        "#!/bin/bash\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={cluster}\nECS_ENABLE_CONTAINER_METADATA=true\n"
+        "#!/bin/bash\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={cluster}\nECS_ENABLE_CONTAINER_METADATA=true\nECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n"
     );
     if gpu {
         script.push_str("ECS_ENABLE_GPU_SUPPORT=true\n");
@@ -508,6 +516,35 @@ mod tests {
             .expect("base64");
         let text = String::from_utf8(decoded).expect("utf8");
         assert!(text.contains("ECS_CLUSTER=c1\n") && text.contains("ECS_ENABLE_GPU_SUPPORT=true"));
+    }
+
+    #[test]
+    fn user_data_turns_on_spot_instance_draining_in_the_agent_config() {
+        for gpu in [false, true] {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(user_data("c1", gpu))
+                .expect("base64");
+            let text = String::from_utf8(decoded).expect("utf8");
+            // Inside the heredoc that ends up in /etc/ecs/ecs.config, on a line of its own.
+            let config = text
+                .split_once("cat >> /etc/ecs/ecs.config <<'EOF'\n")
+                .and_then(|(_, rest)| rest.split_once("EOF\n"))
+                .map(|(config, _)| config)
+                .expect("an ecs.config heredoc");
+            assert!(
+                config
+                    .lines()
+                    .any(|l| l == "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true"),
+                "{config}"
+            );
+            assert_eq!(
+                config
+                    .lines()
+                    .filter(|l| l.starts_with("ECS_CLUSTER="))
+                    .count(),
+                1
+            );
+        }
     }
 
     #[test]
