@@ -12,6 +12,9 @@ CARGO ?= cargo
 tools:
 	@hack/k8s-tools.sh >/dev/null
 	@hack/moto-venv.sh >/dev/null
+	@hack/helm.sh >/dev/null
+	@hack/actionlint.sh --path >/dev/null
+	@hack/prometheus-operator-crds.sh >/dev/null
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -19,6 +22,7 @@ build:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	hack/actionlint.sh
 
 test: tools build lint
 	$(CARGO) test --workspace --no-fail-fast
@@ -42,6 +46,7 @@ aws-smoke:
 
 crd:
 	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml
+	cp crds/ecsselfterminatingworkers.ecsworker.dev.yaml charts/ecs-worker-operator/files/
 
 clean:
 	$(CARGO) clean
