@@ -45,6 +45,8 @@ pub const GROUP: &str = "ecsworker.dev";
     // finalizers would then delete their AWS resources); the Helm chart adds
     // `helm.sh/resource-policy: keep` for the same reason.
     annotation("argocd.argoproj.io/sync-options", "Prune=false,Delete=false"),
+    // Argo CD applies the CRD in a wave before the operator and any worker objects.
+    annotation("argocd.argoproj.io/sync-wave", "-1"),
     namespaced,
     status = "EcsSelfTerminatingWorkerStatus",
     printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceType"),
