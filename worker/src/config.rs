@@ -16,6 +16,18 @@ pub const CLUSTER: &str = "WORKER_CLUSTER";
 pub const AUTOSCALING_GROUP: &str = "WORKER_AUTOSCALING_GROUP";
 /// Handler command line, run with `/bin/sh -c`.
 pub const HANDLER: &str = "WORKER_HANDLER";
+/// How the worker talks to the handler: `command` (a process per message, the default), `http`
+/// (POST each message to a long-lived server) or `stdio` (JSON lines with a long-lived process).
+pub const HANDLER_MODE: &str = "WORKER_HANDLER_MODE";
+/// `http` mode: where each message is POSTed.
+pub const HANDLER_URL: &str = "WORKER_HANDLER_URL";
+/// `http` mode: path answered with a 2xx once the handler is ready; unset = any HTTP answer at
+/// [`HANDLER_URL`] counts.
+pub const HANDLER_READY_PATH: &str = "WORKER_HANDLER_READY_PATH";
+/// `http` mode: how long the handler may take to become ready, seconds.
+pub const HANDLER_READY_TIMEOUT: &str = "WORKER_HANDLER_READY_TIMEOUT_SECONDS";
+/// Log format: `text` (default) or `json` (one JSON object per line).
+pub const LOG_FORMAT: &str = "WORKER_LOG_FORMAT";
 /// Handlers running in parallel.
 pub const CONCURRENCY: &str = "WORKER_CONCURRENCY";
 /// Messages the worker may hold beyond the running handlers.
@@ -81,6 +93,68 @@ impl std::str::FromStr for TerminationMode {
     }
 }
 
+/// Default of [`HANDLER_URL`].
+pub const DEFAULT_HANDLER_URL: &str = "http://127.0.0.1:8080/";
+/// Default of [`HANDLER_READY_TIMEOUT`], seconds: room for a large model to load.
+pub const DEFAULT_HANDLER_READY_TIMEOUT_SECONDS: u64 = 300;
+
+/// How the worker hands messages to the handler ([`HANDLER_MODE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandlerMode {
+    /// `WORKER_HANDLER` run once per message (body on stdin, exit status decides).
+    #[default]
+    Command,
+    /// Each message POSTed to a long-lived HTTP server at [`HANDLER_URL`] (2xx = done).
+    Http,
+    /// `WORKER_HANDLER` started once; one JSON line per message on its stdin, one back on stdout.
+    Stdio,
+}
+
+impl HandlerMode {
+    /// The value as written in [`HANDLER_MODE`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerMode::Command => "command",
+            HandlerMode::Http => "http",
+            HandlerMode::Stdio => "stdio",
+        }
+    }
+}
+
+impl std::str::FromStr for HandlerMode {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "command" => Ok(HandlerMode::Command),
+            "http" => Ok(HandlerMode::Http),
+            "stdio" => Ok(HandlerMode::Stdio),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Log line format ([`LOG_FORMAT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, per-message lines included, and a JSON summary at the end.
+    Json,
+}
+
+impl LogFormat {
+    /// Reads [`LOG_FORMAT`] through `lookup`; `None` for a value that is neither `text` nor
+    /// `json`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Option<LogFormat> {
+        match lookup(LOG_FORMAT).as_deref().map(str::trim) {
+            None | Some("") | Some("text") => Some(LogFormat::Text),
+            Some("json") => Some(LogFormat::Json),
+            Some(_) => None,
+        }
+    }
+}
+
 /// An environment value the worker cannot run with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -105,6 +179,15 @@ pub struct Config {
     pub autoscaling_group: Option<String>,
     /// Command line of the command handler; `None` when a Rust handler is used.
     pub handler_command: Option<String>,
+    /// How messages reach the handler; ignored by a Rust handler.
+    pub handler_mode: HandlerMode,
+    /// `http` mode: where messages are POSTed.
+    pub handler_url: String,
+    /// `http` mode: readiness path (2xx = ready); `None` = any HTTP answer at the URL.
+    pub handler_ready_path: Option<String>,
+    /// `http` mode: longest wait for the handler to become ready (at start and after a restart).
+    pub handler_ready_timeout: Duration,
+    pub log_format: LogFormat,
     pub concurrency: usize,
     pub prefetch: usize,
     pub empty_receives: u32,
@@ -128,6 +211,11 @@ impl Config {
             cluster: None,
             autoscaling_group: None,
             handler_command: None,
+            handler_mode: HandlerMode::Command,
+            handler_url: DEFAULT_HANDLER_URL.to_owned(),
+            handler_ready_path: None,
+            handler_ready_timeout: secs(DEFAULT_HANDLER_READY_TIMEOUT_SECONDS),
+            log_format: LogFormat::Text,
             concurrency: 1,
             prefetch: 0,
             empty_receives: 2,
@@ -163,6 +251,32 @@ impl Config {
         config.handler_command = get(HANDLER);
         config.instance_id = get(INSTANCE_ID);
         config.ecs_metadata_uri = get(ECS_METADATA_URI_V4);
+        if let Some(v) = get(HANDLER_MODE) {
+            config.handler_mode = v.parse().map_err(|()| ConfigError::Invalid {
+                name: HANDLER_MODE,
+                value: v.clone(),
+                expected: "one of command, http, stdio",
+            })?;
+        }
+        if let Some(v) = get(HANDLER_URL) {
+            config.handler_url = v;
+        }
+        config.handler_ready_path = get(HANDLER_READY_PATH);
+        if let Some(v) = get(HANDLER_READY_TIMEOUT) {
+            config.handler_ready_timeout = secs(parse_in(
+                HANDLER_READY_TIMEOUT,
+                &v,
+                1,
+                86_400,
+                "whole seconds from 1 to 86400",
+            )?);
+        }
+        config.log_format =
+            LogFormat::from_lookup(|name| get(name)).ok_or_else(|| ConfigError::Invalid {
+                name: LOG_FORMAT,
+                value: get(LOG_FORMAT).unwrap_or_default(),
+                expected: "text or json",
+            })?;
 
         if let Some(v) = get(CONCURRENCY) {
             config.concurrency =
@@ -244,6 +358,29 @@ impl Config {
 
     /// Cross-field rules, also worth running on a [`Config`] built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.handler_mode == HandlerMode::Http {
+            let url_ok = reqwest::Url::parse(&self.handler_url)
+                .is_ok_and(|u| u.scheme() == "http" && u.host().is_some());
+            if !url_ok {
+                return Err(ConfigError::Invalid {
+                    name: HANDLER_URL,
+                    value: self.handler_url.clone(),
+                    expected: "an http:// URL with a host, such as http://127.0.0.1:8080/",
+                });
+            }
+            if let Some(path) = &self.handler_ready_path
+                && !path.starts_with('/')
+            {
+                return Err(ConfigError::Invalid {
+                    name: HANDLER_READY_PATH,
+                    value: path.clone(),
+                    expected: "a path starting with /",
+                });
+            }
+        }
+        if self.handler_mode == HandlerMode::Stdio && self.handler_command.is_none() {
+            return Err(ConfigError::Missing(HANDLER));
+        }
         if self.termination == TerminationMode::Group && self.autoscaling_group.is_none() {
             return Err(ConfigError::Missing(AUTOSCALING_GROUP));
         }
@@ -369,6 +506,54 @@ mod tests {
             c.ecs_metadata_uri.as_deref(),
             Some("http://169.254.170.2/v4/abc")
         );
+    }
+
+    #[test]
+    fn handler_modes() {
+        let c = parse(&[(QUEUE_URL, "q")]).unwrap();
+        assert_eq!(c.handler_mode, HandlerMode::Command);
+        assert_eq!(c.handler_url, "http://127.0.0.1:8080/");
+        assert_eq!(c.handler_ready_path, None);
+        assert_eq!(c.handler_ready_timeout, Duration::from_secs(300));
+        assert_eq!(c.log_format, LogFormat::Text);
+
+        let c = parse(&[
+            (QUEUE_URL, "q"),
+            (HANDLER_MODE, "http"),
+            (HANDLER_URL, "http://localhost:9000/jobs"),
+            (HANDLER_READY_PATH, "/healthz"),
+            (HANDLER_READY_TIMEOUT, "20"),
+            (LOG_FORMAT, "json"),
+        ])
+        .unwrap();
+        assert_eq!(c.handler_mode, HandlerMode::Http);
+        assert_eq!(c.handler_url, "http://localhost:9000/jobs");
+        assert_eq!(c.handler_ready_path.as_deref(), Some("/healthz"));
+        assert_eq!(c.handler_ready_timeout, Duration::from_secs(20));
+        assert_eq!(c.log_format, LogFormat::Json);
+
+        // stdio needs the command it keeps running; http does not (the server may be started
+        // by something else in the container).
+        assert_eq!(
+            parse(&[(QUEUE_URL, "q"), (HANDLER_MODE, "stdio")]).unwrap_err(),
+            ConfigError::Missing(HANDLER)
+        );
+        assert!(parse(&[(QUEUE_URL, "q"), (HANDLER_MODE, "stdio"), (HANDLER, "cat")]).is_ok());
+        for (name, value) in [
+            (HANDLER_MODE, "grpc"),
+            (HANDLER_URL, "https://127.0.0.1/"),
+            (HANDLER_URL, "not a url"),
+            (HANDLER_READY_PATH, "healthz"),
+            (HANDLER_READY_TIMEOUT, "0"),
+            (LOG_FORMAT, "yaml"),
+        ] {
+            let err =
+                parse(&[(QUEUE_URL, "q"), (HANDLER_MODE, "http"), (name, value)]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{name}={value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,13 +1,28 @@
-//! The handler contract: what a handler is given ([`Message`]), what it answers, and the two
-//! ways to write one — a Rust async closure ([`from_fn`]) or a command in any language
-//! ([`CommandHandler`]).
+//! The handler contract: what a handler is given ([`Message`]), what it answers, and the ways
+//! to write one — a Rust async closure ([`from_fn`]), or a program in any language reached in
+//! one of three modes (`WORKER_HANDLER_MODE`): a command run per message ([`CommandHandler`]),
+//! a long-lived HTTP server messages are POSTed to ([`HttpHandler`]), or a long-lived process
+//! exchanging JSON lines on stdin/stdout ([`StdioHandler`]). [`Logged`] wraps any of them with
+//! one log line per message.
 
 mod command;
+mod http;
+mod logged;
+mod process;
+mod stdio;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use command::CommandHandler;
+pub(crate) use http::iso8601;
+pub use http::{
+    ATTRIBUTE_HEADER_PREFIX, DEADLINE_HEADER, FIRST_RECEIVED_HEADER, HttpHandler, MSGID_HEADER,
+    QUEUE_HEADER, RECEIVE_COUNT_HEADER,
+};
+pub use logged::Logged;
+pub use process::STOP_GRACE;
+pub use stdio::StdioHandler;
 
 /// Boxed error a handler returns to say the message failed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
