@@ -46,7 +46,6 @@ aws-smoke:
 
 crd:
 	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml
-	cp crds/ecsselfterminatingworkers.ecsworker.dev.yaml charts/ecs-worker-operator/files/
 
 clean:
 	$(CARGO) clean

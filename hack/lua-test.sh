@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Checks the Argo CD health check (deploy/argocd/health.lua) against every status sample in
-# deploy/argocd/samples/ with Debian's Lua 5.1, the Lua version Argo CD embeds. Installs the
-# interpreter (package lua5.1) on first use.
+# Runs the Argo CD resource customization tests of EcsSelfTerminatingWorker with Debian's Lua 5.1,
+# the Lua version Argo CD embeds, in Argo CD's own test format:
+#   deploy/argocd/resource_customizations/ecsworker.dev/EcsSelfTerminatingWorker/
+#     health_test.yaml          health.lua against testdata/
+#     actions/action_test.yaml  actions/discovery.lua and actions/<name>/action.lua
+# (runner: deploy/argocd/lua_test.lua). Installs the interpreter (package lua5.1) on first use.
+#
+#   hack/lua-test.sh                  run the tests
+#   hack/lua-test.sh --json FILE...   print YAML files as read by the runner, as JSON
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -16,10 +22,8 @@ if ! command -v lua5.1 >/dev/null; then
   apt-get install -y -qq --no-install-recommends lua5.1 >&2
 fi
 
-shopt -s nullglob
-samples=("$root"/deploy/argocd/samples/*.yaml)
-if [[ ${#samples[@]} -eq 0 ]]; then
-  echo "no samples in deploy/argocd/samples" >&2
-  exit 1
+if [[ "${1:-}" == "--json" ]]; then
+  exec lua5.1 "$root/deploy/argocd/lua_test.lua" "$@"
 fi
-exec lua5.1 "$root/deploy/argocd/test_health.lua" "$root/deploy/argocd/health.lua" "${samples[@]}"
+exec lua5.1 "$root/deploy/argocd/lua_test.lua" \
+  "$root/deploy/argocd/resource_customizations/ecsworker.dev/EcsSelfTerminatingWorker"

@@ -1,6 +1,5 @@
 //! The install side: `deploy/` on the real API server, the operator running as the
-//! ServiceAccount it creates, the Argo CD health check, the IAM policy and the Deployment's
-//! command line.
+//! ServiceAccount it creates, the IAM policy and the Deployment's command line (Argo CD: argocd.rs).
 //!
 //! - `deploy/` applies with strict server-side validation and shows no drift afterwards; its pod
 //!   template passes Pod Security "restricted" (a server-side dry-run Pod: this control plane
@@ -9,8 +8,6 @@
 //!   from the TokenRequest API), wins the leader Lease, provisions a worker whose keys are in a
 //!   Secret to Ready=True against moto, records Events and deletes everything again: the RBAC
 //!   is sufficient. Verbs the ClusterRole does not grant are refused with 403.
-//! - `hack/lua-test.sh` passes (Argo CD health Lua against every sample), the ConfigMap patch
-//!   embeds the same Lua, and every sample is a valid worker.
 //! - `deploy/aws/operator-policy.json` allows every AWS call in `src/aws/` and nothing else.
 
 use crate::common;
@@ -29,7 +26,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
-use serde::Deserialize as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -313,26 +309,9 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
     );
     check_deployment(&admin).await?;
 
-    // Every Argo CD status sample is a worker the API server accepts.
     let t = TestNamespace::new("deploy").await?;
     let ns = t.name.clone();
     let workers: Api<EcsSelfTerminatingWorker> = Api::namespaced(admin.clone(), &ns);
-    for (path, _) in samples()? {
-        let mut sample: EcsSelfTerminatingWorker =
-            serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-        sample.metadata.namespace = Some(ns.clone());
-        sample.metadata.generation = None;
-        workers
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                &sample,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    }
 
     // The operator, authenticated as the ServiceAccount, leading through the Lease.
     let dir = tempfile::tempdir()?;
@@ -589,102 +568,6 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
         .and_then(|s| s.holder_identity);
     assert_eq!(holder, None, "the Lease was not released");
     moto.assert_no_violations().await?;
-    Ok(())
-}
-
-/// Samples and the health status each must get.
-fn samples() -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(repo().join("deploy/argocd/samples"))? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)?;
-        let expected = text
-            .lines()
-            .find_map(|l| l.strip_prefix("# expected:"))
-            .map(|s| s.trim().to_string())
-            .ok_or_else(|| anyhow::anyhow!("{}: no `# expected:` line", path.display()))?;
-        out.push((path, expected));
-    }
-    out.sort();
-    Ok(out)
-}
-
-#[test]
-fn argo_cd_health_check_returns_the_expected_status_for_every_sample() -> anyhow::Result<()> {
-    let out = std::process::Command::new(repo().join("hack/lua-test.sh")).output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "hack/lua-test.sh failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let samples = samples()?;
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.trim() == format!("{} passed, 0 failed", samples.len())),
-        "{stdout}"
-    );
-    // Every status Argo CD can show for a worker has a sample.
-    let covered: BTreeSet<&str> = samples.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(
-        covered,
-        BTreeSet::from(["Degraded", "Healthy", "Progressing", "Suspended"])
-    );
-    Ok(())
-}
-
-#[test]
-fn argo_cd_files_are_in_sync_and_samples_are_valid_workers() -> anyhow::Result<()> {
-    let lua = read("deploy/argocd/health.lua")?;
-    let patch: serde_yaml::Value =
-        serde_yaml::from_str(&read("deploy/argocd/argocd-cm-patch.yaml")?)?;
-    let embedded =
-        patch["data"]["resource.customizations.health.ecsworker.dev_EcsSelfTerminatingWorker"]
-            .as_str()
-            .unwrap_or_default();
-    assert!(
-        embedded == lua,
-        "deploy/argocd/argocd-cm-patch.yaml does not embed deploy/argocd/health.lua verbatim"
-    );
-    assert_eq!(patch["metadata"]["name"].as_str(), Some("argocd-cm"));
-
-    for (path, expected) in samples()? {
-        let w: EcsSelfTerminatingWorker = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        assert!(
-            ["Healthy", "Progressing", "Degraded", "Suspended"].contains(&expected.as_str()),
-            "{}: {expected}",
-            path.display()
-        );
-        assert_eq!(
-            w.spec.suspend,
-            expected == "Suspended",
-            "{}",
-            path.display()
-        );
-    }
-
-    // The Application installs what exists in this repository.
-    let text = read("deploy/argocd/application.yaml")?;
-    let apps: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(serde_yaml::Value::deserialize)
-        .collect::<Result<_, _>>()?;
-    let paths: Vec<&str> = apps[0]["spec"]["sources"]
-        .as_sequence()
-        .map(|s| s.iter().filter_map(|s| s["path"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(paths, ["crds", "deploy"]);
-    for p in paths {
-        assert!(repo().join(p).is_dir(), "{p}");
-    }
-    assert_eq!(
-        apps[0]["spec"]["destination"]["namespace"].as_str(),
-        Some(NAMESPACE)
-    );
     Ok(())
 }
 

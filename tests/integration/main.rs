@@ -6,6 +6,7 @@
 
 mod common;
 
+mod argocd;
 mod aws_rules;
 mod bad_manifests;
 mod chaos;
