@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo tools build lint crd bench clean aws-smoke
+.PHONY: test demo tools build lint crd argocd bench clean aws-smoke
 
 tools:
 	@hack/k8s-tools.sh >/dev/null
@@ -46,6 +46,11 @@ aws-smoke:
 
 crd:
 	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml
+	cp crds/ecsselfterminatingworkers.ecsworker.dev.yaml charts/ecs-worker-operator/files/
+
+# deploy/argocd/argocd-cm-patch.yaml from the Argo CD customizations (a test fails when stale).
+argocd:
+	@hack/argocd-cm.sh
 
 clean:
 	$(CARGO) clean
