@@ -25,7 +25,6 @@ use ecs_worker_operator::api::{
 };
 use ecs_worker_operator::plan::cycle::{Input, decide};
 use ecs_worker_operator::schedule::Schedule;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// A control loop acting on the simulated account.
 pub trait Control {
@@ -125,11 +124,7 @@ impl Control for Operator {
         }
         let status = &mut self.status;
         status.queue = Some(observed.queue);
-        status.phase = Some(decision.phase);
-        status.current_run = decision.current_run;
-        status.last_run = decision.last_run;
-        status.next_run_time = decision.next_run_time.map(Time);
-        status.last_trigger = decision.last_trigger;
+        decision.write_to(status);
         let requeue = decision.requeue_after.as_millis().div_ceil(1000);
         self.next_reconcile = now + i64::try_from(requeue)?.max(1);
         Ok(())

@@ -1,5 +1,5 @@
-//! Condition types and reasons (stable API: users and tools match on them), and the one helper
-//! that updates a condition list the Kubernetes way.
+//! Condition types and reasons (stable API: users and tools match on them), the one helper
+//! that updates a condition list the Kubernetes way, and the kstatus pair derived from `Ready`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -9,6 +9,11 @@ pub const READY: &str = "Ready";
 pub const PROVISIONED: &str = "Provisioned";
 /// Something needs attention (invalid spec, AWS error, a run that timed out).
 pub const DEGRADED: &str = "Degraded";
+/// kstatus: the controller is still acting on the spec (provisioning, retrying, deleting).
+/// <https://github.com/kubernetes-sigs/cli-utils/blob/master/pkg/kstatus/README.md>
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: the controller cannot make progress until a person acts.
+pub const STALLED: &str = "Stalled";
 
 /// Condition reasons.
 pub mod reason {
@@ -31,6 +36,17 @@ pub mod reason {
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const DELETING: &str = "Deleting";
     pub const QUEUE_RETAINED: &str = "QueueRetained";
+
+    /// Reasons no retry can clear: the spec, a Secret or AWS permissions must change.
+    pub const TERMINAL: [&str; 7] = [
+        INVALID_SPEC,
+        SECRET_NOT_FOUND,
+        SECRET_INVALID,
+        ACCESS_DENIED,
+        INVALID_PARAMETER,
+        NO_NETWORK,
+        NAME_CONFLICT,
+    ];
 }
 
 /// Event reasons for run-cycle transitions.
@@ -89,6 +105,43 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// Sets `Reconciling` and `Stalled` from `Ready`, the way kstatus reads them: `Stalled` when
+/// `Ready` is false for a terminal reason, `Reconciling` when it is false for any other reason
+/// (or absent), both false once `Ready` is true.
+pub fn summarize(conditions: &mut Vec<Condition>, generation: Option<i64>, now: Time) {
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()));
+    let (reconciling, stalled) = match ready {
+        Some((true, ..)) => (None, None),
+        Some((false, r, m)) if reason::TERMINAL.contains(&r.as_str()) => (None, Some((r, m))),
+        Some((false, r, m)) => (Some((r, m)), None),
+        None => (
+            Some((
+                reason::PROVISIONING.to_string(),
+                "not reconciled yet".to_string(),
+            )),
+            None,
+        ),
+    };
+    for (type_, value) in [(RECONCILING, reconciling), (STALLED, stalled)] {
+        let (status, reason, message) = match value {
+            Some((r, m)) => (true, r, m),
+            None => (false, reason::AS_EXPECTED.to_string(), String::new()),
+        };
+        set(
+            conditions,
+            type_,
+            status,
+            &reason,
+            message,
+            generation,
+            now.clone(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +161,52 @@ mod tests {
         set(&mut c, READY, false, "C", "m3", Some(2), t(30));
         assert_eq!(c[0].last_transition_time, t(30));
         assert!(!is_true(&c, READY));
+    }
+
+    #[test]
+    fn summarize_derives_the_kstatus_pair_from_ready() {
+        let mut c = Vec::new();
+        summarize(&mut c, Some(1), t(1));
+        assert!(is_true(&c, RECONCILING) && !is_true(&c, STALLED));
+
+        set(
+            &mut c,
+            READY,
+            false,
+            reason::PROPAGATING,
+            "wait",
+            Some(1),
+            t(2),
+        );
+        summarize(&mut c, Some(1), t(2));
+        assert!(is_true(&c, RECONCILING) && !is_true(&c, STALLED));
+
+        for terminal in reason::TERMINAL {
+            set(&mut c, READY, false, terminal, "fix it", Some(2), t(3));
+            summarize(&mut c, Some(2), t(3));
+            assert!(!is_true(&c, RECONCILING), "{terminal}");
+            let stalled = c.iter().find(|c| c.type_ == STALLED).expect("stalled");
+            assert_eq!(
+                (
+                    stalled.status.as_str(),
+                    stalled.reason.as_str(),
+                    stalled.message.as_str()
+                ),
+                ("True", terminal, "fix it")
+            );
+        }
+
+        set(
+            &mut c,
+            READY,
+            true,
+            reason::PROVISIONED,
+            "ok",
+            Some(2),
+            t(4),
+        );
+        summarize(&mut c, Some(2), t(4));
+        assert!(!is_true(&c, RECONCILING) && !is_true(&c, STALLED));
+        assert_eq!(c.len(), 3, "one entry per type: {c:?}");
     }
 }

@@ -41,6 +41,7 @@ pub const GROUP: &str = "ecsworker.dev";
     shortname = "ecsworkers",
     shortname = "estw",
     category = "ecsworker",
+    doc = "A queue-driven batch worker on AWS ECS-on-EC2 that costs nothing while its SQS queue is empty. The operator creates the queue (and a dead-letter queue), an ECS cluster, a task definition, a launch template, an Auto Scaling group kept at zero, IAM roles and a log group; on each tick of the schedule, when the queue holds work, it scales the group up, runs the worker task, and brings capacity back to zero once the worker has drained the queue. See `kubectl explain ecsworker.spec` for the fields and `status.conditions` (Ready, Reconciling, Stalled, Degraded) for progress.",
     // Argo CD never prunes or deletes the CRD (removing it would delete every worker, whose
     // finalizers would then delete their AWS resources); the Helm chart adds
     // `helm.sh/resource-policy: keep` for the same reason.
@@ -68,6 +69,18 @@ pub const GROUP: &str = "ecsworker.dev";
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
     )
 )]
 #[x_kube(validation = Rule::new("has(self.cronRate) != has(self.schedule)").message("set exactly one of spec.cronRate (e.g. 7_HOURS) or spec.schedule (a 5-field cron expression)"))]
@@ -517,8 +530,11 @@ pub struct EcsSelfTerminatingWorkerStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Provisioned`, `Degraded` (Kubernetes condition convention).
+    /// `Ready`, `Provisioned`, `Degraded`, and the kstatus pair `Reconciling` (the controller
+    /// is still acting on the spec: provisioning, retrying, deleting) and `Stalled` (it cannot
+    /// go on until someone changes the spec, a Secret or AWS permissions). One entry per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Provisioning / Idle / ScalingUp / Running / ScalingDown / Suspended / Failed / Deleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,6 +560,14 @@ pub struct EcsSelfTerminatingWorkerStatus {
     /// Value of the `ecsworker.dev/run-now` annotation last handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trigger: Option<String>,
+    /// Finished runs in a row that did not succeed (0 after a successful run); health checks
+    /// report the worker degraded from a threshold on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failed_runs: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Coarse state of a worker, for humans and printer columns.

@@ -183,6 +183,8 @@ impl<'a> Pass<'a> {
     /// object's resource version afterwards.
     async fn save(&mut self) -> Result<Option<String>> {
         self.status.observed_generation = self.generation();
+        let generation = self.generation();
+        conditions::summarize(&mut self.status.conditions, generation, self.now.clone());
         if self.worker.status.as_ref() == Some(&self.status) {
             return Ok(self.worker.resource_version());
         }
@@ -271,6 +273,17 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     if !provisioned || ctx.ensure_due(&oref, generation) {
         if !provisioned {
             pass.status.phase = Some(Phase::Provisioning);
+        }
+        if worker.status.is_none() {
+            // A new object says it is being worked on before the first, slow provisioning
+            // pass: without any status, kstatus-based tools would count it Current.
+            pass.condition(
+                conditions::READY,
+                false,
+                reason::PROVISIONING,
+                "creating the AWS resources",
+            );
+            pass.save().await?;
         }
         let owner = ctx.owner(&ns, &name);
         let provisioner = Provisioner::new(&aws, &names, spec, &owner);
@@ -387,11 +400,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         })
         .set(observed.queue.visible);
     pass.status.queue = Some(observed.queue);
-    pass.status.phase = Some(decision.phase);
-    pass.status.current_run = decision.current_run.clone();
-    pass.status.last_run = decision.last_run.clone();
-    pass.status.next_run_time = decision.next_run_time.map(Time);
-    pass.status.last_trigger = decision.last_trigger.clone();
+    decision.write_to(&mut pass.status);
     match &decision.degraded {
         Some(update) => pass.condition(
             conditions::DEGRADED,

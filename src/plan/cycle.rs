@@ -312,10 +312,26 @@ pub struct Decision {
     pub next_run_time: Option<Timestamp>,
     /// `status.lastTrigger`.
     pub last_trigger: Option<String>,
+    /// `status.consecutiveFailedRuns`: counted up by a run that ends without success, reset by
+    /// one that succeeds.
+    pub consecutive_failed_runs: i32,
     /// The `Degraded` condition, set when a run ends; unchanged when `None`.
     pub degraded: Option<ConditionUpdate>,
     /// When to reconcile again.
     pub requeue_after: Duration,
+}
+
+impl Decision {
+    /// Copies the decision's part of the status: the one place the controller, the cycle's
+    /// tests and the cost simulator record a decision.
+    pub fn write_to(&self, status: &mut EcsSelfTerminatingWorkerStatus) {
+        status.phase = Some(self.phase);
+        status.current_run = self.current_run.clone();
+        status.last_run = self.last_run.clone();
+        status.next_run_time = self.next_run_time.map(Time);
+        status.last_trigger = self.last_trigger.clone();
+        status.consecutive_failed_runs = self.consecutive_failed_runs;
+    }
 }
 
 /// Decides the next step of the run cycle.
@@ -539,6 +555,7 @@ impl<'a> Cycle<'a> {
                 last_trigger: trigger
                     .map(str::to_string)
                     .or_else(|| status.last_trigger.clone()),
+                consecutive_failed_runs: status.consecutive_failed_runs,
                 degraded: None,
                 requeue_after: FAST_REQUEUE,
             },
@@ -1002,6 +1019,10 @@ impl<'a> Cycle<'a> {
     /// Records the run and brings capacity back to zero when nothing runs any more.
     fn end_run(&mut self, record: RunRecord, condition: ConditionUpdate) {
         let id = record.id.clone();
+        self.out.consecutive_failed_runs = match record.outcome {
+            RunOutcome::Succeeded => 0,
+            _ => self.input.status.consecutive_failed_runs.saturating_add(1),
+        };
         self.out.current_run = None;
         self.out.last_run = Some(record);
         self.out.degraded = Some(condition);
@@ -1932,6 +1953,27 @@ mod tests {
     }
 
     #[test]
+    fn failed_runs_in_a_row_are_counted_and_a_success_resets_the_count() {
+        let id = format!("run-{}", NOW - 100);
+        let ended = |exit: i32, before: i32| {
+            case()
+                .status(|s| s.consecutive_failed_runs = before)
+                .with_run(started(run(NOW - 100, 1), NOW - 90))
+                .stopped(&id, "i-1", Some(exit))
+                .decide()
+        };
+        assert_eq!(ended(3, 0).consecutive_failed_runs, 1);
+        assert_eq!(ended(3, 2).consecutive_failed_runs, 3);
+        assert_eq!(ended(0, 2).consecutive_failed_runs, 0);
+        // No run ended: the count is carried over.
+        let idle = case().status(|s| s.consecutive_failed_runs = 2).decide();
+        assert_eq!(idle.consecutive_failed_runs, 2);
+        let mut status = Status::default();
+        ended(3, 4).write_to(&mut status);
+        assert_eq!(status.consecutive_failed_runs, 5);
+    }
+
+    #[test]
     fn a_start_never_recorded_fails_after_twice_the_join_timeout() {
         let id = format!("run-{}", NOW - 600);
         let base = case().with_run(run(NOW - 600, 1)).desired(1).joined("i-1");
@@ -2605,14 +2647,6 @@ mod tests {
         }
     }
 
-    fn write_status(status: &mut Status, d: &Decision) {
-        status.phase = Some(d.phase);
-        status.current_run = d.current_run.clone();
-        status.last_run = d.last_run.clone();
-        status.next_run_time = d.next_run_time.map(Time);
-        status.last_trigger = d.last_trigger.clone();
-    }
-
     /// Runs the cycle until it is idle again, crashing the operator once at `crash`.
     fn simulate(
         world: &mut World,
@@ -2645,7 +2679,7 @@ mod tests {
                     .iter()
                     .any(|a| matches!(a, Action::RunTasks { .. }));
             if crashed.map(|(_, c)| c) != Some(Crash::Behind) && !run_task_failed {
-                write_status(&mut status, &d);
+                d.write_to(&mut status);
             }
             let settled =
                 d.phase == Phase::Idle && status.last_run.is_some() && d.actions.is_empty();

@@ -945,6 +945,11 @@ async fn bad_manifests_are_refused_or_terminal_without_aws_calls() -> anyhow::Re
         "only the accepted manifests are stored: {:?}",
         workers.keys().collect::<Vec<_>>()
     );
+    // kstatus-based tools (Flux, kpt) see each of them as Failed, not Current.
+    let objects: Vec<&EcsSelfTerminatingWorker> = workers.values().collect();
+    for (w, v) in objects.iter().zip(testbed::kstatus::compute(&objects)?) {
+        assert_eq!(v.status, "Failed", "{:?}: {v:?}", w.metadata.name);
+    }
 
     // Each has a Warning Event with the condition's reason and a note naming the field.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client.clone(), &h.ns);

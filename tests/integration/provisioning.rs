@@ -157,6 +157,7 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/worker.yaml"))?;
     h.apply_yaml(&example).await?;
     let w = h.wait_ready("video-encoder").await?;
+    crate::kstatus::assert_kstatus(&h.api, "video-encoder", "Current").await?;
 
     // Every resource exists in moto, tagged with its owner, and its id is in status.
     assert_eq!(find(&h, &h.ns, "video-encoder").await?, everything());

@@ -24,6 +24,7 @@ pub mod agent;
 pub mod control_plane;
 pub mod crd;
 pub mod iam;
+pub mod kstatus;
 pub mod moto;
 pub mod operator;
 pub mod process;
