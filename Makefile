@@ -46,7 +46,6 @@ aws-smoke:
 
 crd:
 	$(CARGO) run -q -- crd > crds/ecsselfterminatingworkers.ecsworker.dev.yaml
-	cp crds/ecsselfterminatingworkers.ecsworker.dev.yaml charts/ecs-worker-operator/files/
 
 # deploy/argocd/argocd-cm-patch.yaml from the Argo CD customizations (a test fails when stale).
 argocd:

@@ -15,6 +15,7 @@ mod crd;
 mod cycle;
 mod deploy;
 mod helm;
+mod helm;
 mod isolation;
 mod kstatus;
 mod monitoring;
