@@ -12,6 +12,7 @@ CARGO ?= cargo
 tools:
 	@hack/k8s-tools.sh >/dev/null
 	@hack/moto-venv.sh >/dev/null
+	@hack/promtool.sh >/dev/null
 	@hack/helm.sh >/dev/null
 	@hack/actionlint.sh --path >/dev/null
 	@hack/prometheus-operator-crds.sh >/dev/null

@@ -53,11 +53,33 @@ pub async fn observe(
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
     };
-    let queue = QueueDepth {
+    let mut queue = QueueDepth {
         visible: count(QueueAttributeName::ApproximateNumberOfMessages),
         in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         dead_letter: None,
     };
+    if let Some(dlq_url) = status.resources.dead_letter_queue_url.as_deref() {
+        let last = status.queue.as_ref().and_then(|q| q.dead_letter);
+        queue.dead_letter = if dead_letter_read_due(last, &queue, status) {
+            let attrs = aws
+                .sqs
+                .get_queue_attributes()
+                .queue_url(dlq_url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .aws("sqs", "GetQueueAttributes")?;
+            Some(
+                attrs
+                    .attributes()
+                    .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0),
+            )
+        } else {
+            last
+        };
+    }
 
     let cached = if scheduled && idle_view_suffices(spec, status, &queue) {
         aws.groups
@@ -172,6 +194,22 @@ pub async fn observe(
         }));
     }
     Ok(observed)
+}
+
+/// Whether this pass reads the dead-letter queue's depth. A message reaches the dead-letter
+/// queue only after being received from the main queue more than `maxReceiveCount` times
+/// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-dead-letter-queues.html>),
+/// so an idle worker whose dead-letter queue was last seen empty keeps its one read per tick;
+/// one that holds messages is read every pass, so a purge or redrive is seen at the next tick.
+pub fn dead_letter_read_due(
+    last: Option<i64>,
+    queue: &QueueDepth,
+    status: &EcsSelfTerminatingWorkerStatus,
+) -> bool {
+    last.is_none_or(|n| n > 0)
+        || queue.visible > 0
+        || queue.in_flight > 0
+        || status.current_run.is_some()
 }
 
 /// The worker's own group, read now.

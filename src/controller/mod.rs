@@ -238,6 +238,8 @@ pub async fn run(
     if let Err(e) = api.list(&ListParams::default().limit(1)).await {
         tracing::error!(error = %e, "cannot list EcsSelfTerminatingWorkers: is the CRD installed (crds/) and RBAC granted (deploy/)?");
     }
+    let metrics = ctx.metrics.clone();
+    metrics.set_leader(true);
     Controller::new(api, wc)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -248,6 +250,7 @@ pub async fn run(
             }
         })
         .await;
+    metrics.set_leader(false);
 }
 
 /// Requeue with per-object exponential backoff (5 s doubling to 5 min, with jitter), so one

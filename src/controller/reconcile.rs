@@ -8,11 +8,10 @@ use super::{Context, MANAGER, Wake, credentials};
 use crate::api::conditions::{self, event, reason};
 use crate::api::{
     DeletionPolicy, EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase,
-    RunOutcome, TRIGGER_ANNOTATION,
+    TRIGGER_ANNOTATION,
 };
 use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
 use crate::aws::{AwsClients, AwsError, ErrorKind};
-use crate::metrics::{OutcomeLabels, WorkerLabels};
 use crate::plan::cycle;
 use crate::plan::desired::Names;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -85,7 +84,13 @@ pub async fn reconcile(obj: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) ->
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(w) => apply(w, ctx.clone()).await,
-            Finalizer::Cleanup(w) => cleanup(w, ctx.clone()).await,
+            Finalizer::Cleanup(w) => {
+                let done = cleanup(w, ctx.clone()).await;
+                if done.is_ok() {
+                    ctx.metrics.forget_worker(&ns, &obj.name_any());
+                }
+                done
+            }
         }
     })
     .instrument(span)
@@ -185,6 +190,11 @@ impl<'a> Pass<'a> {
         self.status.observed_generation = self.generation();
         let generation = self.generation();
         conditions::summarize(&mut self.status.conditions, generation, self.now.clone());
+        self.ctx.metrics.observe_status(
+            &self.worker.namespace().unwrap_or_default(),
+            &self.worker.name_any(),
+            &self.status,
+        );
         if self.worker.status.as_ref() == Some(&self.status) {
             return Ok(self.worker.resource_version());
         }
@@ -391,14 +401,10 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     for ev in &decision.events {
         pass.event(ev.warning, ev.reason, ev.message.clone()).await;
     }
-    record_run_metrics(&ctx, &pass.status, &decision);
+    record_run_metrics(&ctx, &ns, &name, &pass.status, &decision);
+    let period = crate::metrics::schedule_period(&schedule, pass.now.0);
     ctx.metrics
-        .queue_depth
-        .get_or_create(&WorkerLabels {
-            namespace: ns.clone(),
-            name: name.clone(),
-        })
-        .set(observed.queue.visible);
+        .observe_cycle(&ns, &name, &observed.queue, period);
     pass.status.queue = Some(observed.queue);
     decision.write_to(&mut pass.status);
     match &decision.degraded {
@@ -474,6 +480,8 @@ async fn fail(mut pass: Pass<'_>, e: AwsError) -> Result<Action> {
 
 fn record_run_metrics(
     ctx: &Context,
+    namespace: &str,
+    name: &str,
     before: &EcsSelfTerminatingWorkerStatus,
     decision: &cycle::Decision,
 ) {
@@ -483,22 +491,9 @@ fn record_run_metrics(
     if before.last_run.as_ref().map(|r| &r.id) == Some(&run.id) {
         return;
     }
-    let outcome = match run.outcome {
-        RunOutcome::Succeeded => "succeeded",
-        RunOutcome::Failed => "failed",
-        RunOutcome::ScaleUpTimedOut => "scale_up_timed_out",
-    };
-    ctx.metrics
-        .runs
-        .get_or_create(&OutcomeLabels {
-            outcome: outcome.into(),
-        })
-        .inc();
     let seconds = (run.stopped_at.0.as_second() - run.scale_up_at.0.as_second()).max(0) as f64;
-    ctx.metrics.run_duration.observe(seconds);
     ctx.metrics
-        .instance_seconds
-        .inc_by(seconds * f64::from(run.instances.max(0)));
+        .record_run(namespace, name, run.outcome, seconds, run.instances);
 }
 
 /// The finalizer: removes everything the worker owns, then lets the object go.

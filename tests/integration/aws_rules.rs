@@ -21,8 +21,7 @@ use std::time::Duration;
 use testbed::agent::{Agent, Play, Player};
 
 fn calls(h: &Harness, operation: &str) -> u64 {
-    h.metrics
-        .aws_call_counts()
+    h.aws_call_counts()
         .iter()
         .filter(|(l, _)| l.operation == operation)
         .map(|(_, n)| n)

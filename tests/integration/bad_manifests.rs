@@ -989,9 +989,9 @@ async fn bad_manifests_are_refused_or_terminal_without_aws_calls() -> anyhow::Re
     // The counter moves when a reconcile starts: let the last ones finish.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        h.metrics.aws_call_counts().is_empty(),
+        h.aws_call_counts().is_empty(),
         "AWS calls for invalid workers: {:?}",
-        h.metrics.aws_call_counts()
+        h.aws_call_counts()
     );
 
     // No Secret value anywhere it must not be.
@@ -1049,9 +1049,9 @@ async fn bad_manifests_are_refused_or_terminal_without_aws_calls() -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        h.metrics.aws_call_counts().is_empty(),
+        h.aws_call_counts().is_empty(),
         "AWS calls while deleting invalid workers: {:?}",
-        h.metrics.aws_call_counts()
+        h.aws_call_counts()
     );
 
     let refused = admission.len();

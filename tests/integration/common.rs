@@ -11,9 +11,10 @@
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
 use ecs_worker_operator::aws::ClientFactory;
 use ecs_worker_operator::controller::{self, Config, Context};
-use ecs_worker_operator::metrics::Metrics;
+use ecs_worker_operator::metrics::{CallLabels, Metrics, is_write};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, CustomResourceExt};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use testbed::{Moto, TestNamespace};
@@ -205,6 +206,54 @@ impl Harness {
             .await?;
         Ok(())
     }
+}
+
+impl Harness {
+    /// The controller's AWS call attempts so far, by service/operation/outcome, read from the
+    /// metrics it exports (`ecs_worker_operator_aws_calls_total`).
+    pub fn aws_call_counts(&self) -> BTreeMap<CallLabels, u64> {
+        aws_call_counts(&self.metrics.encode())
+    }
+
+    /// Total (reads, writes) AWS call attempts so far.
+    pub fn aws_reads_writes(&self) -> (u64, u64) {
+        self.aws_call_counts()
+            .iter()
+            .fold((0, 0), |(r, w), (l, n)| {
+                if is_write(&l.operation) {
+                    (r, w + n)
+                } else {
+                    (r + n, w)
+                }
+            })
+    }
+}
+
+/// The `ecs_worker_operator_aws_calls_total` samples of a text exposition.
+pub fn aws_call_counts(exposition: &str) -> BTreeMap<CallLabels, u64> {
+    let mut counts = BTreeMap::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("ecs_worker_operator_aws_calls_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .split("\",")
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let labels = CallLabels {
+            service: label("service"),
+            operation: label("operation"),
+            outcome: label("outcome"),
+        };
+        *counts.entry(labels).or_default() += value.trim().parse::<u64>().unwrap_or(0);
+    }
+    counts
 }
 
 impl Harness {

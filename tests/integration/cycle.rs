@@ -46,8 +46,7 @@ async fn stopped_tasks(h: &Harness, names: &Names) -> anyhow::Result<usize> {
 }
 
 fn run_calls(h: &Harness) -> u64 {
-    h.metrics
-        .aws_call_counts()
+    h.aws_call_counts()
         .iter()
         .filter(|(l, _)| l.operation == "RunTask")
         .map(|(_, n)| n)
@@ -148,7 +147,10 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     }
     let metrics = h.metrics.encode();
     assert!(
-        metrics.contains("ecs_worker_operator_runs_total{outcome=\"succeeded\"} 1"),
+        metrics.contains(&format!(
+            "ecs_worker_operator_runs_total{{namespace=\"{}\",name=\"full\",outcome=\"succeeded\"}} 1",
+            h.ns
+        )),
         "{metrics}"
     );
     player.stop().await;
@@ -281,7 +283,7 @@ async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<
     // Let provisioning settle, then watch several ticks pass, counted from the tick that was
     // next when the count began.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (reads0, writes0) = h.metrics.aws_reads_writes();
+    let (reads0, writes0) = h.aws_reads_writes();
     let first_tick = h
         .api
         .get("idle")
@@ -297,12 +299,12 @@ async fn empty_queue_ticks_make_no_writes_and_start_nothing() -> anyhow::Result<
                 .is_some_and(|t| t.0.as_second() >= first_tick.0.as_second() + 6)
         })
         .await?;
-    let (reads1, writes1) = h.metrics.aws_reads_writes();
+    let (reads1, writes1) = h.aws_reads_writes();
     assert_eq!(
         writes1,
         writes0,
         "idle ticks wrote to AWS: {:?}",
-        h.metrics.aws_call_counts()
+        h.aws_call_counts()
     );
     assert!(reads1 > reads0, "ticks read the queue");
     assert_eq!(group(&h, &Names::new(&h.ns, "idle")).await?, (0, 0));

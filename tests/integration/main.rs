@@ -15,7 +15,6 @@ mod crd;
 mod cycle;
 mod deploy;
 mod helm;
-mod helm;
 mod isolation;
 mod kstatus;
 mod monitoring;

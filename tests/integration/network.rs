@@ -407,9 +407,9 @@ async fn without_any_network_the_worker_says_which_field_to_set_and_writes_nothi
             && note.contains("spec.network.managedVpc")),
         "{events:?}"
     );
-    let (reads, writes) = h.metrics.aws_reads_writes();
+    let (reads, writes) = h.aws_reads_writes();
     assert!(reads > 0);
-    assert_eq!(writes, 0, "{:?}", h.metrics.aws_call_counts());
+    assert_eq!(writes, 0, "{:?}", h.aws_call_counts());
 
     // Asking for a managed network gets the worker going.
     let patch = serde_json::json!({"spec": {"network": {"managedVpc": {}}}});

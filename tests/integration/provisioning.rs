@@ -215,7 +215,7 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
 
     // A reconcile of the unchanged object (drift check included) makes reads only.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, writes_before) = h.metrics.aws_reads_writes();
+    let (_, writes_before) = h.aws_reads_writes();
     let reconciles_before = h.metrics.reconciles.get();
     h.poke("video-encoder").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -224,7 +224,7 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (reads_after, writes_after) = h.metrics.aws_reads_writes();
+    let (reads_after, writes_after) = h.aws_reads_writes();
     assert!(
         h.metrics.reconciles.get() > reconciles_before,
         "no reconcile happened"
@@ -233,7 +233,7 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
         writes_after,
         writes_before,
         "an unchanged object caused AWS writes: {:?}",
-        h.metrics.aws_call_counts()
+        h.aws_call_counts()
     );
     assert!(reads_after > 0);
 
