@@ -361,11 +361,38 @@ impl Default for ScalingSpec {
 /// Settings passed to the worker process (see worker/README.md).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(!has(self.handlerUrl) && !has(self.handlerReadyPath) && !has(self.handlerReadyTimeoutSeconds)) || (has(self.handlerMode) && self.handlerMode == 'http')").message("spec.worker.handlerUrl, handlerReadyPath and handlerReadyTimeoutSeconds apply to handlerMode: http only: set handlerMode to http or remove them"))]
 pub struct WorkerSettings {
-    /// Handler command line run per message (`WORKER_HANDLER`); the image's default when absent.
+    /// Handler command line (`WORKER_HANDLER`); the image's default when absent. In `command`
+    /// mode it runs once per message; in `stdio` mode it is started once and kept running; in
+    /// `http` mode, if set, it is the HTTP server the worker starts once and keeps running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub handler: Option<String>,
+    /// How the worker hands messages to the handler; see [`HandlerMode`] (its doc is the
+    /// field's description in the CRD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler_mode: Option<HandlerMode>,
+    /// `http` mode: URL each message is POSTed to (`WORKER_HANDLER_URL`); default
+    /// `http://127.0.0.1:8080/`. Plain HTTP inside the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^http://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/\S*)?$")
+    )]
+    pub handler_url: Option<String>,
+    /// `http` mode: path of the readiness probe (`WORKER_HANDLER_READY_PATH`), e.g. `/healthz`:
+    /// messages are sent once a GET of it answers 2xx. Without it, any HTTP answer at
+    /// `handlerUrl` counts as ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^/\S*$"))]
+    pub handler_ready_path: Option<String>,
+    /// `http` mode: seconds the handler may take to become ready, at start and after a restart
+    /// (`WORKER_HANDLER_READY_TIMEOUT_SECONDS`); default 300. A handler that never becomes
+    /// ready stops the worker with exit code 1, and its capacity is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub handler_ready_timeout_seconds: Option<i32>,
     /// Messages handled in parallel by one worker.
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 256))]
@@ -398,10 +425,48 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             handler: None,
+            handler_mode: None,
+            handler_url: None,
+            handler_ready_path: None,
+            handler_ready_timeout_seconds: None,
             concurrency: default_concurrency(),
             empty_receives: default_empty_receives(),
             adaptive_tail: true,
             termination: TerminationMode::default(),
+        }
+    }
+}
+
+/// How the worker hands messages to the handler (`WORKER_HANDLER_MODE`). `command` (default):
+/// `handler` runs once per message, body on stdin, exit status 0 = done. `http`: each message
+/// is POSTed to a long-lived HTTP server in the container at `handlerUrl`, with the Elastic
+/// Beanstalk worker daemon's headers (X-Aws-Sqsd-Msgid, X-Aws-Sqsd-Receive-Count,
+/// X-Aws-Sqsd-Attr-*, ...); a 2xx answer = done. The worker first waits until the server
+/// answers its readiness probe, and starts and supervises `handler` as that server when it is
+/// set. `stdio`: `handler` is started once; one JSON line per message goes to its stdin and one
+/// JSON answer line comes back on its stdout. The long-lived modes load a model or open a pool
+/// once instead of once per message.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerMode {
+    /// The handler command runs once per message.
+    #[default]
+    Command,
+    /// Each message is POSTed to a long-lived HTTP server.
+    Http,
+    /// The handler command runs once; JSON lines on its stdin and stdout.
+    Stdio,
+}
+
+impl HandlerMode {
+    /// The value of `WORKER_HANDLER_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerMode::Command => "command",
+            HandlerMode::Http => "http",
+            HandlerMode::Stdio => "stdio",
         }
     }
 }

@@ -341,12 +341,32 @@ pub fn task_definition(
             inputs.names.auto_scaling_group.clone(),
         ),
         ("WORKER_CONCURRENCY".to_string(), w.concurrency.to_string()),
+        // No WORKER_PREFETCH: the worker's default (`auto`) holds ahead only what its handlers
+        // start within a second at their measured pace, full receives of 10 for quick
+        // messages and none ahead for long ones (worker/README.md, "Prefetch"); a worker image
+        // older than that setting keeps running with this task definition.
         empty_receives,
         wait_seconds,
         ("WORKER_TERMINATION".to_string(), termination.to_string()),
     ];
     if let Some(handler) = &w.handler {
         environment.push(("WORKER_HANDLER".to_string(), handler.clone()));
+    }
+    // Only what the spec sets: an unchanged spec keeps its task definition.
+    if let Some(mode) = w.handler_mode {
+        environment.push(("WORKER_HANDLER_MODE".to_string(), mode.as_str().to_string()));
+    }
+    if let Some(url) = &w.handler_url {
+        environment.push(("WORKER_HANDLER_URL".to_string(), url.clone()));
+    }
+    if let Some(path) = &w.handler_ready_path {
+        environment.push(("WORKER_HANDLER_READY_PATH".to_string(), path.clone()));
+    }
+    if let Some(seconds) = w.handler_ready_timeout_seconds {
+        environment.push((
+            "WORKER_HANDLER_READY_TIMEOUT_SECONDS".to_string(),
+            seconds.to_string(),
+        ));
     }
     environment.extend(spec.env.iter().map(|e| (e.name.clone(), e.value.clone())));
     TaskDefinitionSpec {
@@ -566,6 +586,10 @@ mod tests {
         assert_eq!(env["WORKER_QUEUE_URL"], "http://q");
         assert_eq!(env["WORKER_CLUSTER"], names.cluster);
         assert_eq!(env["WORKER_HANDLER"], "python3 handler.py");
+        assert!(
+            !env.contains_key("WORKER_PREFETCH"),
+            "the worker's auto default"
+        );
         assert_eq!(env["MODEL"], "small");
         assert!(
             !env.contains_key("AWS_ACCESS_KEY_ID") && !env.contains_key("AWS_SECRET_ACCESS_KEY")
@@ -592,6 +616,51 @@ mod tests {
             },
         );
         assert_ne!(td.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn handler_mode_settings_reach_the_worker_environment() {
+        let names = Names::new("ns", "w");
+        let inputs = TaskInputs {
+            names: &names,
+            queue_url: "http://q",
+            task_role_arn: "arn:t",
+            execution_role_arn: "arn:e",
+        };
+        let td = task_definition(
+            &spec(serde_json::json!({"worker": {
+                "handler": "python3 /app/http_handler.py",
+                "handlerMode": "http",
+                "handlerUrl": "http://127.0.0.1:9000/jobs",
+                "handlerReadyPath": "/healthz",
+                "handlerReadyTimeoutSeconds": 600,
+            }})),
+            &inputs,
+        );
+        let env: BTreeMap<_, _> = td.environment.iter().cloned().collect();
+        assert_eq!(env["WORKER_HANDLER"], "python3 /app/http_handler.py");
+        assert_eq!(env["WORKER_HANDLER_MODE"], "http");
+        assert_eq!(env["WORKER_HANDLER_URL"], "http://127.0.0.1:9000/jobs");
+        assert_eq!(env["WORKER_HANDLER_READY_PATH"], "/healthz");
+        assert_eq!(env["WORKER_HANDLER_READY_TIMEOUT_SECONDS"], "600");
+
+        let td = task_definition(
+            &spec(serde_json::json!({"worker": {"handlerMode": "stdio"}})),
+            &inputs,
+        );
+        let env: BTreeMap<_, _> = td.environment.iter().cloned().collect();
+        assert_eq!(env["WORKER_HANDLER_MODE"], "stdio");
+
+        // Unset: the worker's defaults (command mode), and no new variable, so the task
+        // definitions of existing workers do not change.
+        let td = task_definition(&spec(serde_json::json!({})), &inputs);
+        assert!(
+            td.environment
+                .iter()
+                .all(|(k, _)| !k.starts_with("WORKER_HANDLER_")),
+            "{:?}",
+            td.environment
+        );
     }
 
     #[test]

@@ -661,6 +661,21 @@ fn admission_cases() -> Vec<Case> {
             json!({ "worker": { "termination": "Kill" } }),
             "spec.worker.termination",
         ),
+        refused(
+            "a-handler-mode-grpc",
+            json!({ "worker": { "handlerMode": "grpc" } }),
+            "spec.worker.handlerMode",
+        ),
+        refused(
+            "a-handler-url-without-http-mode",
+            json!({ "worker": { "handlerMode": "stdio", "handlerUrl": "http://127.0.0.1:9000/" } }),
+            "apply to handlerMode: http only",
+        ),
+        refused(
+            "a-handler-url-https",
+            json!({ "worker": { "handlerMode": "http", "handlerUrl": "https://example.com/" } }),
+            "spec.worker.handlerUrl",
+        ),
         // Bad credential references.
         refused(
             "a-secret-ref-empty-name",
