@@ -1,22 +1,41 @@
-//! Drain throughput against moto: the worker with a no-op handler next to a one-message-at-a-time
-//! loop like the original system's (short poll for 1 message, delete it, repeat until a receive
-//! comes back empty). Same moto server, same run, same number of messages.
+//! Drain throughput of the `ecs-worker` binary as the operator deploys it, next to a
+//! one-message-at-a-time loop like the original system's (short poll for 1 message, delete it,
+//! repeat until a receive comes back empty). Same moto server, same run, same number of
+//! messages, no-op handlers.
 //!
-//! moto answers in a few milliseconds, far faster than SQS over a network, and spends time
-//! proportional to the queue length on every message; so each comparison also runs through a
-//! small proxy that delays every request by a fixed latency, closer to what a worker sees in AWS.
+//! The worker's configuration is the container environment of the task definition the
+//! operator's desired-state code writes ([`ecs_worker_operator::plan::desired::task_definition`])
+//! for a default spec (only `worker.concurrency` set, and the handler mode where the spec has
+//! one). The bench replaces only what points at this machine: the queue URL (a fresh queue per
+//! run), the endpoint and dummy keys, `WORKER_TERMINATION=none` (there is no instance to
+//! terminate) and, in http mode, the handler URL (a free local port).
 //!
-//! `cargo bench -p ecs-worker --bench drain`
-//! (BENCH_MESSAGES: messages per run, default 300; BENCH_LATENCY_MS: comma-separated added
-//! latencies, default `0,10`). Prints figures; asserts nothing about speed.
+//! Every SQS call goes through the test bed's proxy ([`testbed::proxy`]), which adds a fixed
+//! latency to each request (0, 10 and 20 ms by default) and records every call: a run's time is
+//! from starting the worker process to the answer of its last DeleteMessageBatch (afterwards
+//! the worker only confirms the queue is empty with its configured long polls, which is
+//! waiting, not draining; the bench stops it with SIGTERM once moto shows the queue empty).
+//! The original loop's time ends with its final empty receive.
+//!
+//! Handlers: command mode runs `true` through `/bin/sh -c` per message; http mode POSTs to a
+//! server in this process that answers 200 at once (skipped, with a note, while the operator's
+//! spec has no handler mode).
+//!
+//! `cargo bench -p ecs-worker --bench drain` (`make bench`). BENCH_MESSAGES: messages per run
+//! (default 300); BENCH_LATENCY_MS: comma-separated added latencies (default `0,10,20`);
+//! BENCH_MODES: `command,http` by default. Prints a table; asserts that every run drained
+//! every message, nothing about speed.
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use ecs_worker::aws::Clients;
-use ecs_worker::{Config, Message, TerminationMode, Worker, from_fn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec;
+use ecs_worker_operator::plan::desired::{Names, TaskInputs, task_definition};
+use testbed::proxy::{Faults, Proxy};
+
+const CONCURRENCIES: [usize; 2] = [1, 8];
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -26,107 +45,316 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run())
 }
 
+struct Row {
+    latency_ms: u64,
+    what: String,
+    rate: Option<f64>,
+    original: f64,
+    receives: usize,
+    deletes: usize,
+    note: String,
+}
+
 async fn run() -> anyhow::Result<()> {
-    let messages: usize = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let latencies: Vec<u64> = std::env::var("BENCH_LATENCY_MS")
-        .unwrap_or_else(|_| "0,10".into())
+    let messages: usize = env_or("BENCH_MESSAGES", "300").parse()?;
+    let latencies: Vec<u64> = env_or("BENCH_LATENCY_MS", "0,10,20")
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
+    let modes: Vec<String> = env_or("BENCH_MODES", "command,http")
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
     let moto = testbed::Moto::start().await?;
     let direct = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let upstream = moto.endpoint().trim_start_matches("http://").to_owned();
-    println!("drain benchmark: {messages} messages per run, no-op handler, moto at {upstream}");
+    let http_handler = noop_http_server().await?;
+    println!(
+        "drain benchmark: {messages} messages per run, no-op handler, moto at {}, added latency \
+         per SQS request {latencies:?} ms",
+        moto.endpoint()
+    );
+    for mode in &modes {
+        for concurrency in CONCURRENCIES {
+            if let Some(env) = operator_environment(concurrency, mode)? {
+                let shown: Vec<String> = env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("WORKER_") && k != "WORKER_QUEUE_URL")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!("  operator's environment, {mode}, concurrency {concurrency}: {shown:?}");
+            }
+        }
+    }
 
+    let mut rows = Vec::new();
     let mut queue_number = 0;
-    for latency_ms in latencies {
-        let endpoint = latency_proxy(upstream.clone(), Duration::from_millis(latency_ms)).await?;
-        let sdk = testbed::moto::sdk_config_for(&endpoint);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        println!("\n-- added latency per request: {latency_ms} ms");
+    for &latency_ms in &latencies {
+        let faults = if latency_ms == 0 {
+            Faults::none()
+        } else {
+            Faults::none().delayed(1.0, Duration::from_millis(latency_ms))
+        };
+        let proxy = Proxy::start(moto.endpoint(), faults)?;
+        let sqs = aws_sdk_sqs::Client::new(&proxy.sdk_config());
 
         queue_number += 1;
         let url = fill(&direct, &format!("original-{queue_number}"), messages).await?;
+        let seq = proxy.request_count();
         let started = Instant::now();
         let drained = original_loop(&sqs, &url).await?;
+        let took = started.elapsed();
         anyhow::ensure!(drained == messages, "the original loop drained {drained}");
-        let original = messages as f64 / started.elapsed().as_secs_f64();
-        println!("original loop (short poll, 1 message, delete each): {original:>7.1} messages/s");
+        let original = messages as f64 / took.as_secs_f64();
+        let calls = calls_since(&proxy, seq);
+        rows.push(Row {
+            latency_ms,
+            what: "original loop (short poll 1, delete each)".into(),
+            rate: Some(original),
+            original,
+            receives: calls.get("ReceiveMessage").copied().unwrap_or(0),
+            deletes: calls.get("DeleteMessage").copied().unwrap_or(0),
+            note: String::new(),
+        });
+        println!("{latency_ms:>3} ms  original loop: {original:.1} messages/s");
 
-        for (name, concurrency, prefetch) in [
-            ("worker, concurrency 1, prefetch 9", 1, 9),
-            ("worker, concurrency 10, prefetch 0", 10, 0),
-        ] {
-            queue_number += 1;
-            let url = fill(&direct, &format!("worker-{queue_number}"), messages).await?;
-            let mut config = Config::new(&url);
-            config.concurrency = concurrency;
-            config.prefetch = prefetch;
-            config.wait = Duration::from_secs(1);
-            config.termination = TerminationMode::None;
-            let worker = Worker::new(
-                config,
-                &Clients::new(&sdk),
-                from_fn(|_m: Message| async { Ok::<(), std::io::Error>(()) }),
-            );
-            let counters = worker.counters();
-            let started = Instant::now();
-            let run = tokio::spawn(worker.run(CancellationToken::new()));
-            // Time to the last delete: afterwards the worker spends its configured empty long
-            // polls confirming the queue is empty, which is waiting, not draining.
-            while counters.snapshot().deleted < messages as u64 {
-                anyhow::ensure!(!run.is_finished(), "the worker stopped early");
-                tokio::time::sleep(Duration::from_millis(2)).await;
+        for mode in &modes {
+            for concurrency in CONCURRENCIES {
+                let what = format!("worker, {mode}, concurrency {concurrency}");
+                let Some(env) = operator_environment(concurrency, mode)? else {
+                    rows.push(Row {
+                        latency_ms,
+                        what,
+                        rate: None,
+                        original,
+                        receives: 0,
+                        deletes: 0,
+                        note: format!("the operator's spec has no {mode} mode yet"),
+                    });
+                    continue;
+                };
+                queue_number += 1;
+                let url = fill(&direct, &format!("worker-{queue_number}"), messages).await?;
+                let run = run_worker(&proxy, &direct, &url, env, &http_handler, messages).await?;
+                let rate = messages as f64 / run.took.as_secs_f64();
+                println!(
+                    "{latency_ms:>3} ms  {what}: {rate:.1} messages/s ({:.1}x)",
+                    rate / original
+                );
+                rows.push(Row {
+                    latency_ms,
+                    what,
+                    rate: Some(rate),
+                    original,
+                    receives: run.calls.get("ReceiveMessage").copied().unwrap_or(0),
+                    deletes: run.calls.get("DeleteMessageBatch").copied().unwrap_or(0),
+                    note: String::new(),
+                });
             }
-            let drained = started.elapsed();
-            let report = run.await?;
-            anyhow::ensure!(report.counters.deleted == messages as u64, "{report:?}");
-            let rate = messages as f64 / drained.as_secs_f64();
-            println!(
-                "{name}: {rate:>7.1} messages/s  ({:.1}x the original; {} receives)",
-                rate / original,
-                report.counters.receives
-            );
+        }
+    }
+
+    println!(
+        "\n| added latency per request | loop | messages/s | vs the original loop | receive calls | delete calls |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        match r.rate {
+            Some(rate) => println!(
+                "| {} ms | {} | {rate:.1} | {:.1}x | {} | {} |",
+                r.latency_ms,
+                r.what,
+                rate / r.original,
+                r.receives,
+                r.deletes
+            ),
+            None => println!("| {} ms | {} | – | {} | | |", r.latency_ms, r.what, r.note),
         }
     }
     Ok(())
 }
 
-/// Forwards TCP connections to `upstream`, holding each chunk the client sends for `delay`.
-async fn latency_proxy(upstream: String, delay: Duration) -> anyhow::Result<String> {
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The worker container's environment in the task definition the operator writes for a default
+/// spec with `worker.concurrency` (and the handler mode, unless `command`); `None` when the
+/// spec does not carry that mode to the task.
+fn operator_environment(
+    concurrency: usize,
+    mode: &str,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    // Command mode runs `true` per message; in http mode the bench serves the handler itself.
+    let mut worker = serde_json::json!({ "concurrency": concurrency });
+    if mode == "command" {
+        worker["handler"] = "true".into();
+    } else {
+        worker["handlerMode"] = mode.into();
+    }
+    let spec: EcsSelfTerminatingWorkerSpec = serde_json::from_value(serde_json::json!({
+        "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": testbed::moto::REGION,
+        "image": "ecs-worker:bench", "cronRate": "1_MINUTE", "worker": worker,
+    }))?;
+    let names = Names::new("bench", "drain");
+    let td = task_definition(
+        &spec,
+        &TaskInputs {
+            names: &names,
+            queue_url: "replaced per run",
+            task_role_arn: "arn:aws:iam::123456789012:role/task",
+            execution_role_arn: "arn:aws:iam::123456789012:role/execution",
+        },
+    );
+    let carries_mode = mode == "command"
+        || td
+            .environment
+            .iter()
+            .any(|(k, v)| k == "WORKER_HANDLER_MODE" && v == mode);
+    Ok(carries_mode.then_some(td.environment))
+}
+
+struct WorkerRun {
+    took: Duration,
+    calls: BTreeMap<String, usize>,
+}
+
+/// Runs the worker binary on `url` with the operator's environment until moto shows the queue
+/// empty, then stops it with SIGTERM.
+async fn run_worker(
+    proxy: &Proxy,
+    direct: &aws_sdk_sqs::Client,
+    url: &str,
+    env: Vec<(String, String)>,
+    http_handler: &str,
+    messages: usize,
+) -> anyhow::Result<WorkerRun> {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-worker"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .env("WORKER_QUEUE_URL", url)
+        .env("WORKER_TERMINATION", "none")
+        .env("WORKER_HANDLER_URL", http_handler)
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let seq = proxy.request_count();
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the worker exited early: {status}");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not drain in 10 minutes"
+        );
+        if depth(direct, url).await? == (0, 0) {
+            break;
+        }
+    }
+    // The last delete has reached moto; wait for its answer to be recorded.
+    let mut last_delete = None;
+    for _ in 0..100 {
+        let deletes: Vec<_> = proxy
+            .requests_since(seq)
+            .into_iter()
+            .filter(|r| r.operation == "DeleteMessageBatch")
+            .collect();
+        if !deletes.is_empty() && deletes.iter().all(|r| r.elapsed.is_some()) {
+            last_delete = deletes
+                .iter()
+                .filter_map(|r| r.elapsed.map(|e| r.at + e))
+                .max();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let last_delete = last_delete.ok_or_else(|| anyhow::anyhow!("no DeleteMessageBatch seen"))?;
+    let calls = calls_since(proxy, seq);
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    anyhow::ensure!(
+        matches!(status.code(), Some(0 | 4)),
+        "the worker ended with {status}"
+    );
+    let deleted: usize = calls.get("DeleteMessageBatch").copied().unwrap_or(0);
+    anyhow::ensure!(deleted * 10 >= messages, "too few delete calls: {deleted}");
+    Ok(WorkerRun {
+        took: last_delete.duration_since(started),
+        calls,
+    })
+}
+
+/// SQS calls per operation the proxy saw from request number `seq` on.
+fn calls_since(proxy: &Proxy, seq: u64) -> BTreeMap<String, usize> {
+    let mut calls = BTreeMap::new();
+    for r in proxy.requests_since(seq) {
+        *calls.entry(r.operation).or_default() += 1;
+    }
+    calls
+}
+
+/// (visible, in flight) as moto reports them, asked directly (not through the proxy).
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<(u64, u64)> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |k: QueueAttributeName| -> u64 {
+        attrs
+            .get(&k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    Ok((
+        n(QueueAttributeName::ApproximateNumberOfMessages),
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
+/// A no-op HTTP handler: answers 200 with an empty body to every request. Returns its URL.
+async fn noop_http_server() -> anyhow::Result<String> {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
+    let url = format!("http://{}/", listener.local_addr()?);
     tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
+        while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = client_read.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        tokio::time::sleep(delay).await;
-                        if server_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = server_write.shutdown().await;
-                };
-                let responses = tokio::io::copy(&mut server_read, &mut client_write);
-                let _ = tokio::join!(requests, responses);
+                let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async {
+                    // Read the body as a handler would.
+                    let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Empty::<
+                        hyper::body::Bytes,
+                    >::new()))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
-    Ok(format!("http://{address}"))
+    Ok(url)
 }
 
 /// The original worker's loop with a no-op handler: short poll for one message, delete it.

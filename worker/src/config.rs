@@ -30,7 +30,8 @@ pub const HANDLER_READY_TIMEOUT: &str = "WORKER_HANDLER_READY_TIMEOUT_SECONDS";
 pub const LOG_FORMAT: &str = "WORKER_LOG_FORMAT";
 /// Handlers running in parallel.
 pub const CONCURRENCY: &str = "WORKER_CONCURRENCY";
-/// Messages the worker may hold beyond the running handlers.
+/// Messages the worker may hold beyond the running handlers: `auto` (the default; see
+/// [`Prefetch::Auto`]) or a fixed number.
 pub const PREFETCH: &str = "WORKER_PREFETCH";
 /// Consecutive empty long polls, with the queue showing nothing visible, in flight or delayed,
 /// before the worker decides the queue is drained.
@@ -54,8 +55,49 @@ pub const INSTANCE_ID: &str = "WORKER_INSTANCE_ID";
 /// Set by the ECS agent in every container: base URL of the task metadata endpoint v4.
 pub const ECS_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
 
+/// How long `auto` prefetch lets a held message wait for a handler at most, by the handler
+/// durations measured so far (see [`Prefetch::Auto`]).
+pub const PREFETCH_WINDOW: Duration = Duration::from_secs(1);
+/// Most messages `auto` prefetch holds beyond the running handlers: two receive batches, so one
+/// receive can be in flight while the handlers work through the previous one.
+pub const PREFETCH_AUTO_MAX: usize = 20;
+
 /// Largest visibility timeout SQS accepts, seconds (12 hours).
 pub const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+
+/// How many messages the worker holds beyond the running handlers ([`PREFETCH`]).
+///
+/// A held message is invisible to every other worker and its visibility clock runs (the
+/// heartbeat keeps renewing it), so holding many ahead is fast for short messages and unfair for
+/// long ones: another instance could have started them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefetch {
+    /// As many as the handlers, at the pace measured so far, start within [`PREFETCH_WINDOW`]:
+    /// `floor(concurrency * window / handler duration)`, at most [`PREFETCH_AUTO_MAX`]. None
+    /// until a first handler run has been timed, and none while every handler has been running
+    /// longer than the window. Quick handlers get full receives of 10 with the next one in
+    /// flight; handlers longer than the window get nothing ahead.
+    #[default]
+    Auto,
+    /// Exactly this many (0: receive only for a free handler).
+    Fixed(usize),
+}
+
+impl Prefetch {
+    /// The value as written in [`PREFETCH`].
+    pub fn to_env(self) -> String {
+        match self {
+            Prefetch::Auto => "auto".to_owned(),
+            Prefetch::Fixed(n) => n.to_string(),
+        }
+    }
+}
+
+impl From<usize> for Prefetch {
+    fn from(n: usize) -> Prefetch {
+        Prefetch::Fixed(n)
+    }
+}
 
 /// What the worker does to its EC2 capacity after it drained the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +231,7 @@ pub struct Config {
     pub handler_ready_timeout: Duration,
     pub log_format: LogFormat,
     pub concurrency: usize,
-    pub prefetch: usize,
+    pub prefetch: Prefetch,
     pub empty_receives: u32,
     pub wait: Duration,
     pub visibility_timeout: Duration,
@@ -217,7 +259,7 @@ impl Config {
             handler_ready_timeout: secs(DEFAULT_HANDLER_READY_TIMEOUT_SECONDS),
             log_format: LogFormat::Text,
             concurrency: 1,
-            prefetch: 0,
+            prefetch: Prefetch::Auto,
             empty_receives: 2,
             wait: Duration::from_secs(20),
             visibility_timeout: Duration::from_secs(60),
@@ -283,8 +325,17 @@ impl Config {
                 parse_in(CONCURRENCY, &v, 1, 1000, "an integer from 1 to 1000")? as usize;
         }
         if let Some(v) = get(PREFETCH) {
-            config.prefetch =
-                parse_in(PREFETCH, &v, 0, 1000, "an integer from 0 to 1000")? as usize;
+            config.prefetch = if v == "auto" {
+                Prefetch::Auto
+            } else {
+                Prefetch::Fixed(parse_in(
+                    PREFETCH,
+                    &v,
+                    0,
+                    1000,
+                    "auto, or an integer from 0 to 1000",
+                )? as usize)
+            };
         }
         if let Some(v) = get(EMPTY_RECEIVES) {
             config.empty_receives =
@@ -395,8 +446,21 @@ impl Config {
     }
 
     /// Most messages the worker holds at once: running handlers plus prefetched messages.
-    pub fn max_held(&self) -> usize {
-        self.concurrency + self.prefetch
+    /// `handler_pace` is how long handler runs take (the drain loop's measure), `None` before
+    /// the first; it matters only to [`Prefetch::Auto`].
+    pub fn max_held(&self, handler_pace: Option<Duration>) -> usize {
+        let ahead = match self.prefetch {
+            Prefetch::Fixed(n) => n,
+            Prefetch::Auto => match handler_pace {
+                None => 0,
+                Some(pace) => {
+                    let pace = pace.max(Duration::from_micros(100));
+                    let per_window = PREFETCH_WINDOW.as_secs_f64() / pace.as_secs_f64();
+                    ((self.concurrency as f64 * per_window).floor() as usize).min(PREFETCH_AUTO_MAX)
+                }
+            },
+        };
+        self.concurrency + ahead
     }
 
     /// How often the visibility of held messages is renewed: a third of the visibility timeout,
@@ -455,14 +519,18 @@ mod tests {
         let c = parse(&[(QUEUE_URL, "http://q")]).unwrap();
         assert_eq!(c.queue_url, "http://q");
         assert_eq!(c.concurrency, 1);
-        assert_eq!(c.prefetch, 0);
+        assert_eq!(c.prefetch, Prefetch::Auto);
         assert_eq!(c.empty_receives, 2);
         assert_eq!(c.wait, Duration::from_secs(20));
         assert_eq!(c.visibility_timeout, Duration::from_secs(60));
         assert_eq!(c.handler_timeout, None);
         assert_eq!(c.termination, TerminationMode::Instance);
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(20));
-        assert_eq!(c.max_held(), 1);
+        assert_eq!(
+            c.max_held(None),
+            1,
+            "nothing ahead before a handler was timed"
+        );
     }
 
     #[test]
@@ -492,7 +560,10 @@ mod tests {
             c.handler_command.as_deref(),
             Some("python3 /app/handler.py")
         );
-        assert_eq!((c.concurrency, c.prefetch, c.max_held()), (4, 6, 10));
+        assert_eq!(
+            (c.concurrency, c.prefetch, c.max_held(None)),
+            (4, Prefetch::Fixed(6), 10)
+        );
         assert_eq!(c.empty_receives, 3);
         assert_eq!(c.wait, Duration::from_secs(1));
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(3));
@@ -594,6 +665,49 @@ mod tests {
             ConfigError::Missing(AUTOSCALING_GROUP)
         );
         assert!(parse(&[(QUEUE_URL, "q"), (TERMINATION, "instance")]).is_ok());
+    }
+
+    #[test]
+    fn prefetch_is_auto_or_a_number() {
+        for (value, want) in [
+            ("auto", Prefetch::Auto),
+            ("0", Prefetch::Fixed(0)),
+            ("9", Prefetch::Fixed(9)),
+        ] {
+            let c = parse(&[(QUEUE_URL, "q"), (PREFETCH, value)]).unwrap();
+            assert_eq!(c.prefetch, want);
+            assert_eq!(c.prefetch.to_env(), value);
+        }
+        for value in ["Auto", "-1", "1001", "lots"] {
+            let err = parse(&[(QUEUE_URL, "q"), (PREFETCH, value)]).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { name, .. } if name == PREFETCH));
+        }
+    }
+
+    #[test]
+    fn auto_prefetch_holds_what_the_handlers_start_within_the_window() {
+        let ms = Duration::from_millis;
+        let mut c = Config::new("q");
+        // Quick handlers: the cap, two receive batches ahead.
+        assert_eq!(c.max_held(Some(ms(2))), 1 + PREFETCH_AUTO_MAX);
+        assert_eq!(c.max_held(Some(Duration::ZERO)), 1 + PREFETCH_AUTO_MAX);
+        // 100 ms handlers: 10 start within a second.
+        assert_eq!(c.max_held(Some(ms(100))), 1 + 10);
+        assert_eq!(c.max_held(Some(ms(400))), 1 + 2);
+        assert_eq!(c.max_held(Some(ms(1000))), 1 + 1);
+        // Longer than the window: nothing ahead, a receive per free handler.
+        assert_eq!(c.max_held(Some(ms(1001))), 1);
+        assert_eq!(c.max_held(Some(ms(60_000))), 1);
+        // More handlers start more messages within the window.
+        c.concurrency = 8;
+        assert_eq!(c.max_held(Some(ms(400))), 8 + 20);
+        assert_eq!(c.max_held(Some(ms(1000))), 8 + 8);
+        assert_eq!(c.max_held(Some(ms(5000))), 8 + 1);
+        assert_eq!(c.max_held(None), 8);
+        // A fixed prefetch ignores the pace.
+        c.prefetch = Prefetch::Fixed(3);
+        assert_eq!(c.max_held(None), 11);
+        assert_eq!(c.max_held(Some(ms(1))), 11);
     }
 
     #[test]

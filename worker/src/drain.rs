@@ -3,29 +3,44 @@
 //!
 //! A message's life in the worker:
 //! 1. received by a long poll (up to 10 at once, never more than the free hold slots —
-//!    `concurrency + prefetch`), held invisible for the visibility timeout, and registered with
-//!    the [heartbeat](crate::heartbeat), which keeps renewing that timeout. The next receive
-//!    starts as soon as a handler would otherwise go idle, or when a full batch of hold slots is
-//!    free, so receives stay large without starving handlers;
+//!    `concurrency` plus what the prefetch setting holds ahead, see
+//!    [`Prefetch`](crate::config::Prefetch)), held invisible for the visibility timeout, and
+//!    registered with the [heartbeat](crate::heartbeat), which keeps renewing that timeout. The
+//!    next receive starts as soon as a handler would otherwise go idle, or when a full batch of
+//!    hold slots is free, so receives stay large without starving handlers. `auto` prefetch
+//!    sizes the hold slots by the handler durations measured here ([`Pace`]);
 //! 2. waits for one of `concurrency` run slots, then its handler runs (bounded by the handler
 //!    timeout, panics caught);
-//! 3. settled: on success it is deleted (deletes are batched by one deleter task); on failure
+//! 3. settled: on success it is handed to the deleter and its hold slot is free at once — the
+//!    deleter sends DeleteMessageBatch calls of up to 10 (several in flight when more are
+//!    ready), so neither a handler nor the next receive waits for a delete round trip; on failure
 //!    its visibility is set to the retry backoff so it comes back later — it is never deleted, so
 //!    after the queue's maxReceiveCount SQS moves it to the dead-letter queue; at shutdown, if it
 //!    never started or its handler outlived the grace period, it is made visible at once.
+//!
+//! Receives, handler runs, deletes and the heartbeat's visibility renewals run as separate tasks
+//! and overlap.
+//!
+//! SQS limits used here: at most 10 messages per ReceiveMessage and per batch call, long polls
+//! of at most 20 s, visibility timeouts from 0 to 12 hours
+//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>,
+//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessageBatch.html>,
+//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html>,
+//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/best-practices-setting-up-long-polling.html>).
 //!
 //! The queue counts as drained after `empty_receives` consecutive empty long polls, each taken
 //! while the worker held nothing and followed by the queue reporting no visible, in-flight or
 //! delayed message. A message another worker holds, or one waiting out its retry backoff, keeps
 //! every worker up: it may still need handling.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +54,8 @@ use crate::queue::{MAX_BATCH, Queue, QueueError, Received, Redrive};
 const MAX_RECEIVE_ERRORS: u32 = 6;
 /// Attempts of one batch delete before its messages are left to come back.
 const DELETE_ATTEMPTS: u32 = 3;
+/// DeleteMessageBatch calls in flight at once.
+const DELETE_CALLS: usize = 4;
 
 /// How the drain loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,17 +76,70 @@ pub fn retry_delay(receive_count: u32, base: Duration, max: Duration) -> Duratio
         .min(Duration::from_secs(MAX_VISIBILITY_SECONDS))
 }
 
-/// A message's claim on one of the `concurrency + prefetch` hold slots. Dropping it frees the
+/// A message's claim on one of the hold slots ([`Config::max_held`]). Dropping it frees the
 /// slot and wakes the receive loop.
 struct Hold {
-    permit: Option<OwnedSemaphorePermit>,
+    held: Arc<AtomicUsize>,
     progress: Arc<Notify>,
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        drop(self.permit.take()); // free the slot before waking the receive loop
+        self.held.fetch_sub(1, Ordering::SeqCst); // free the slot before waking the receive loop
         self.progress.notify_one();
+    }
+}
+
+/// How long handler runs take, for `auto` prefetch: a moving average of finished runs that
+/// follows a slower run at once and a quicker one gradually, raised to the age of the youngest
+/// running handler while every run slot is busy (none of them will free a slot sooner).
+#[derive(Debug, Default)]
+pub struct Pace {
+    state: Mutex<PaceState>,
+}
+
+#[derive(Debug, Default)]
+struct PaceState {
+    estimate: Option<Duration>,
+    running: HashMap<HoldKey, Instant>,
+}
+
+impl Pace {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn started(&self, key: HoldKey) {
+        self.lock().running.insert(key, Instant::now());
+    }
+
+    /// Records a finished run (any outcome).
+    fn finished(&self, key: HoldKey) {
+        let mut state = self.lock();
+        let Some(started) = state.running.remove(&key) else {
+            return;
+        };
+        let took = started.elapsed();
+        state.estimate = Some(match state.estimate {
+            Some(e) if took < e => e.mul_f64(0.8) + took.mul_f64(0.2),
+            _ => took,
+        });
+    }
+
+    /// Forgets a run that did not finish (abandoned at shutdown).
+    fn abandoned(&self, key: HoldKey) {
+        self.lock().running.remove(&key);
+    }
+
+    /// The current estimate with `run_slots` handlers at most; `None` before a first run ended.
+    pub fn current(&self, run_slots: usize) -> Option<Duration> {
+        let state = self.lock();
+        let estimate = state.estimate?;
+        if state.running.len() < run_slots {
+            return Some(estimate);
+        }
+        let youngest = state.running.values().map(Instant::elapsed).min();
+        Some(youngest.map_or(estimate, |age| age.max(estimate)))
     }
 }
 
@@ -95,7 +165,9 @@ struct Shared<H> {
     counters: Arc<Counters>,
     redrive: Option<Redrive>,
     in_flight: Arc<InFlight>,
-    hold_slots: Arc<Semaphore>,
+    /// Hold slots taken: messages held and not yet settled, plus those claimed by a receive.
+    held: Arc<AtomicUsize>,
+    pace: Pace,
     run_slots: Arc<Semaphore>,
     /// Messages held but not started (waiting for a run slot).
     waiting: AtomicUsize,
@@ -130,7 +202,8 @@ pub async fn drain<H: Handler>(
         counters: counters.clone(),
         redrive,
         in_flight: in_flight.clone(),
-        hold_slots: Arc::new(Semaphore::new(config.max_held())),
+        held: Arc::new(AtomicUsize::new(0)),
+        pace: Pace::default(),
         run_slots: Arc::new(Semaphore::new(config.concurrency)),
         waiting: AtomicUsize::new(0),
         progress: Arc::new(Notify::new()),
@@ -235,9 +308,7 @@ async fn receive_loop<H: Handler>(
         if messages.is_empty() {
             shared.counters.empty_receives(1);
             drop(holds);
-            if !shared.in_flight.is_empty()
-                || shared.hold_slots.available_permits() < config.max_held()
-            {
+            if !shared.in_flight.is_empty() || shared.held.load(Ordering::SeqCst) > 0 {
                 // Still working on (or deleting) messages: not a sign of an empty queue.
                 empty_in_a_row = 0;
                 continue;
@@ -289,27 +360,31 @@ async fn receive_loop<H: Handler>(
 }
 
 impl<H> Shared<H> {
+    /// Hold slots now: the running handlers plus what the prefetch setting holds ahead at the
+    /// measured pace.
+    fn max_held(&self) -> usize {
+        self.config
+            .max_held(self.pace.current(self.config.concurrency))
+    }
+
     /// Claims hold slots for the next receive: as soon as a handler would otherwise go idle (a
     /// slot is free and no held message is waiting to start), or once a full batch is free.
+    /// Only the receive loop claims, so the count can only have gone down since it was read.
     async fn claim_slots(&self) -> Vec<Hold> {
-        let full_batch = self.config.max_held().min(MAX_BATCH);
         loop {
             let notified = self.progress.notified();
-            let free = self.hold_slots.available_permits();
+            let max_held = self.max_held();
+            let free = max_held.saturating_sub(self.held.load(Ordering::SeqCst));
+            let full_batch = max_held.min(MAX_BATCH);
             if free >= full_batch || (free > 0 && self.waiting.load(Ordering::SeqCst) == 0) {
-                let mut holds = Vec::with_capacity(free.min(MAX_BATCH));
-                while holds.len() < MAX_BATCH {
-                    match self.hold_slots.clone().try_acquire_owned() {
-                        Ok(permit) => holds.push(Hold {
-                            permit: Some(permit),
-                            progress: self.progress.clone(),
-                        }),
-                        Err(_) => break,
-                    }
-                }
-                if !holds.is_empty() {
-                    return holds;
-                }
+                let n = free.min(MAX_BATCH);
+                self.held.fetch_add(n, Ordering::SeqCst);
+                return (0..n)
+                    .map(|_| Hold {
+                        held: self.held.clone(),
+                        progress: self.progress.clone(),
+                    })
+                    .collect();
             }
             notified.await;
         }
@@ -342,6 +417,7 @@ async fn process<H: Handler>(shared: Arc<Shared<H>>, received: Received, key: Ho
         return;
     };
     let message = received.message.clone();
+    shared.pace.started(key);
     let run = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
     let run = async {
         let result = match shared.config.handler_timeout {
@@ -364,6 +440,10 @@ async fn process<H: Handler>(shared: Arc<Shared<H>>, received: Received, key: Ho
         outcome = run => Some(outcome),
         _ = shared.hard_stop.cancelled() => None,
     };
+    match outcome {
+        Some(_) => shared.pace.finished(key),
+        None => shared.pace.abandoned(key),
+    }
     drop(run_slot);
     let Some(outcome) = outcome else {
         shared.release(key, &received).await;
@@ -453,54 +533,95 @@ impl<H> Shared<H> {
     }
 }
 
-/// Deletes succeeded messages in batches of up to 10, as they arrive, then stops renewing their
-/// visibility.
+/// Deletes succeeded messages in DeleteMessageBatch calls of up to 10, as they arrive: a partial
+/// batch goes out at once when no call is in flight (a lone message is not kept waiting), and
+/// while calls are in flight the next ones fill up to 10, with up to [`DELETE_CALLS`] in flight.
+/// A message stops being renewed by the heartbeat once its delete call has answered. When the
+/// channel closes, everything still pending is sent before this returns.
 async fn delete_loop(
     queue: Queue,
     mut rx: mpsc::UnboundedReceiver<Delete>,
     counters: Arc<Counters>,
     in_flight: Arc<InFlight>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let handles: Vec<&str> = batch.iter().map(|d| d.receipt_handle.as_str()).collect();
-        let mut attempt = 1;
-        loop {
-            match queue.delete_batch(&handles).await {
-                Ok(failed) => {
-                    counters.deleted((batch.len() - failed.len()) as u64);
-                    counters.delete_failures(failed.len() as u64);
-                    for f in failed {
-                        let id = batch.get(f.index).map_or("?", |d| d.message_id.as_str());
-                        tracing::warn!(
-                            message_id = id,
-                            code = %f.code,
-                            reason = %f.message,
-                            "could not delete a handled message; it will be handled again"
-                        );
-                    }
-                    break;
+    let mut pending: Vec<Delete> = Vec::new();
+    let mut calls = JoinSet::new();
+    let mut open = true;
+    loop {
+        while !pending.is_empty()
+            && calls.len() < DELETE_CALLS
+            && (pending.len() >= MAX_BATCH || calls.is_empty() || !open)
+        {
+            let batch: Vec<Delete> = pending.drain(..pending.len().min(MAX_BATCH)).collect();
+            calls.spawn(delete_batch(
+                queue.clone(),
+                batch,
+                counters.clone(),
+                in_flight.clone(),
+            ));
+        }
+        if !open && pending.is_empty() && calls.is_empty() {
+            return;
+        }
+        tokio::select! {
+            received = rx.recv_many(&mut pending, 8 * MAX_BATCH), if open => {
+                if received == 0 {
+                    open = false;
                 }
-                Err(e) if attempt < DELETE_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "batch delete failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    counters.delete_failures(batch.len() as u64);
-                    tracing::error!(
-                        error = %e,
-                        messages = batch.len(),
-                        "could not delete handled messages; they will be handled again"
-                    );
-                    break;
+            }
+            Some(joined) = calls.join_next(), if !calls.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "delete call task failed");
                 }
             }
         }
-        drop(handles);
-        for delete in batch.drain(..) {
-            in_flight.remove(delete.key);
+    }
+}
+
+/// One DeleteMessageBatch call (retried on a transport or service error), then the messages
+/// leave the heartbeat's registry.
+async fn delete_batch(
+    queue: Queue,
+    batch: Vec<Delete>,
+    counters: Arc<Counters>,
+    in_flight: Arc<InFlight>,
+) {
+    let handles: Vec<&str> = batch.iter().map(|d| d.receipt_handle.as_str()).collect();
+    let mut attempt = 1;
+    loop {
+        match queue.delete_batch(&handles).await {
+            Ok(failed) => {
+                counters.deleted((batch.len() - failed.len()) as u64);
+                counters.delete_failures(failed.len() as u64);
+                for f in failed {
+                    let id = batch.get(f.index).map_or("?", |d| d.message_id.as_str());
+                    tracing::warn!(
+                        message_id = id,
+                        code = %f.code,
+                        reason = %f.message,
+                        "could not delete a handled message; it will be handled again"
+                    );
+                }
+                break;
+            }
+            Err(e) if attempt < DELETE_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "batch delete failed; retrying");
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                counters.delete_failures(batch.len() as u64);
+                tracing::error!(
+                    error = %e,
+                    messages = batch.len(),
+                    "could not delete handled messages; they will be handled again"
+                );
+                break;
+            }
         }
+    }
+    for delete in &batch {
+        in_flight.remove(delete.key);
     }
 }
 

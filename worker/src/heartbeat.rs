@@ -1,17 +1,27 @@
 //! Keeping held messages invisible: the registry of messages the worker holds (received, not yet
 //! settled) and the heartbeat that renews their visibility timeout while handlers run, so a long
 //! job is not handed to another worker.
+//!
+//! Renewals go out as ChangeMessageVisibilityBatch calls of up to 10 entries, several at once,
+//! beside the receives, handler runs and deletes (none of them waits for a renewal). SQS
+//! accepts visibility timeouts from 0 to 12 hours counted from the call
+//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibilityBatch.html>,
+//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html>).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Counters;
 use crate::queue::{MAX_BATCH, Queue};
+
+/// ChangeMessageVisibilityBatch calls in flight at once during one renewal round.
+const RENEW_CALLS: usize = 4;
 
 /// Key of one held message in the registry (a message received twice gets two keys).
 pub type HoldKey = u64;
@@ -90,35 +100,48 @@ pub async fn run(
             _ = ticks.tick() => {}
         }
         let held = in_flight.snapshot();
-        for chunk in held.chunks(MAX_BATCH) {
-            let handles: Vec<&str> = chunk
-                .iter()
-                .map(|(_, h)| h.receipt_handle.as_str())
-                .collect();
-            match queue.change_visibility_batch(&handles, visibility).await {
-                Ok(failed) => {
-                    counters.extended((chunk.len() - failed.len()) as u64);
-                    for f in failed {
-                        let Some((key, held)) = chunk.get(f.index) else {
-                            continue;
-                        };
-                        // A message settled while the call was in flight is no longer ours.
-                        if in_flight.contains(*key) {
-                            counters.extend_failures(1);
-                            tracing::warn!(
-                                message_id = %held.message_id,
-                                code = %f.code,
-                                reason = %f.message,
-                                "could not extend a message's visibility; another worker may receive it"
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    counters.extend_failures(chunk.len() as u64);
-                    tracing::warn!(error = %e, messages = chunk.len(), "visibility heartbeat failed");
+        futures::stream::iter(held.chunks(MAX_BATCH))
+            .for_each_concurrent(RENEW_CALLS, |chunk| {
+                renew(&queue, &in_flight, chunk, visibility, &counters)
+            })
+            .await;
+    }
+}
+
+/// Renews up to 10 held messages in one call.
+async fn renew(
+    queue: &Queue,
+    in_flight: &InFlight,
+    chunk: &[(HoldKey, Held)],
+    visibility: Duration,
+    counters: &Counters,
+) {
+    let handles: Vec<&str> = chunk
+        .iter()
+        .map(|(_, h)| h.receipt_handle.as_str())
+        .collect();
+    match queue.change_visibility_batch(&handles, visibility).await {
+        Ok(failed) => {
+            counters.extended((chunk.len() - failed.len()) as u64);
+            for f in failed {
+                let Some((key, held)) = chunk.get(f.index) else {
+                    continue;
+                };
+                // A message settled while the call was in flight is no longer ours.
+                if in_flight.contains(*key) {
+                    counters.extend_failures(1);
+                    tracing::warn!(
+                        message_id = %held.message_id,
+                        code = %f.code,
+                        reason = %f.message,
+                        "could not extend a message's visibility; another worker may receive it"
+                    );
                 }
             }
+        }
+        Err(e) => {
+            counters.extend_failures(chunk.len() as u64);
+            tracing::warn!(error = %e, messages = chunk.len(), "visibility heartbeat failed");
         }
     }
 }

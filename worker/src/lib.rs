@@ -168,7 +168,7 @@ impl<H: Handler> Worker<H> {
         tracing::info!(
             queue = %self.queue.url(),
             concurrency = self.config.concurrency,
-            prefetch = self.config.prefetch,
+            prefetch = %self.config.prefetch.to_env(),
             visibility_seconds = self.config.visibility_timeout.as_secs(),
             termination = self.config.termination.as_str(),
             "draining"

@@ -30,7 +30,7 @@ async fn a_thousand_messages_are_each_handled_exactly_once() {
     let bodies: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let mut config = env.config(&q.url);
     config.concurrency = 8;
-    config.prefetch = 2;
+    config.prefetch = 2.into();
     config.empty_receives = 3;
     let handler = {
         let seen = seen.clone();
@@ -253,7 +253,7 @@ async fn shutdown_finishes_running_handlers_and_releases_the_rest() {
     };
     let mut config = env.config(&q.url);
     config.concurrency = 2;
-    config.prefetch = 4;
+    config.prefetch = 4.into();
     let shutdown = CancellationToken::new();
     let worker = Worker::new(config, &env.clients(), handler);
     let counters = worker.counters();
