@@ -8,6 +8,7 @@
 //! - Every render applies with `kubectl apply --server-side --dry-run=server --validate=strict`
 //!   on the shared control plane, the ServiceMonitor and PrometheusRule against the Prometheus
 //!   Operator's own CRDs (`hack/prometheus-operator-crds.sh`).
+//! - The PrometheusRule carries deploy/monitoring's rule groups (the chart's file links to it).
 //! - The CRD keeps itself: `helm.sh/resource-policy: keep` from the chart (unless
 //!   `crds.keep: false`), Argo CD's `Prune=false,Delete=false` from the generated YAML, and the
 //!   chart's CRD file is a link to the generated one.
@@ -505,6 +506,30 @@ async fn every_render_applies_to_the_real_api_server() -> anyhow::Result<()> {
     ] {
         one(&all, kind)?;
     }
+    // The PrometheusRule holds deploy/monitoring's rule groups, then the extra ones.
+    let monitoring = parse(&read("deploy/monitoring/prometheusrule.yaml")?)?.remove(0);
+    let mut groups = monitoring["spec"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !groups.is_empty(),
+        "deploy/monitoring/prometheusrule.yaml has no groups"
+    );
+    groups.push(serde_json::json!({
+        "name": "ecs-worker-operator-extra",
+        "rules": [{
+            "alert": "EcsWorkerOperatorDown",
+            "expr": "absent(up{job=\"workers-operator-metrics\"} == 1)",
+            "for": "10m",
+            "labels": {"severity": "critical"},
+            "annotations": {"summary": "No ecs-worker-operator replica is scraped."}
+        }]
+    }));
+    assert_eq!(
+        one(&all, "PrometheusRule")?["spec"]["groups"],
+        Value::Array(groups)
+    );
     let kinds: Vec<&str> = minimal.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert_eq!(
         kinds,
