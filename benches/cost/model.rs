@@ -382,6 +382,7 @@ impl<'a> World<'a> {
                         .map(|_| "Essential container in task exited".to_string()),
                     started_at: Some(timestamp(if running { t.running_at } else { t.placed })),
                     stopped_at: t.stopped_at.map(timestamp),
+                    stop_requested: false,
                 }
             })
             .collect();
@@ -392,6 +393,10 @@ impl<'a> World<'a> {
     pub fn execute(&mut self, now: i64, action: &Action) -> Result<()> {
         match action {
             Action::SetDesiredCapacity(n) => self.set_desired(now, *n),
+            // No instance of the simulation drains.
+            Action::StopTask { task_arn, .. } => {
+                bail!("StopTask of {task_arn}: nothing drains here")
+            }
             Action::TerminateInstance { instance_id } => {
                 let Some(&index) = self
                     .live

@@ -55,6 +55,9 @@ pub mod event {
     pub const INSTANCE_JOINED: &str = "InstanceJoined";
     pub const TASK_STARTED: &str = "TaskStarted";
     pub const TASK_STOPPED: &str = "TaskStopped";
+    /// A run's task is stopped because its container instance is draining (Spot interruption
+    /// notice or scale-in).
+    pub const INSTANCE_DRAINING: &str = "InstanceDraining";
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
     pub const SCALE_UP_TIMED_OUT: &str = "ScaleUpTimedOut";
     pub const IDLE_INSTANCE_SCALED_IN: &str = "IdleInstanceScaledIn";

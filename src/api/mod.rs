@@ -732,7 +732,9 @@ pub struct RunStatus {
 pub struct RunRecord {
     /// Run id.
     pub id: String,
-    /// Succeeded, Failed (a task exited non-zero) or ScaleUpTimedOut.
+    /// Succeeded, Failed (a task exited non-zero), Interrupted (a worker was stopped before
+    /// the queue was drained, its instance draining on a Spot interruption or a scale-in, and
+    /// returned its messages to the queue) or ScaleUpTimedOut.
     pub outcome: RunOutcome,
     /// When scale-up started.
     pub scale_up_at: Time,
@@ -762,6 +764,7 @@ pub enum RunOutcome {
     Succeeded,
     Failed,
     ScaleUpTimedOut,
+    Interrupted,
 }
 
 impl EcsSelfTerminatingWorker {

@@ -190,6 +190,8 @@ pub async fn observe(
                 stopped_at: t
                     .stopped_at()
                     .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
+                stop_requested: t.desired_status() == Some("STOPPED")
+                    && t.last_status() != Some("STOPPED"),
             }
         }));
     }
@@ -238,6 +240,18 @@ async fn describe_group(aws: &AwsClients, names: &Names) -> Result<GroupState, A
 pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Result<(), AwsError> {
     for action in actions {
         match action {
+            // ECS sends the worker SIGTERM, then SIGKILL after the container's stop timeout.
+            // <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html>
+            Action::StopTask { task_arn, reason } => {
+                aws.ecs
+                    .stop_task()
+                    .cluster(&names.cluster)
+                    .task(task_arn)
+                    .reason(reason)
+                    .send()
+                    .await
+                    .aws("ecs", "StopTask")?;
+            }
             Action::SetDesiredCapacity(n) => {
                 aws.autoscaling
                     .set_desired_capacity()

@@ -33,6 +33,9 @@ pub const MAX_REQUEUE: Duration = Duration::from_secs(300);
 /// (with the same client token, so nothing is started twice); also how long an instance may
 /// stay without a task once a run's tasks started.
 pub const RUN_TASK_GRACE: SignedDuration = SignedDuration::from_secs(15);
+/// The worker's exit code when it was stopped (SIGTERM) before the queue was drained, after
+/// returning its unfinished messages to the queue (`ecs_worker::Exit::Interrupted`).
+pub const INTERRUPTED_EXIT_CODE: i32 = 4;
 /// Idle time before a run after which its workers get the [short tail](Tail::SHORT)
 /// (`worker.adaptiveTail`). Keeping an instance up for work that might come costs its length;
 /// a start costs about 70 s (boot and task start). With the previous message this long ago, the
@@ -179,6 +182,8 @@ pub struct TaskState {
     pub started_at: Option<Timestamp>,
     /// When the task stopped.
     pub stopped_at: Option<Timestamp>,
+    /// ECS was asked to stop it (`desiredStatus` STOPPED) and it has not stopped yet.
+    pub stop_requested: bool,
 }
 
 impl TaskState {
@@ -225,6 +230,9 @@ pub enum Action {
         count: i32,
         tail: Option<Tail>,
     },
+    /// `StopTask` of a task of the run (SIGTERM to the worker, SIGKILL after the container's
+    /// stop timeout) with `reason` as its stopped reason.
+    StopTask { task_arn: String, reason: String },
 }
 
 /// How long a run's workers keep polling once the queue looks empty: `empty_receives`
@@ -906,11 +914,19 @@ impl<'a> Cycle<'a> {
             run.tasks_started_at = Some(Time(first.unwrap_or(now)));
         }
         if tasks.iter().any(|t| t.is_active()) {
+            self.stop_draining(&run, &tasks);
             self.terminate_finished(&run, &tasks);
             self.out.current_run = Some(run);
             return;
         }
-        let failed = tasks.iter().any(|t| t.outcome() != Some(0));
+        // A worker stopped before the queue was drained returned its messages: the run was
+        // interrupted (its instance went away), not failed, and the next run goes on.
+        let failed = tasks
+            .iter()
+            .any(|t| !matches!(t.outcome(), Some(0 | INTERRUPTED_EXIT_CODE)));
+        let interrupted = tasks
+            .iter()
+            .any(|t| t.outcome() == Some(INTERRUPTED_EXIT_CODE));
         let exit_code = tasks.iter().filter_map(|t| t.outcome()).max();
         let decisive = if failed {
             // A task without exit code never ran its container: the most telling reason.
@@ -941,6 +957,19 @@ impl<'a> Cycle<'a> {
         let (outcome, condition) = if failed {
             self.warning(event::TASK_STOPPED, message.clone());
             (RunOutcome::Failed, degraded(reason::RUN_FAILED, message))
+        } else if interrupted {
+            self.warning(
+                event::TASK_STOPPED,
+                format!(
+                    "{message}; interrupted before the queue was drained: the worker returned its unfinished messages to the queue and the next run goes on"
+                ),
+            );
+            let ok = ConditionUpdate {
+                status: false,
+                reason: reason::AS_EXPECTED,
+                message,
+            };
+            (RunOutcome::Interrupted, ok)
         } else {
             self.normal(event::TASK_STOPPED, message.clone());
             let ok = ConditionUpdate {
@@ -952,6 +981,44 @@ impl<'a> Cycle<'a> {
         };
         let record = self.record(&run, outcome, exit_code, stop_reason, stopped_at);
         self.end_run(record, condition);
+    }
+
+    /// Stops the run's tasks on draining container instances. ECS drains an instance on a Spot
+    /// interruption notice (the user data turns Spot Instance draining on), two minutes before
+    /// EC2 reclaims it, or when it is drained for a scale-in; it leaves standalone tasks, as
+    /// RunTask's are, running ("you must wait for them to finish or stop them manually").
+    /// StopTask gets the worker SIGTERM while the instance and its agent are still up: it
+    /// returns its unfinished messages to the queue at once and its exit is reported.
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_UpdateContainerInstancesState.html>
+    fn stop_draining(&mut self, run: &RunStatus, tasks: &[&TaskState]) {
+        let obs = self.obs();
+        for task in tasks.iter().filter(|t| t.is_active() && !t.stop_requested) {
+            let Some(ci) = obs
+                .container_instances
+                .iter()
+                .find(|c| Some(c.arn.as_str()) == task.container_instance_arn.as_deref())
+            else {
+                continue;
+            };
+            if ci.status != ContainerInstanceStatus::Draining {
+                continue;
+            }
+            let instance = ci.ec2_instance_id.as_deref().unwrap_or(ci.arn.as_str());
+            // StopTask's reason: at most 255 characters.
+            let reason = format!("Container instance {instance} is draining");
+            self.act(Action::StopTask {
+                task_arn: task.arn.clone(),
+                reason: reason.clone(),
+            });
+            self.warning(
+                event::INSTANCE_DRAINING,
+                format!(
+                    "run {}: {reason} (Spot interruption or scale-in): stopping task {} so that its worker returns its messages to the queue",
+                    run.id, task.arn
+                ),
+            );
+        }
     }
 
     /// Terminates the instances of a running run that will not run a task of it any more.
@@ -1047,7 +1114,7 @@ impl<'a> Cycle<'a> {
             match action {
                 Action::SetDesiredCapacity(n) => desired = *n,
                 Action::TerminateInstance { .. } => desired = (desired - 1).max(0),
-                Action::RunTasks { .. } => {}
+                Action::RunTasks { .. } | Action::StopTask { .. } => {}
             }
         }
         let capacity_left = desired > 0 || !obs.group.instances.is_empty();
@@ -1224,6 +1291,7 @@ mod tests {
                 stop_reason: stopped.then(|| format!("Essential container in task exited ({on})")),
                 started_at: Some(at(NOW - 100)),
                 stopped_at: stopped.then(|| at(NOW - 5)),
+                stop_requested: false,
             });
             self
         }
@@ -2299,6 +2367,82 @@ mod tests {
         );
     }
 
+    /// A Spot interruption notice drained the instance of a running task: the task is stopped
+    /// once (SIGTERM to the worker); instances and the run stay as they are meanwhile.
+    #[test]
+    fn a_task_on_a_draining_instance_is_stopped_once() {
+        let id = format!("run-{}", NOW - 100);
+        let c = case()
+            .spec(|s| s.max_instances = 2)
+            .visible(7)
+            .desired(2)
+            .member("i-1", Lifecycle::InService)
+            .container_instance("i-1", ContainerInstanceStatus::Draining)
+            .joined("i-2")
+            .with_run(started(run(NOW - 100, 2), NOW - 90))
+            .running(&id, "i-1")
+            .running(&id, "i-2");
+        let d = c.decide();
+        assert_eq!(
+            d.actions,
+            vec![Action::StopTask {
+                task_arn: "task-0".into(),
+                reason: "Container instance i-1 is draining".into(),
+            }]
+        );
+        assert_eq!(warnings(&d), vec![event::INSTANCE_DRAINING]);
+        assert!(d.current_run.is_some() && d.last_run.is_none());
+        let mut asked = c.clone();
+        asked.obs.tasks[0].stop_requested = true;
+        assert!(asked.decide().actions.is_empty(), "stopped once");
+    }
+
+    /// The worker of a drained instance returned its messages and exited 4: the run was
+    /// interrupted, which asks nothing of the user (not Degraded), and the instance goes.
+    #[test]
+    fn a_worker_stopped_before_the_queue_was_drained_interrupts_the_run() {
+        let id = format!("run-{}", NOW - 100);
+        let mut c = case()
+            .visible(7)
+            .desired(1)
+            .member("i-1", Lifecycle::InService)
+            .container_instance("i-1", ContainerInstanceStatus::Draining)
+            .with_run(started(run(NOW - 100, 1), NOW - 90))
+            .stopped(&id, "i-1", Some(INTERRUPTED_EXIT_CODE));
+        c.obs.tasks[0].stop_reason = Some("Container instance i-1 is draining".into());
+        let d = c.decide();
+        let record = d.last_run.clone().expect("recorded");
+        assert_eq!(
+            (record.outcome, record.exit_code),
+            (RunOutcome::Interrupted, Some(INTERRUPTED_EXIT_CODE))
+        );
+        assert_eq!(
+            record.stop_reason.as_deref(),
+            Some("Container instance i-1 is draining")
+        );
+        assert_eq!(record.messages_after, Some(7));
+        assert_eq!(d.degraded.map(|c| c.status), Some(false));
+        assert!(
+            d.events.iter().any(|e| e.warning
+                && e.reason == event::TASK_STOPPED
+                && e.message.contains("interrupted")),
+            "{:?}",
+            d.events
+        );
+        assert!(
+            d.actions.contains(&Action::SetDesiredCapacity(0))
+                || d.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::TerminateInstance { .. })),
+            "{:?}",
+            d.actions
+        );
+
+        // With another task that failed, the run failed.
+        let failed = c.stopped(&id, "i-2", Some(3)).decide();
+        assert_eq!(failed.last_run.map(|r| r.outcome), Some(RunOutcome::Failed));
+    }
+
     #[test]
     fn without_exit_code_or_recorded_outcome_the_run_fails() {
         let id = format!("run-{}", NOW - 100);
@@ -2485,6 +2629,11 @@ mod tests {
                 match action {
                     Action::SetDesiredCapacity(n) => self.obs.group.desired_capacity = *n,
                     Action::TerminateInstance { instance_id } => self.terminate(instance_id),
+                    Action::StopTask { task_arn, .. } => {
+                        if let Some(t) = self.obs.tasks.iter_mut().find(|t| t.arn == *task_arn) {
+                            t.stop_requested = true;
+                        }
+                    }
                     Action::RunTasks { .. } if self.run_task_fails => {}
                     Action::RunTasks {
                         run_id,
@@ -2947,6 +3096,12 @@ mod tests {
                         prop_assert!(!hosts_active(instance_id), "{} runs a task", instance_id);
                         prop_assert!(!unknown_host);
                         prop_assert!(terminated.insert(instance_id.clone()), "{} terminated twice", instance_id);
+                    }
+                    Action::StopTask { task_arn, .. } => {
+                        let task = obs.tasks.iter().find(|t| t.arn == *task_arn);
+                        prop_assert!(task.is_some_and(|t| t.is_active() && !t.stop_requested), "StopTask of {}", task_arn);
+                        let on = task.and_then(|t| t.container_instance_arn.as_deref());
+                        prop_assert!(obs.container_instances.iter().any(|ci| Some(ci.arn.as_str()) == on && ci.status == ContainerInstanceStatus::Draining), "{} is not on a draining instance", task_arn);
                     }
                 }
             }

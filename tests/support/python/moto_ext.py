@@ -29,6 +29,10 @@ Additions:
 10. ECS stopping the tasks of a host that went away, as AWS does when a container instance is
     terminated before its agent reports: STOPPED, no container exit code, "Host EC2 (instance
     i-...) terminated." (POST /moto-api/ecs-ext/host-terminated; moto_ecs_host_stop.py).
+11. ECS StopTask of a task whose container the agent play runs only asks for the stop
+    (desiredStatus STOPPED, stopCode UserInitiated, lastStatus unchanged) until the agent
+    reports the container's exit, as AWS does (POST /moto-api/ecs-ext/agent-tasks;
+    moto_ecs_agent_stop.py).
 """
 
 import datetime
@@ -49,6 +53,7 @@ from moto.server import main
 import moto_ecs_placement  # noqa: F401  (distinctInstance; before the token check wraps it)
 import moto_ecs_tokens  # noqa: F401  (patches ECS RunTask on import)
 import moto_ecs_host_stop  # noqa: F401  (adds the host-terminated endpoint)
+import moto_ecs_agent_stop  # noqa: F401  (StopTask through the agent; agent-tasks endpoint)
 import moto_models  # noqa: F401  (patches request handling on import)
 import moto_iam  # noqa: F401  (patches IAM authorization on import)
 
@@ -113,6 +118,14 @@ def _stop(backend, cluster, task, reason):
         backend.update_cluster_resources(cluster, -1, task_state="RUNNING")
     now = datetime.datetime.now(datetime.timezone.utc)
     task.last_status = "STOPPED"
+    if (
+        task.desired_status == "STOPPED"
+        and getattr(task, "stop_code", None) == moto_ecs_agent_stop.USER_INITIATED
+    ):
+        # A stop StopTask asked for: the task keeps its stop code and reason.
+        task.stopped_at = now
+        task.execution_stopped_at = now
+        return
     task.desired_status = "STOPPED"
     task.stopped_reason = reason or "Essential container in task exited"
     task.stop_code = "EssentialContainerExited"

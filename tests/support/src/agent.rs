@@ -16,13 +16,32 @@
 //! `moto_ecs_host_stop.py`). Only while the instance is still up is the exit code reported.
 //! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-errors.html>
 //!
+//! A stop ECS asks for (StopTask: the task's `desiredStatus` goes to STOPPED while it still
+//! runs) reaches the worker process as `docker stop` reaches a container: SIGTERM, then SIGKILL
+//! once the container's `stopTimeout` (30 s unless set) has passed; the exit code (128 + the
+//! signal when one ended it) is then reported and the task keeps StopTask's stop code and
+//! reason. The play tells the emulator which tasks it runs a process for, so StopTask only asks
+//! for their stop (moto extension `moto_ecs_agent_stop.py`).
+//! <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html>
+//!
+//! A Spot interruption ([`Agent::spot_interruption`]): with Spot Instance draining on (the
+//! operator's user data sets `ECS_ENABLE_SPOT_INSTANCE_DRAINING=true`), ECS receives EC2's
+//! two-minute interruption notice and sets the instance's container instance to DRAINING. ECS
+//! places nothing new there, and leaves standalone tasks (RunTask's) running: stopping them is
+//! up to whoever started them, here the operator's run cycle. [`Agent::reclaim`] is EC2
+//! reclaiming the instance at the end of the notice.
+//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
+//! <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_UpdateContainerInstancesState.html>
+//!
 //! On a server with IAM enforced ([`crate::iam`]) the calls the real ECS agent makes
 //! (RegisterContainerInstance, DeregisterContainerInstance, SubmitTaskStateChange) sign as the
 //! instance role (the role of the instance profile the group's launch template names, assumed
 //! as EC2 assumes it), a worker process gets its task role's credentials as ECS gives them,
 //! and what only the test reads (groups, instances, container instances, tasks, definitions)
-//! signs as the test's admin user (the configuration the agent was made with). What ECS does
-//! on its own (stopping the tasks of a host that went away) is no API call.
+//! signs as the test's admin user (the configuration the agent was made with). What ECS and EC2
+//! do on their own (stopping the tasks of a host that went away, draining an instance on a Spot
+//! interruption notice, reclaiming a Spot instance) is no API call of a principal: the play
+//! makes those changes as the admin user.
 
 use crate::iam::Principals;
 use aws_sdk_autoscaling::Client as AutoScaling;
@@ -354,6 +373,120 @@ impl Agent {
             .collect())
     }
 
+    /// What ECS does on a Spot Instance interruption notice for an instance whose agent has
+    /// Spot Instance draining on: its container instance goes to DRAINING (the state
+    /// `UpdateContainerInstancesState` sets). Tasks keep running: ECS stops only service
+    /// tasks of a draining instance. Returns the container instance's ARN.
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
+    pub async fn spot_interruption(&self, instance_id: &str) -> anyhow::Result<String> {
+        let registered = self
+            .registered()
+            .await?
+            .into_iter()
+            .find(|r| r.instance_id == instance_id)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "instance {instance_id} is not registered in {}",
+                    self.cluster
+                )
+            })?;
+        let out = self
+            .ecs
+            .update_container_instances_state()
+            .cluster(&self.cluster)
+            .container_instances(&registered.container_instance_arn)
+            .status(aws_sdk_ecs::types::ContainerInstanceStatus::Draining)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            out.failures().is_empty(),
+            "draining {instance_id}: {:?}",
+            out.failures()
+        );
+        Ok(registered.container_instance_arn)
+    }
+
+    /// EC2 reclaiming Spot instance `instance_id` at the end of its interruption notice: it is
+    /// terminated (the group notices and, as long as its desired capacity asks for it,
+    /// launches another). An instance already gone is left as it is. Returns whether this
+    /// terminated it.
+    /// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-interruptions.html>
+    pub async fn reclaim(&self, instance_id: &str) -> anyhow::Result<bool> {
+        if self.host(instance_id).await? == Host::Terminated {
+            return Ok(false);
+        }
+        self.ec2
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await?;
+        Ok(true)
+    }
+
+    /// Tells the emulator that the play runs the container of task `task_arn`, so a StopTask
+    /// of it only asks for the stop (`moto_ecs_agent_stop.py`). Nothing to do elsewhere.
+    async fn runs_container_of(&self, task_arn: &str) -> anyhow::Result<()> {
+        let (Some(endpoint), Some(region)) = (&self.endpoint, &self.region) else {
+            return Ok(());
+        };
+        let resp = reqwest::Client::new()
+            .post(format!("{endpoint}/moto-api/ecs-ext/agent-tasks"))
+            .timeout(std::time::Duration::from_secs(10))
+            .json(&serde_json::json!({ "taskArn": task_arn, "region": region }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "agent-tasks: {status}: {body}");
+        Ok(())
+    }
+
+    /// Delivers the stops ECS asked for to the worker processes still running, as the agent's
+    /// `docker stop` does: SIGTERM once the task's `desiredStatus` is STOPPED, SIGKILL when the
+    /// container's stop timeout has passed since.
+    async fn deliver_stops(&self, running: &mut [Worker]) -> anyhow::Result<()> {
+        let now = tokio::time::Instant::now();
+        for worker in running.iter_mut() {
+            if worker.exit.is_none() && worker.kill_at.is_some_and(|t| now >= t) {
+                tracing::info!(task = %worker.arn, "stop timeout passed; SIGKILL");
+                let _ = worker.child.start_kill();
+            }
+        }
+        let asked: Vec<String> = running
+            .iter()
+            .filter(|w| w.exit.is_none() && w.kill_at.is_none())
+            .map(|w| w.arn.clone())
+            .collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let mut stopping = BTreeSet::new();
+        for chunk in asked.chunks(100) {
+            let out = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await?;
+            stopping.extend(
+                out.tasks()
+                    .iter()
+                    .filter(|t| t.desired_status() == Some("STOPPED"))
+                    .filter_map(|t| t.task_arn().map(str::to_string)),
+            );
+        }
+        for worker in running.iter_mut().filter(|w| stopping.contains(&w.arn)) {
+            if let Some(pid) = worker.child.id() {
+                tracing::info!(task = %worker.arn, pid, "task stop asked for; SIGTERM");
+                // SAFETY: kill(2) on the pid of a child this play spawned and has not reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            worker.kill_at = Some(now + worker.stop_timeout);
+        }
+        Ok(())
+    }
+
     /// Reports the exit of a worker: the exit code through the agent while its host is up,
     /// else ECS stops the task without one.
     async fn report_exit(&self, worker: &Worker, exit_code: i32) -> anyhow::Result<Ended> {
@@ -486,6 +619,24 @@ struct Worker {
     child: tokio::process::Child,
     /// Its exit code, once it exited and until the exit is reported.
     exit: Option<i32>,
+    /// When ECS asked for its task's stop: SIGTERM was sent, SIGKILL follows at this time.
+    kill_at: Option<tokio::time::Instant>,
+    /// Its container's `stopTimeout`.
+    stop_timeout: std::time::Duration,
+}
+
+/// The time `docker stop` gives a container between SIGTERM and SIGKILL when its definition
+/// sets no `stopTimeout` (the agent's `ECS_CONTAINER_STOP_TIMEOUT` default).
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_definition_parameters.html#container_definition_timeout>
+pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A process's exit code as a container's: its own, or 128 + the signal that ended it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(137)
 }
 
 impl Agent {
@@ -501,9 +652,10 @@ impl Agent {
         // does. One that cannot be reported now is tried again at the next step.
         for worker in running.iter_mut().filter(|w| w.exit.is_none()) {
             if let Some(status) = worker.child.try_wait()? {
-                worker.exit = Some(status.code().unwrap_or(137));
+                worker.exit = Some(exit_code(status));
             }
         }
+        self.deliver_stops(running).await?;
         let mut failed = None;
         let mut still = Vec::new();
         for worker in running.drain(..) {
@@ -611,6 +763,18 @@ impl Agent {
             for (k, v) in extra_env {
                 cmd.env(k, v);
             }
+            // With the emulator: from now on a StopTask of this task only asks for its stop,
+            // which the play delivers to the process.
+            if let Err(e) = self.runs_container_of(&arn).await {
+                metadata.forget(&task_id);
+                started.remove(&arn);
+                return Err(e);
+            }
+            let stop_timeout = container
+                .as_ref()
+                .and_then(|c| c.stop_timeout())
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(DEFAULT_STOP_TIMEOUT, std::time::Duration::from_secs);
             match cmd.spawn() {
                 Ok(child) => running.push(Worker {
                     arn,
@@ -618,6 +782,8 @@ impl Agent {
                     instance_id,
                     child,
                     exit: None,
+                    kill_at: None,
+                    stop_timeout,
                 }),
                 Err(e) => {
                     metadata.forget(&task_id);
