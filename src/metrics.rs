@@ -245,8 +245,8 @@ impl Metrics {
     }
 
     /// Records what one pass of the run cycle saw: the queue's counts (the dead-letter queue's
-    /// when it was read) and the schedule's period. Creates the worker's run counters at zero,
-    /// so `increase()` sees its first run.
+    /// when it was read) and the schedule's period. Creates the worker's run counters and
+    /// duration histogram at zero, so `increase()` sees its first run.
     pub fn observe_cycle(
         &self,
         namespace: &str,
@@ -279,6 +279,7 @@ impl Metrics {
             let _ = self.runs.get_or_create(&run_labels(&worker, outcome));
         }
         let _ = self.instance_seconds.get_or_create(&worker);
+        let _ = self.run_duration.get_or_create(&worker);
     }
 
     /// Records a run that just finished: its outcome, its duration from scale-up to stop and
