@@ -1,6 +1,7 @@
 //! The drain loop against moto SQS, through the library API: exactly-once handling of a large
 //! batch, retries of crashed, hung and failing handlers, the dead-letter queue, the visibility
-//! heartbeat and shutdown.
+//! heartbeat, shutdown, `auto` prefetch (full receives for quick handlers, nothing held ahead of
+//! long ones) and deletes that never hold up a handler.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Env, TempDir, lines};
+use ecs_worker::config::Prefetch;
 use ecs_worker::{CommandHandler, End, Exit, Message, Worker, from_fn};
+use testbed::proxy::{Faults, Proxy};
 use tokio_util::sync::CancellationToken;
 
 type Seen = Arc<Mutex<BTreeMap<String, u32>>>;
@@ -334,6 +337,108 @@ async fn a_missing_queue_is_a_worker_error() {
             .contains("NonExistentQueue"),
         "{report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_prefetch_receives_full_batches_for_quick_handlers() {
+    let env = Env::start().await;
+    let q = env.queue("quick", 30, None).await;
+    env.send(&q.url, (0..100).map(|i| format!("job {i}"))).await;
+    let config = env.config(&q.url);
+    assert_eq!(config.prefetch, Prefetch::Auto, "the default");
+    assert_eq!(config.concurrency, 1);
+    let report = Worker::new(
+        config,
+        &env.clients(),
+        from_fn(|_m: Message| async { Ok::<(), std::io::Error>(()) }),
+    )
+    .run(CancellationToken::new())
+    .await;
+
+    assert_eq!(report.exit(), Exit::Success, "{report:?}");
+    assert_eq!(report.counters.deleted, 100);
+    // One receive of 1 to time a first run, then receives of 10: a receive per message (the
+    // original's pattern, and this worker's with a prefetch of 0) would be 100.
+    let with_messages = report.counters.receives - report.counters.empty_receives;
+    assert!(with_messages <= 15, "{with_messages} receives: {report:?}");
+    assert_eq!(env.depth(&q.url).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_prefetch_leaves_long_messages_to_other_workers() {
+    let env = Env::start().await;
+    let q = env.queue("slow", 30, None).await;
+    env.send(&q.url, (0..3).map(|i| format!("job {i}"))).await;
+    let started: Seen = Arc::default();
+    let handler = {
+        let started = started.clone();
+        from_fn(move |m: Message| {
+            record(&started, &m.id);
+            async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok::<(), std::io::Error>(())
+            }
+        })
+    };
+    let worker = Worker::new(env.config(&q.url), &env.clients(), handler);
+    let run = tokio::spawn(worker.run(CancellationToken::new()));
+
+    // While a handler runs for longer than the prefetch window, the worker holds only the
+    // message it is handling: the others stay visible for any other worker.
+    for n in 1..=2u64 {
+        wait_until(|| started.lock().unwrap().len() as u64 == n).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(env.depth(&q.url).await, (3 - n, 1), "while handler {n} runs");
+    }
+    let report = run.await.expect("worker runs");
+    assert_eq!(report.exit(), Exit::Success, "{report:?}");
+    assert_eq!(report.counters.deleted, 3);
+    assert_eq!(report.counters.released, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_do_not_wait_for_delete_round_trips() {
+    let env = Env::start().await;
+    let q = env.queue("pipelined", 30, None).await;
+    env.send(&q.url, (0..30).map(|i| format!("job {i}"))).await;
+    // Every delete takes 400 ms more to reach SQS; receives are not delayed.
+    let proxy = Proxy::start(
+        env.moto.endpoint(),
+        Faults::none()
+            .delayed(1.0, Duration::from_millis(400))
+            .only(&["DeleteMessageBatch"]),
+    )
+    .expect("proxy");
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let handler = {
+        let starts = starts.clone();
+        from_fn(move |_m: Message| {
+            starts.lock().unwrap().push(Instant::now());
+            async { Ok::<(), std::io::Error>(()) }
+        })
+    };
+    let report = Worker::new(
+        env.config(&q.url),
+        &ecs_worker::aws::Clients::new(&proxy.sdk_config()),
+        handler,
+    )
+    .run(CancellationToken::new())
+    .await;
+
+    assert_eq!(report.exit(), Exit::Success, "{report:?}");
+    assert_eq!(report.counters.deleted, 30);
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 30);
+    // Waiting for each delete would take 29 x 400 ms before the last handler starts.
+    let span = *starts.last().unwrap() - starts[0];
+    assert!(span < Duration::from_secs(3), "handlers started over {span:?}");
+    let deletes = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "DeleteMessageBatch")
+        .count();
+    assert!(deletes <= 10, "{deletes} delete calls for 30 messages");
+    assert_eq!(env.depth(&q.url).await, (0, 0));
 }
 
 async fn wait_until(mut ready: impl FnMut() -> bool) {
