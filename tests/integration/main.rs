@@ -23,6 +23,7 @@ mod operations;
 mod permissions_doc;
 mod policies;
 mod provisioning;
+mod readme;
 mod schema_agreement;
 mod secrets;
 mod spot;

@@ -1,4 +1,4 @@
-//! The README's "AWS permissions, per principal" lists what the code needs: the operator's
+//! `docs/aws.md`'s "AWS permissions, per principal" lists what the code needs: the operator's
 //! actions are exactly those of `deploy/aws/operator-policy.json` (which `deploy.rs` checks
 //! against the calls in `src/aws/`), the worker task role's exactly those of the policy
 //! `plan::desired::task_policy` writes (which `worker_policy.rs` checks against the worker's
@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
     let start = readme
         .find(heading)
-        .unwrap_or_else(|| panic!("README has no {heading:?}"));
+        .unwrap_or_else(|| panic!("docs/aws.md has no {heading:?}"));
     let rest = &readme[start + heading.len()..];
     let end = rest.find("\n#").unwrap_or(rest.len());
     &rest[..end]
@@ -55,15 +55,15 @@ fn policy_actions(policy: &serde_json::Value) -> BTreeSet<String> {
 #[test]
 fn readme_lists_every_permission_of_each_principal() -> anyhow::Result<()> {
     let root = testbed::repo_root();
-    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let readme = std::fs::read_to_string(root.join("docs/aws.md"))?;
 
     let operator: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         root.join("deploy/aws/operator-policy.json"),
     )?)?;
     assert_eq!(
-        actions(section(&readme, "#### Operator")),
+        actions(section(&readme, "### Operator")),
         policy_actions(&operator),
-        "README's operator actions against deploy/aws/operator-policy.json"
+        "docs/aws.md's operator actions against deploy/aws/operator-policy.json"
     );
 
     let task: serde_json::Value = serde_json::from_str(&desired::task_policy(&TaskPolicyInputs {
@@ -75,25 +75,25 @@ fn readme_lists_every_permission_of_each_principal() -> anyhow::Result<()> {
         cluster_name: "c",
     }))?;
     assert_eq!(
-        actions(section(&readme, "#### Worker task role")),
+        actions(section(&readme, "### Worker task role")),
         policy_actions(&task),
-        "README's task role actions against plan::desired::task_policy"
+        "docs/aws.md's task role actions against plan::desired::task_policy"
     );
 
     for (heading, arn) in [
         (
-            "#### Container instance role",
+            "### Container instance role",
             desired::instance_managed_policy("aws"),
         ),
         (
-            "#### Task execution role",
+            "### Task execution role",
             desired::execution_managed_policy("aws"),
         ),
     ] {
         let name = arn.rsplit('/').next().unwrap_or_default();
         assert!(
             section(&readme, heading).contains(&format!("`{name}`")),
-            "README's {heading} names {name}"
+            "docs/aws.md's {heading} names {name}"
         );
     }
     Ok(())
