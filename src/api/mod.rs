@@ -625,8 +625,9 @@ pub struct EcsSelfTerminatingWorkerStatus {
     /// Value of the `ecsworker.dev/run-now` annotation last handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trigger: Option<String>,
-    /// Finished runs in a row that did not succeed (0 after a successful run); health checks
-    /// report the worker degraded from a threshold on.
+    /// Finished runs in a row that failed or timed out scaling up (0 after a successful run; an
+    /// interrupted run changes nothing); health checks report the worker degraded from a
+    /// threshold on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failed_runs: i32,
 }

@@ -1086,9 +1086,12 @@ impl<'a> Cycle<'a> {
     /// Records the run and brings capacity back to zero when nothing runs any more.
     fn end_run(&mut self, record: RunRecord, condition: ConditionUpdate) {
         let id = record.id.clone();
+        let before = self.input.status.consecutive_failed_runs;
         self.out.consecutive_failed_runs = match record.outcome {
             RunOutcome::Succeeded => 0,
-            _ => self.input.status.consecutive_failed_runs.saturating_add(1),
+            // The instance was taken away; the worker itself did not fail.
+            RunOutcome::Interrupted => before,
+            RunOutcome::Failed | RunOutcome::ScaleUpTimedOut => before.saturating_add(1),
         };
         self.out.current_run = None;
         self.out.last_run = Some(record);
@@ -2033,6 +2036,8 @@ mod tests {
         assert_eq!(ended(3, 0).consecutive_failed_runs, 1);
         assert_eq!(ended(3, 2).consecutive_failed_runs, 3);
         assert_eq!(ended(0, 2).consecutive_failed_runs, 0);
+        // Exit 4: interrupted (messages returned), neither a failure nor a success.
+        assert_eq!(ended(4, 2).consecutive_failed_runs, 2);
         // No run ended: the count is carried over.
         let idle = case().status(|s| s.consecutive_failed_runs = 2).decide();
         assert_eq!(idle.consecutive_failed_runs, 2);
