@@ -36,6 +36,7 @@ demo: tools
 bench: tools
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) bench --workspace --bench drain
+	$(CARGO) bench --workspace --bench startup
 	$(CARGO) bench --workspace --bench cost
 	$(CARGO) bench --workspace --bench latency
 	$(CARGO) bench --workspace --bench fleet

@@ -33,6 +33,9 @@ Additions:
     (desiredStatus STOPPED, stopCode UserInitiated, lastStatus unchanged) until the agent
     reports the container's exit, as AWS does (POST /moto-api/ecs-ext/agent-tasks;
     moto_ecs_agent_stop.py).
+12. SQS ReceiveMessage checks each message's retention period without computing every queue
+    attribute, so a receive no longer costs moto time proportional to the queue length per
+    message handed out (moto_sqs_retention.py; same result).
 """
 
 import datetime
@@ -56,6 +59,7 @@ import moto_ecs_host_stop  # noqa: F401  (adds the host-terminated endpoint)
 import moto_ecs_agent_stop  # noqa: F401  (StopTask through the agent; agent-tasks endpoint)
 import moto_models  # noqa: F401  (patches request handling on import)
 import moto_iam  # noqa: F401  (patches IAM authorization on import)
+import moto_sqs_retention  # noqa: F401  (receives without a queue-length cost per message)
 
 _create_version = LaunchTemplate.create_version
 
