@@ -42,36 +42,11 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `hack/SCRIPT ARGS` and returns the last line it printed (a path).
-fn hack(script: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
-    let out = Command::new(repo().join("hack").join(script))
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    anyhow::ensure!(out.status.success(), "hack/{script} failed: {}", out.status);
-    let text = String::from_utf8(out.stdout)?;
-    let last = text
-        .lines()
-        .last()
-        .ok_or_else(|| anyhow::anyhow!("hack/{script} printed nothing"))?;
-    Ok(PathBuf::from(last.trim()))
-}
+use testbed::{hack_path as hack, run_in_repo as run};
 
 /// The cached `helm` binary (`hack/helm.sh` pins the version), built on first use.
 fn helm_bin() -> anyhow::Result<PathBuf> {
     hack("helm.sh", &[])
-}
-
-/// Runs a command from the repository root; its stdout, or an error with both outputs.
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.current_dir(repo()).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// `helm` with its caches and configuration in `home`, so a test reads no user settings.

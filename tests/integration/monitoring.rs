@@ -63,14 +63,7 @@ fn repo() -> PathBuf {
 }
 
 fn promtool() -> anyhow::Result<PathBuf> {
-    let out = Command::new(repo().join("hack/promtool.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    anyhow::ensure!(out.status.success(), "hack/promtool.sh failed");
-    let path = String::from_utf8(out.stdout)?;
-    Ok(PathBuf::from(
-        path.lines().last().unwrap_or_default().trim(),
-    ))
+    testbed::hack_path("promtool.sh", &[])
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {

@@ -8,6 +8,7 @@ use crate::common::Harness;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use testbed::{hack_path, run_in_repo as run};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -51,28 +52,12 @@ fn commands(section: &str) -> Vec<String> {
     out
 }
 
-fn the_command<'a>(commands: &'a [String], prefix: &str) -> anyhow::Result<Vec<String>> {
+fn the_command(commands: &[String], prefix: &str) -> anyhow::Result<Vec<String>> {
     let line = commands
         .iter()
         .find(|c| c.starts_with(prefix))
         .ok_or_else(|| anyhow::anyhow!("the quick start has no `{prefix} ...` command"))?;
     shlex::split(line).ok_or_else(|| anyhow::anyhow!("cannot split {line:?}"))
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.current_dir(repo()).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-fn hack(script: &str) -> anyhow::Result<PathBuf> {
-    let out = run(&mut Command::new(repo().join("hack").join(script)))?;
-    Ok(PathBuf::from(out.lines().last().unwrap_or_default().trim()))
 }
 
 #[test]
@@ -109,7 +94,7 @@ fn the_quick_start_helm_install_renders_with_its_own_flags() -> anyhow::Result<(
         .display()
         .to_string();
     let home = tempfile::tempdir()?;
-    let rendered = run(Command::new(hack("helm.sh")?)
+    let rendered = run(Command::new(hack_path("helm.sh", &[])?)
         .args(&args[1..])
         .env("HELM_CACHE_HOME", home.path().join("cache"))
         .env("HELM_CONFIG_HOME", home.path().join("config"))
@@ -135,7 +120,7 @@ fn the_quick_start_helm_install_renders_with_its_own_flags() -> anyhow::Result<(
 }
 
 fn kubectl_in(kubeconfig: &Path, ns: &str, args: &[String]) -> anyhow::Result<String> {
-    let bin = hack("k8s-tools.sh")?.join("kubectl");
+    let bin = hack_path("k8s-tools.sh", &[])?.join("kubectl");
     run(Command::new(bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)

@@ -64,13 +64,32 @@ pub fn env_number(name: &str, default: i64) -> anyhow::Result<i64> {
 
 /// Runs a `hack/` script and returns the last line it printed (the path it reports).
 pub(crate) fn hack_output(script: &str) -> anyhow::Result<String> {
+    Ok(hack_path(script, &[])?.display().to_string())
+}
+
+/// Runs `hack/SCRIPT ARGS` (a tool-cache script: it builds or finds a tool) and returns the
+/// path it printed last.
+pub fn hack_path(script: &str, args: &[&str]) -> anyhow::Result<std::path::PathBuf> {
     let out = std::process::Command::new(repo_root().join("hack").join(script))
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()?;
     anyhow::ensure!(out.status.success(), "hack/{script} failed: {}", out.status);
     let text = String::from_utf8(out.stdout)?;
     text.lines()
         .last()
-        .map(|l| l.trim().to_string())
+        .map(|l| std::path::PathBuf::from(l.trim()))
         .ok_or_else(|| anyhow::anyhow!("hack/{script} printed nothing"))
+}
+
+/// Runs a command from the repository root: its stdout, or an error with both outputs.
+pub fn run_in_repo(cmd: &mut std::process::Command) -> anyhow::Result<String> {
+    let out = cmd.current_dir(repo_root()).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }
