@@ -20,7 +20,8 @@
 //! (default 0).
 //!
 //! `cargo bench -p ecs-worker --bench startup` (`make bench`). BENCH_MESSAGES: messages for
-//! http, stdio and the original (default 200). Prints a table; asserts that every run drained.
+//! http, stdio and the original (default 200); BENCH_VERBOSE=1 shows the worker's and the
+//! handlers' logs. Prints a table; asserts that every run drained.
 
 mod common;
 

@@ -73,6 +73,12 @@ pub async fn run_worker(
         .env("RUST_LOG", "warn")
         .envs(overrides.iter().copied())
         .stdout(std::process::Stdio::null())
+        // The worker's and the handlers' logs: BENCH_VERBOSE=1 shows them.
+        .stderr(if std::env::var_os("BENCH_VERBOSE").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
         .kill_on_drop(true);
     let seq = proxy.request_count();
     let started = Instant::now();
