@@ -388,7 +388,11 @@ async fn auto_prefetch_leaves_long_messages_to_other_workers() {
     for n in 1..=2u64 {
         wait_until(|| started.lock().unwrap().len() as u64 == n).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(env.depth(&q.url).await, (3 - n, 1), "while handler {n} runs");
+        assert_eq!(
+            env.depth(&q.url).await,
+            (3 - n, 1),
+            "while handler {n} runs"
+        );
     }
     let report = run.await.expect("worker runs");
     assert_eq!(report.exit(), Exit::Success, "{report:?}");
@@ -431,7 +435,10 @@ async fn handlers_do_not_wait_for_delete_round_trips() {
     assert_eq!(starts.len(), 30);
     // Waiting for each delete would take 29 x 400 ms before the last handler starts.
     let span = *starts.last().unwrap() - starts[0];
-    assert!(span < Duration::from_secs(3), "handlers started over {span:?}");
+    assert!(
+        span < Duration::from_secs(3),
+        "handlers started over {span:?}"
+    );
     let deletes = proxy
         .requests()
         .iter()
