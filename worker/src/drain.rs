@@ -671,6 +671,54 @@ mod tests {
     }
 
     #[test]
+    fn pace_follows_a_slower_run_at_once_and_a_quicker_one_gradually() {
+        let pace = Pace::default();
+        assert_eq!(pace.current(1), None, "nothing timed yet");
+        let record = |key: HoldKey, took: Duration| {
+            pace.lock().running.insert(key, Instant::now() - took);
+            pace.finished(key);
+        };
+        record(1, Duration::from_millis(10));
+        let first = pace.current(1).unwrap();
+        assert!(first >= Duration::from_millis(10) && first < Duration::from_millis(20));
+        record(2, Duration::from_secs(2));
+        assert!(
+            pace.current(1).unwrap() >= Duration::from_secs(2),
+            "slower: at once"
+        );
+        record(3, Duration::from_millis(10));
+        let after_one_quick = pace.current(1).unwrap();
+        assert!(
+            after_one_quick > Duration::from_millis(1500),
+            "quicker: gradually ({after_one_quick:?})"
+        );
+        for key in 4..40 {
+            record(key, Duration::from_millis(10));
+        }
+        assert!(pace.current(1).unwrap() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn pace_counts_handlers_still_running_when_every_slot_is_busy() {
+        let pace = Pace::default();
+        pace.lock().running.insert(1, Instant::now());
+        pace.finished(1);
+        let quick = pace.current(2).unwrap();
+        pace.lock()
+            .running
+            .insert(2, Instant::now() - Duration::from_secs(5));
+        // One of two slots busy: the other frees at the quick pace.
+        assert_eq!(pace.current(2).unwrap(), quick);
+        // Every slot busy for 3 s or more: no slot frees sooner.
+        pace.lock()
+            .running
+            .insert(3, Instant::now() - Duration::from_secs(3));
+        assert!(pace.current(2).unwrap() >= Duration::from_secs(3));
+        pace.abandoned(3);
+        assert_eq!(pace.current(2).unwrap(), quick);
+    }
+
+    #[test]
     fn panic_payloads_become_text() {
         let p: Box<dyn std::any::Any + Send> = Box::new("boom");
         assert_eq!(panic_text(p.as_ref()), "boom");
