@@ -85,6 +85,9 @@ pub const GROUP: &str = "ecsworker.dev";
 )]
 #[x_kube(validation = Rule::new("has(self.cronRate) != has(self.schedule)").message("set exactly one of spec.cronRate (e.g. 7_HOURS) or spec.schedule (a 5-field cron expression)"))]
 #[x_kube(validation = Rule::new("!(self.gpu && self.arm)").message("spec.gpu and spec.arm cannot both be true: there is no GPU arm64 ECS-optimized AMI; choose one"))]
+#[x_kube(validation = Rule::new("!has(self.secrets) || !has(self.env) || self.secrets.all(s, self.env.all(e, e.name != s.name))").message("spec.secrets: a name is also in spec.env; each environment variable comes from one place"))]
+#[x_kube(validation = Rule::new("!has(self.secrets) || self.secrets.all(s, s.valueFrom.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.secrets[].valueFrom must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
+#[x_kube(validation = Rule::new("!has(self.secretsKmsKeyArn) || self.secretsKmsKeyArn.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':')").message("spec.secretsKmsKeyArn must be in the partition of spec.region"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsSelfTerminatingWorkerSpec {
     /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
@@ -158,6 +161,26 @@ pub struct EcsSelfTerminatingWorkerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub env: Vec<EnvVar>,
+
+    /// Environment variables whose values ECS reads from AWS Secrets Manager or SSM Parameter
+    /// Store when the task starts (the container definition's `secrets`): only the ARNs are in
+    /// the spec and the task definition, never the values. The operator's task execution role
+    /// may read exactly these (see docs/secrets.md); with `spec.iam.executionRoleArn`, that
+    /// role must. At most 20 (the execution role's inline policy stays within IAM's 10,240
+    /// characters).
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/specifying-sensitive-data.html>
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub secrets: Vec<SecretEnvVar>,
+
+    /// A customer managed KMS key that encrypts the secrets or SecureString parameters of
+    /// `secrets`, e.g. `arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab`:
+    /// the execution role may then `kms:Decrypt` with it. Not needed for the AWS managed keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$')").message("spec.secretsKmsKeyArn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID)"))]
+    pub secrets_kms_key_arn: Option<String>,
 
     /// The work queue (SQS) and its dead-letter queue.
     #[serde(default)]
@@ -244,6 +267,28 @@ pub struct EnvVar {
     #[serde(default)]
     #[schemars(length(max = 32768))]
     pub value: String,
+}
+
+/// An environment variable of the worker container whose value ECS fetches from AWS when the
+/// task starts.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretEnvVar {
+    /// Variable name. Names starting with `WORKER_`, `AWS_` or `ECS_` are set by the operator
+    /// and reserved; a name may not repeat one of `spec.env`.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        length(min = 1, max = 255)
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('WORKER_') && !self.startsWith('AWS_') && !self.startsWith('ECS_')").message("secret names starting with WORKER_, AWS_ or ECS_ are reserved for the operator"))]
+    pub name: String,
+    /// The ARN of a Secrets Manager secret
+    /// (`arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf`, optionally followed by
+    /// `:json-key:version-stage:version-id`, any of them empty) or of an SSM parameter
+    /// (`arn:aws:ssm:REGION:ACCOUNT:parameter/NAME`).
+    #[schemars(length(min = 1, max = 400))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+(:[^:]*:[^:]*:[^:]*)?$') || self.matches('^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/[A-Za-z0-9_./-]+$')").message("valueFrom must be a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME, optionally :json-key:version-stage:version-id) or an SSM parameter ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)"))]
+    pub value_from: String,
 }
 
 /// The SQS work queue.

@@ -190,10 +190,12 @@ impl Provisioner<'_> {
         let execution_role_arn = match iam.execution_role_arn {
             Some(arn) => arn,
             None => {
+                // Read access to exactly the spec's secrets, when it has any.
+                let secrets = desired::execution_policy(self.spec);
                 self.ensure_role(
                     &self.names.execution_role,
                     "ecs-tasks.amazonaws.com",
-                    None,
+                    secrets.as_deref(),
                     Some(&desired::execution_managed_policy(partition)),
                     "ExecutionRole",
                     &mut report,
@@ -1147,6 +1149,22 @@ impl Provisioner<'_> {
                     .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
                     .collect(),
             ))
+            .set_secrets(if td.secrets.is_empty() {
+                None
+            } else {
+                Some(
+                    td.secrets
+                        .iter()
+                        .map(|(name, from)| {
+                            Secret::builder()
+                                .name(name)
+                                .value_from(from)
+                                .build()
+                                .map_err(|e| build_err("ecs", e))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            })
             .log_configuration(
                 LogConfiguration::builder()
                     .log_driver(LogDriver::Awslogs)

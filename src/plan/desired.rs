@@ -282,6 +282,10 @@ pub struct TaskDefinitionSpec {
     pub memory_reservation: i32,
     pub gpu: bool,
     pub environment: Vec<(String, String)>,
+    /// The container's `secrets`: (variable, ARN ECS reads the value from). Left out of the
+    /// fingerprint when empty, so workers without secrets keep their revision.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<(String, String)>,
     pub log_group: String,
     pub region: String,
     pub task_role_arn: String,
@@ -376,6 +380,11 @@ pub fn task_definition(
         memory_reservation: spec.memory_limit_mib,
         gpu: spec.gpu,
         environment,
+        secrets: spec
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.value_from.clone()))
+            .collect(),
         log_group: inputs.names.log_group.clone(),
         region: spec.region.clone(),
         task_role_arn: inputs.task_role_arn.to_string(),
@@ -403,6 +412,73 @@ pub fn instance_managed_policy(partition: &str) -> String {
 /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html>
 pub fn execution_managed_policy(partition: &str) -> String {
     format!("arn:{partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+}
+
+/// The secret a Secrets Manager `valueFrom` reads: the ARN without ECS's
+/// `:json-key:version-stage:version-id` suffix.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/secrets-envvar-secrets-manager.html>
+pub fn secret_arn(value_from: &str) -> &str {
+    match value_from.match_indices(':').nth(6) {
+        Some((i, _)) => &value_from[..i],
+        None => value_from,
+    }
+}
+
+/// The IAM resource that grants a Secrets Manager secret given by ARN. A complete ARN ends in
+/// the hyphen and six random characters Secrets Manager appends to the name, and is granted
+/// as is; a partial one (the name alone) gets the `-??????` wildcard, which matches exactly
+/// those six characters. Secrets Manager itself reads a name ending in a hyphen and six
+/// characters as a complete ARN, and so does this.
+/// <https://docs.aws.amazon.com/secretsmanager/latest/userguide/auth-and-access_iam-policies.html>
+/// <https://docs.aws.amazon.com/secretsmanager/latest/userguide/troubleshoot.html#ARN_secretnamehyphen>
+pub fn secret_resource(value_from: &str) -> String {
+    let arn = secret_arn(value_from);
+    let name = arn.rsplit(':').next().unwrap_or_default();
+    let complete = name.len() > 7
+        && name.as_bytes()[name.len() - 7] == b'-'
+        && name[name.len() - 6..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric());
+    if complete {
+        arn.to_string()
+    } else {
+        format!("{arn}-??????")
+    }
+}
+
+/// Inline policy of the operator-created task execution role when the spec has `secrets`:
+/// `secretsmanager:GetSecretValue` on exactly those secrets, `ssm:GetParameters` on exactly
+/// those parameters, and `kms:Decrypt` with `spec.secretsKmsKeyArn` when one is named (the
+/// AWS managed keys need no grant). `None` without secrets: the role then has no inline
+/// policy (a previous one is deleted).
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html#task-execution-secrets>
+pub fn execution_policy(spec: &EcsSelfTerminatingWorkerSpec) -> Option<String> {
+    let mut secrets = std::collections::BTreeSet::new();
+    let mut parameters = std::collections::BTreeSet::new();
+    for s in &spec.secrets {
+        match s.value_from.split(':').nth(2) {
+            Some("secretsmanager") => {
+                secrets.insert(secret_resource(&s.value_from));
+            }
+            _ => {
+                parameters.insert(s.value_from.clone());
+            }
+        }
+    }
+    if secrets.is_empty() && parameters.is_empty() {
+        return None;
+    }
+    let mut statements = Vec::new();
+    if !secrets.is_empty() {
+        statements.push(serde_json::json!({"Sid": "ReadSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": secrets}));
+    }
+    if !parameters.is_empty() {
+        statements.push(serde_json::json!({"Sid": "ReadParameters", "Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": parameters}));
+    }
+    if let Some(key) = &spec.secrets_kms_key_arn {
+        statements.push(serde_json::json!({"Sid": "DecryptSecrets", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": key}));
+    }
+    Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string())
 }
 
 /// Tag the worker puts on its own task with its outcome before it removes its capacity, so a
@@ -723,5 +799,108 @@ mod tests {
         assert_eq!(partition("cn-north-1"), "aws-cn");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("eu-west-3"), "aws");
+    }
+    const SM_COMPLETE: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-password-AbC123";
+    const SM_PARTIAL_JSON: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api:token:AWSCURRENT:";
+    const PARAM: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/model/license";
+
+    #[test]
+    fn secrets_reach_the_container_secrets_and_never_the_environment() {
+        let names = Names::new("ns", "w");
+        let inputs = TaskInputs {
+            names: &names,
+            queue_url: "http://q",
+            task_role_arn: "arn:t",
+            execution_role_arn: "arn:e",
+        };
+        let plain = task_definition(&spec(serde_json::json!({})), &inputs);
+        let with = task_definition(
+            &spec(serde_json::json!({"secrets": [
+                {"name": "DB_PASSWORD", "valueFrom": SM_COMPLETE},
+                {"name": "LICENSE", "valueFrom": PARAM},
+            ]})),
+            &inputs,
+        );
+        assert_eq!(
+            with.secrets,
+            vec![
+                ("DB_PASSWORD".to_string(), SM_COMPLETE.to_string()),
+                ("LICENSE".to_string(), PARAM.to_string())
+            ]
+        );
+        assert_eq!(with.environment, plain.environment);
+        assert!(
+            with.environment
+                .iter()
+                .all(|(k, v)| k != "DB_PASSWORD" && k != "LICENSE" && !v.contains("arn:aws:s")),
+            "{:?}",
+            with.environment
+        );
+        assert_ne!(with.fingerprint(), plain.fingerprint());
+        // No secrets: the fingerprint of a task definition from before the field existed.
+        assert!(!serde_json::to_string(&plain).unwrap().contains("secrets"));
+    }
+
+    #[test]
+    fn secret_arns_lose_the_json_key_suffix_and_partial_ones_get_the_six_character_wildcard() {
+        assert_eq!(secret_arn(SM_COMPLETE), SM_COMPLETE);
+        assert_eq!(
+            secret_arn(SM_PARTIAL_JSON),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api"
+        );
+        assert_eq!(secret_resource(SM_COMPLETE), SM_COMPLETE);
+        assert_eq!(
+            secret_resource(SM_PARTIAL_JSON),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-??????"
+        );
+        assert_eq!(
+            secret_resource(&format!("{SM_COMPLETE}:password::")),
+            SM_COMPLETE
+        );
+    }
+
+    #[test]
+    fn execution_policy_grants_exactly_the_named_secrets() {
+        assert_eq!(execution_policy(&spec(serde_json::json!({}))), None);
+        let policy = |extra| -> serde_json::Value {
+            serde_json::from_str(&execution_policy(&spec(extra)).expect("a policy")).unwrap()
+        };
+        let p = policy(serde_json::json!({"secrets": [
+            {"name": "A", "valueFrom": SM_COMPLETE},
+            {"name": "B", "valueFrom": format!("{SM_COMPLETE}:user::")},
+            {"name": "C", "valueFrom": SM_PARTIAL_JSON},
+            {"name": "D", "valueFrom": PARAM},
+        ]}));
+        assert_eq!(
+            p["Statement"],
+            serde_json::json!([
+                {"Sid": "ReadSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": [
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-??????",
+                    SM_COMPLETE,
+                ]},
+                {"Sid": "ReadParameters", "Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": [PARAM]},
+            ])
+        );
+        // Parameters only, with a named key: no Secrets Manager statement, kms:Decrypt on the key.
+        let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let p = policy(serde_json::json!({
+            "secrets": [{"name": "D", "valueFrom": PARAM}],
+            "secretsKmsKeyArn": key,
+        }));
+        let statements = p["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2);
+        assert_eq!(
+            statements[0]["Action"],
+            serde_json::json!(["ssm:GetParameters"])
+        );
+        assert_eq!(statements[1]["Action"], serde_json::json!(["kms:Decrypt"]));
+        assert_eq!(statements[1]["Resource"], key);
+        // A key without secrets grants nothing.
+        assert_eq!(
+            execution_policy(&spec(serde_json::json!({"secretsKmsKeyArn": key}))),
+            None
+        );
     }
 }

@@ -715,6 +715,64 @@ fn admission_cases() -> Vec<Case> {
                 needle: "spec.queue.visibilityTimeout",
             },
         },
+        // Secrets from AWS: only ARNs of Secrets Manager or SSM, in the region's partition,
+        // under names of their own.
+        refused(
+            "a-secret-without-value-from",
+            json!({ "secrets": [{ "name": "DB_PASSWORD" }] }),
+            "spec.secrets[0].valueFrom",
+        ),
+        refused(
+            "a-secret-malformed-arn",
+            json!({ "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "arn:aws:secretsmanager:us-east-1:1234:secret:db" }] }),
+            "valueFrom must be a Secrets Manager secret ARN",
+        ),
+        refused(
+            "a-secret-plain-value",
+            json!({ "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "hunter2" }] }),
+            "valueFrom must be a Secrets Manager secret ARN",
+        ),
+        refused(
+            "a-secret-wrong-service",
+            json!({ "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "arn:aws:s3:::bucket/db-password" }] }),
+            "valueFrom must be a Secrets Manager secret ARN",
+        ),
+        refused(
+            "a-secret-duplicate-name",
+            json!({ "secrets": [
+                { "name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/a" },
+                { "name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/b" },
+            ] }),
+            "spec.secrets[1]",
+        ),
+        refused(
+            "a-secret-reserved-name",
+            json!({ "secrets": [{ "name": "WORKER_QUEUE_URL", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/a" }] }),
+            "reserved for the operator",
+        ),
+        refused(
+            "a-secret-name-also-in-env",
+            json!({
+                "env": [{ "name": "TOKEN", "value": "x" }],
+                "secrets": [{ "name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/a" }],
+            }),
+            "a name is also in spec.env",
+        ),
+        refused(
+            "a-secret-other-partition",
+            json!({ "secrets": [{ "name": "TOKEN", "valueFrom": "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/a" }] }),
+            "partition of spec.region",
+        ),
+        refused(
+            "a-secrets-too-many",
+            json!({ "secrets": (0..21).map(|i| json!({ "name": format!("S{i}"), "valueFrom": format!("arn:aws:ssm:us-east-1:123456789012:parameter/p{i}") })).collect::<Vec<_>>() }),
+            "spec.secrets",
+        ),
+        refused(
+            "a-secrets-kms-not-a-key",
+            json!({ "secretsKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/mine" }),
+            "spec.secretsKmsKeyArn must be a KMS key ARN",
+        ),
         // Updates of an accepted worker are checked like creations.
         Case {
             name: "a-update-memory",

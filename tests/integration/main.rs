@@ -8,6 +8,7 @@ mod common;
 
 mod argocd;
 mod aws_rules;
+mod aws_secrets;
 mod bad_manifests;
 mod chaos;
 mod consistency;
