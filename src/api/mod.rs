@@ -239,13 +239,41 @@ fn default_log_retention_days() -> i32 {
     30
 }
 
-/// Where the operator finds AWS credentials for this worker.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+/// Where the operator finds AWS credentials for this worker: static keys in a Secret, or a
+/// role (in this or another account) the operator assumes from its own identity.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.roleArn)").message("spec.credentials: set exactly one of spec.credentials.secretRef (static keys) or spec.credentials.roleArn (a role the operator assumes)"))]
+#[x_kube(validation = Rule::new("has(self.roleArn) || (!has(self.externalId) && !has(self.sessionDurationSeconds))").message("spec.credentials.externalId and spec.credentials.sessionDurationSeconds apply to spec.credentials.roleArn only"))]
 pub struct CredentialsSpec {
     /// A Secret in the worker's namespace with keys `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
-    pub secret_ref: SecretRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// An IAM role the operator assumes (STS AssumeRole, from its own identity) for every AWS
+    /// call of this worker, e.g. `arn:aws:iam::111122223333:role/team-a-workers`; the
+    /// resources are created in the role's account. The role's trust policy must name the
+    /// operator's identity and allow `sts:AssumeRole` and `sts:TagSession` (see
+    /// docs/cross-account.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+    ))]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy requires (`sts:ExternalId`), if any. An
+    /// identifier, not a secret: it appears in the role owner's CloudTrail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_+=,.@:/-]+$"),
+        length(min = 2, max = 1224)
+    )]
+    pub external_id: Option<String>,
+    /// Lifetime of each role session (`DurationSeconds`, 900 to 43200; AssumeRole's default,
+    /// one hour, when unset). It must not exceed the role's maximum session duration. Sessions
+    /// are renewed before they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 900, max = 43200))]
+    pub session_duration_seconds: Option<i32>,
 }
 
 /// A Secret in the same namespace.

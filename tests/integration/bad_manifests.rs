@@ -687,6 +687,44 @@ fn admission_cases() -> Vec<Case> {
             json!({ "credentials": {} }),
             "spec.credentials.secretRef",
         ),
+        // Per-team roles (spec.credentials.roleArn).
+        refused(
+            "a-credentials-both-kinds",
+            json!({ "credentials": {
+                "secretRef": { "name": "aws-keys" },
+                "roleArn": "arn:aws:iam::111122223333:role/team-a"
+            } }),
+            "set exactly one of spec.credentials.secretRef (static keys) or spec.credentials.roleArn",
+        ),
+        refused(
+            "a-role-arn-malformed",
+            json!({ "credentials": { "roleArn": "arn:aws:iam::1111:user/team-a" } }),
+            "spec.credentials.roleArn",
+        ),
+        refused(
+            "a-role-session-too-short",
+            json!({ "credentials": {
+                "roleArn": "arn:aws:iam::111122223333:role/team-a",
+                "sessionDurationSeconds": 899
+            } }),
+            "spec.credentials.sessionDurationSeconds",
+        ),
+        refused(
+            "a-role-session-too-long",
+            json!({ "credentials": {
+                "roleArn": "arn:aws:iam::111122223333:role/team-a",
+                "sessionDurationSeconds": 43201
+            } }),
+            "spec.credentials.sessionDurationSeconds",
+        ),
+        refused(
+            "a-external-id-without-role",
+            json!({ "credentials": {
+                "secretRef": { "name": "aws-keys" },
+                "externalId": "team-a-7f3c"
+            } }),
+            "apply to spec.credentials.roleArn only",
+        ),
         // Unknown fields: pruned silently by default, refused under strict field validation.
         Case {
             name: "a-unknown-field",

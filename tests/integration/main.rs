@@ -7,6 +7,7 @@
 mod common;
 
 mod argocd;
+mod assume_role;
 mod aws_rules;
 mod aws_secrets;
 mod bad_manifests;
