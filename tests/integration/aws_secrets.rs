@@ -4,8 +4,9 @@
 //! whose container `secrets` carry exactly those ARNs as `valueFrom`, with nothing of them in
 //! its `environment`; the task execution role gets an inline policy granting
 //! `secretsmanager:GetSecretValue` and `ssm:GetParameters` on exactly those ARNs (and
-//! `kms:Decrypt` on the named key); the policy is rewritten when the list changes and removed
-//! when `spec.secrets` is emptied.
+//! `kms:Decrypt` on the named key); a policy widened out of band is written back; the policy is
+//! rewritten when the list changes and removed when `spec.secrets` is emptied. The example of
+//! docs/secrets.md is admitted as written and granted what the page says.
 
 use crate::common::{Harness, worker_yaml};
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
@@ -160,7 +161,8 @@ async fn secrets_reach_the_task_definition_and_only_their_arns_reach_the_executi
     let partial = format!("arn:aws:secretsmanager:us-east-1:{account}:secret:api/token");
     let key = format!("arn:aws:kms:us-east-1:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab");
 
-    h.start_controller(Duration::from_secs(3600));
+    // Every reconcile compares the AWS resources with the spec (drift repair).
+    h.start_controller(Duration::from_millis(1));
     let spec = format!(
         "secrets:\n- name: DB_PASSWORD\n  valueFrom: \"{secret_with_key}\"\n- name: LICENSE\n  valueFrom: \"{parameter_arn}\"\n- name: API_TOKEN\n  valueFrom: \"{partial}\"\nsecretsKmsKeyArn: \"{key}\"\nenv:\n- name: MODEL\n  value: small"
     );
@@ -220,6 +222,23 @@ async fn secrets_reach_the_task_definition_and_only_their_arns_reach_the_executi
             .iter()
             .any(|p| p.policy_name() == Some("AmazonECSTaskExecutionRolePolicy"))
     );
+
+    // Widened out of band (every secret of the account): compared and written back.
+    iam.put_role_policy()
+        .role_name(&names.execution_role)
+        .policy_name("worker")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]})
+                .to_string(),
+        )
+        .send()
+        .await?;
+    let want_back = policy.clone();
+    wait_inline(&h, name, &names, "written back", |p| {
+        p.as_deref()
+            .is_some_and(|p| desired::same_policy(p, &want_back))
+    })
+    .await?;
 
     // One secret left, no key: the policy is rewritten to just that parameter.
     h.apply_yaml(&worker_yaml(
