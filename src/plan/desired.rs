@@ -433,12 +433,11 @@ pub fn secret_arn(value_from: &str) -> &str {
 /// <https://docs.aws.amazon.com/secretsmanager/latest/userguide/troubleshoot.html#ARN_secretnamehyphen>
 pub fn secret_resource(value_from: &str) -> String {
     let arn = secret_arn(value_from);
-    let name = arn.rsplit(':').next().unwrap_or_default();
+    // Bytes, so no name (admitted or not) can make a slice fall inside a character.
+    let name = arn.rsplit(':').next().unwrap_or_default().as_bytes();
     let complete = name.len() > 7
-        && name.as_bytes()[name.len() - 7] == b'-'
-        && name[name.len() - 6..]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric());
+        && name[name.len() - 7] == b'-'
+        && name[name.len() - 6..].iter().all(u8::is_ascii_alphanumeric);
     if complete {
         arn.to_string()
     } else {
@@ -858,6 +857,11 @@ mod tests {
         assert_eq!(
             secret_resource(&format!("{SM_COMPLETE}:password::")),
             SM_COMPLETE
+        );
+        // Not ASCII (refused at admission): still no panic, and a wildcard only for the suffix.
+        assert_eq!(
+            secret_resource("arn:aws:secretsmanager:us-east-1:123456789012:secret:clé-sécrète"),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:clé-sécrète-??????"
         );
     }
 
