@@ -340,6 +340,57 @@ pub struct QueueSpec {
     /// Dead-letter queue for messages that keep failing.
     #[serde(default)]
     pub dead_letter: DeadLetterSpec,
+    /// Keep a ConfigMap `<name>-queue` in the worker's namespace with the keys `QUEUE_URL`,
+    /// `QUEUE_ARN`, `DLQ_URL`, `DLQ_ARN` (with a dead-letter queue) and `AWS_REGION`, owned by
+    /// the worker, for producers to read with `envFrom`. Turning it off deletes the ConfigMap.
+    #[serde(default = "default_true")]
+    pub export: bool,
+    /// Who else may send messages to the queue, rendered into the queue's access policy
+    /// (`sqs:SendMessage` only, with the conditions AWS documents for each service). Removing
+    /// every entry removes the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub allow_send_from: Vec<QueueProducer>,
+}
+
+/// One producer allowed to send to the queue: exactly one of the ARNs.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.snsTopicArn), has(self.s3BucketArn), has(self.eventBridgeRuleArn), has(self.principalArn)].filter(x, x).size() == 1").message("each allowSendFrom entry names exactly one of snsTopicArn, s3BucketArn, eventBridgeRuleArn, principalArn"))]
+#[x_kube(validation = Rule::new("!has(self.sourceAccount) || has(self.s3BucketArn)").message("allowSendFrom: sourceAccount goes with s3BucketArn only"))]
+pub struct QueueProducer {
+    /// An SNS topic whose subscription delivers to the queue, e.g.
+    /// `arn:aws:sns:us-east-1:111122223333:orders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws(-cn|-us-gov)?:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+    ))]
+    pub sns_topic_arn: Option<String>,
+    /// An S3 bucket whose event notifications go to the queue, e.g. `arn:aws:s3:::uploads`
+    /// (bucket ARNs carry no region or account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws(-cn|-us-gov)?:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub s3_bucket_arn: Option<String>,
+    /// The account that owns `s3BucketArn` (`aws:SourceAccount`): recommended, since a bucket
+    /// name can be deleted and re-created by another account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{12}$"))]
+    pub source_account: Option<String>,
+    /// An EventBridge rule with the queue as target, e.g.
+    /// `arn:aws:events:us-east-1:111122223333:rule/orders` (or `rule/<bus>/<rule>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws(-cn|-us-gov)?:events:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:rule/[A-Za-z0-9._/-]{1,320}$"
+    ))]
+    pub event_bridge_rule_arn: Option<String>,
+    /// An IAM role or user, in this or another account, e.g.
+    /// `arn:aws:iam::111122223333:role/producer`; it gets `sqs:SendMessage`,
+    /// `sqs:GetQueueUrl` and `sqs:GetQueueAttributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
+    ))]
+    pub principal_arn: Option<String>,
 }
 
 fn default_visibility() -> i32 {
@@ -359,6 +410,8 @@ impl Default for QueueSpec {
             message_retention_seconds: default_retention(),
             receive_wait_time_seconds: default_wait(),
             dead_letter: DeadLetterSpec::default(),
+            export: true,
+            allow_send_from: Vec::new(),
         }
     }
 }

@@ -135,6 +135,8 @@ impl Provisioner<'_> {
         let (queue_url, queue_arn) = self
             .ensure_queue(&self.names.queue, attrs, "Queue", &mut report)
             .await?;
+        self.ensure_queue_policy(&queue_url, &queue_arn, &mut report)
+            .await?;
         res.queue_url = Some(queue_url.clone());
         res.queue_arn = Some(queue_arn.clone());
 
@@ -554,6 +556,43 @@ impl Provisioner<'_> {
             .cloned()
             .ok_or_else(|| AwsError::unexpected("sqs", "GetQueueAttributes", "no QueueArn"))?;
         Ok((url, arn))
+    }
+
+    /// The work queue's access policy for `spec.queue.allowSendFrom`: set when it differs
+    /// from the desired one (compared as JSON), removed (set to empty, which SQS takes as no
+    /// policy) when the list is empty and a policy is there.
+    /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html>
+    async fn ensure_queue_policy(
+        &self,
+        url: &str,
+        arn: &str,
+        report: &mut Report,
+    ) -> Result<(), AwsError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = &self.aws.sqs;
+        let desired = desired::queue_policy(self.spec, arn);
+        let observed = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::Policy)
+            .send()
+            .await
+            .aws("sqs", "GetQueueAttributes")?;
+        let observed = observed
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::Policy))
+            .map(String::as_str);
+        if desired::same_queue_policy(observed, desired.as_deref()) {
+            return Ok(());
+        }
+        sqs.set_queue_attributes()
+            .queue_url(url)
+            .attributes(QueueAttributeName::Policy, desired.unwrap_or_default())
+            .send()
+            .await
+            .aws("sqs", "SetQueueAttributes")?;
+        report.updated.push("QueuePolicy");
+        Ok(())
     }
 
     async fn ensure_log_group(&self, report: &mut Report) -> Result<(), AwsError> {

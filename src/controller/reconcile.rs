@@ -342,6 +342,14 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
                     reason::PROVISIONED,
                     "every AWS resource exists and matches the spec",
                 );
+                // spec.queue.export: the queue's address in a ConfigMap for producers.
+                match super::export::sync(&ctx.client, &worker, &ns, &pass.status.resources).await?
+                {
+                    super::export::Outcome::Conflict(msg) => {
+                        pass.event(true, super::export::EXPORT_CONFLICT, msg).await;
+                    }
+                    outcome => tracing::debug!(?outcome, "queue ConfigMap"),
+                }
             }
             Err(ProvisionError::NoNetwork(region)) => {
                 let msg = ProvisionError::NoNetwork(region).to_string();

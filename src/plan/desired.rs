@@ -255,6 +255,100 @@ pub fn same_redrive(observed: Option<&str>, desired: Option<&str>) -> bool {
     parse(observed) == parse(desired)
 }
 
+/// The work queue's access policy (`Policy` attribute) for `spec.queue.allowSendFrom`, or
+/// `None` when nobody else may send. Each service principal may only `sqs:SendMessage`, and
+/// only on behalf of the named source, with the conditions AWS documents:
+/// - SNS topic: `aws:SourceArn` = the topic
+///   <https://docs.aws.amazon.com/sns/latest/dg/subscribe-sqs-queue-to-sns-topic.html>
+/// - S3 bucket: `aws:SourceArn` = the bucket, `aws:SourceAccount` = its owner when given
+///   <https://docs.aws.amazon.com/AmazonS3/latest/userguide/grant-destinations-permissions-to-s3.html>
+/// - EventBridge rule: `aws:SourceArn` = the rule
+///   <https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html>
+///
+/// An IAM role or user gets `sqs:SendMessage`, `sqs:GetQueueUrl` and `sqs:GetQueueAttributes`
+/// by its ARN (in another account, its own identity policy must allow them as well).
+pub fn queue_policy(spec: &EcsSelfTerminatingWorkerSpec, queue_arn: &str) -> Option<String> {
+    let producers = &spec.queue.allow_send_from;
+    if producers.is_empty() {
+        return None;
+    }
+    let service = |sid: String, principal: &str, conditions: serde_json::Value| {
+        serde_json::json!({
+            "Sid": sid, "Effect": "Allow",
+            "Principal": {"Service": principal},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": conditions,
+        })
+    };
+    let statements: Vec<serde_json::Value> = producers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            if let Some(arn) = &p.sns_topic_arn {
+                Some(service(
+                    format!("SnsTopic{i}"),
+                    "sns.amazonaws.com",
+                    serde_json::json!({"ArnEquals": {"aws:SourceArn": arn}}),
+                ))
+            } else if let Some(arn) = &p.s3_bucket_arn {
+                let mut c = serde_json::json!({"ArnLike": {"aws:SourceArn": arn}});
+                if let Some(account) = &p.source_account {
+                    c["StringEquals"] = serde_json::json!({"aws:SourceAccount": account});
+                }
+                Some(service(format!("S3Bucket{i}"), "s3.amazonaws.com", c))
+            } else if let Some(arn) = &p.event_bridge_rule_arn {
+                Some(service(
+                    format!("EventBridgeRule{i}"),
+                    "events.amazonaws.com",
+                    serde_json::json!({"ArnEquals": {"aws:SourceArn": arn}}),
+                ))
+            } else {
+                p.principal_arn.as_ref().map(|arn| {
+                    serde_json::json!({
+                        "Sid": format!("Principal{i}"), "Effect": "Allow",
+                        "Principal": {"AWS": arn},
+                        "Action": ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+                        "Resource": queue_arn,
+                    })
+                })
+            }
+        })
+        .collect();
+    Some(
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Id": format!("{queue_arn}/producers"),
+            "Statement": statements,
+        })
+        .to_string(),
+    )
+}
+
+/// Whether an observed queue policy says the same as the desired one: both parsed as JSON,
+/// a one-element list taken as its element (SQS and IAM accept either), absent = empty.
+pub fn same_queue_policy(observed: Option<&str>, desired: Option<&str>) -> bool {
+    fn norm(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Array(mut a) if a.len() == 1 => norm(a.remove(0)),
+            serde_json::Value::Array(a) => a.into_iter().map(norm).collect(),
+            serde_json::Value::Object(o) => o.into_iter().map(|(k, v)| (k, norm(v))).collect(),
+            v => v,
+        }
+    }
+    let parse = |s: Option<&str>| -> Option<serde_json::Value> {
+        match s.map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(
+                serde_json::from_str(s)
+                    .map(norm)
+                    .unwrap_or_else(|_| serde_json::Value::String(s.to_string())),
+            ),
+        }
+    };
+    parse(observed) == parse(desired)
+}
+
 /// The launch template data the group's instances start from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LaunchTemplateSpec {
@@ -753,6 +847,78 @@ mod tests {
             a.get("RedrivePolicy").map(String::as_str)
         ));
         assert!(same_redrive(None, None));
+    }
+
+    #[test]
+    fn no_producers_no_queue_policy() {
+        assert_eq!(
+            queue_policy(&spec(serde_json::json!({})), "arn:aws:sqs:us-east-1:1:q"),
+            None
+        );
+        assert!(same_queue_policy(None, None));
+        assert!(same_queue_policy(Some(""), None));
+        assert!(!same_queue_policy(Some("{}"), None));
+    }
+
+    #[test]
+    fn producers_become_send_only_statements_with_source_conditions() {
+        let q = "arn:aws:sqs:us-east-1:111122223333:ecsw-q";
+        let s = spec(serde_json::json!({"queue": {"allowSendFrom": [
+            {"snsTopicArn": "arn:aws:sns:us-east-1:444455556666:orders"},
+            {"s3BucketArn": "arn:aws:s3:::uploads", "sourceAccount": "444455556666"},
+            {"s3BucketArn": "arn:aws:s3:::other"},
+            {"eventBridgeRuleArn": "arn:aws:events:us-east-1:111122223333:rule/nightly"},
+            {"principalArn": "arn:aws:iam::444455556666:role/producer"},
+        ]}}));
+        let policy = queue_policy(&s, q).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        let st = v["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 5);
+        for (i, (service, source)) in [
+            (
+                "sns.amazonaws.com",
+                "arn:aws:sns:us-east-1:444455556666:orders",
+            ),
+            ("s3.amazonaws.com", "arn:aws:s3:::uploads"),
+            ("s3.amazonaws.com", "arn:aws:s3:::other"),
+            (
+                "events.amazonaws.com",
+                "arn:aws:events:us-east-1:111122223333:rule/nightly",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(st[i]["Principal"]["Service"], service);
+            assert_eq!(st[i]["Action"], "sqs:SendMessage");
+            assert_eq!(st[i]["Resource"], q);
+            let cond = &st[i]["Condition"];
+            let arn = cond["ArnEquals"]["aws:SourceArn"]
+                .as_str()
+                .or(cond["ArnLike"]["aws:SourceArn"].as_str());
+            assert_eq!(arn, Some(source), "{i}");
+        }
+        assert_eq!(
+            st[1]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "444455556666"
+        );
+        assert!(st[2]["Condition"].get("StringEquals").is_none());
+        assert_eq!(
+            st[4]["Principal"]["AWS"],
+            "arn:aws:iam::444455556666:role/producer"
+        );
+        assert_eq!(st[4]["Action"].as_array().unwrap().len(), 3);
+        assert!(st[4].get("Condition").is_none());
+        // Compared as JSON: reformatting and one-element lists are the same policy.
+        let mut reformatted = v.clone();
+        reformatted["Statement"][0]["Action"] = serde_json::json!(["sqs:SendMessage"]);
+        let pretty = serde_json::to_string_pretty(&reformatted).unwrap();
+        assert!(same_queue_policy(Some(&pretty), Some(&policy)));
+        reformatted["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"] =
+            "arn:aws:sns:us-east-1:1:x".into();
+        let changed = reformatted.to_string();
+        assert!(!same_queue_policy(Some(&changed), Some(&policy)));
+        assert!(!same_queue_policy(None, Some(&policy)));
     }
 
     #[test]

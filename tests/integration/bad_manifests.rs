@@ -421,6 +421,57 @@ fn admission_cases() -> Vec<Case> {
             json!({ "queue": { "deadLetter": { "maxReceiveCount": 0 } } }),
             "spec.queue.deadLetter.maxReceiveCount",
         ),
+        // Producers (spec.queue.allowSendFrom): one ARN of the right service and partition.
+        refused(
+            "a-send-from-two-sources",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws:sns:us-east-1:111122223333:t", "s3BucketArn": "arn:aws:s3:::b-1" }] } }),
+            "exactly one of snsTopicArn, s3BucketArn",
+        ),
+        refused(
+            "a-send-from-nothing",
+            json!({ "queue": { "allowSendFrom": [{}] } }),
+            "exactly one of snsTopicArn, s3BucketArn",
+        ),
+        refused(
+            "a-send-from-topic-as-bucket",
+            json!({ "queue": { "allowSendFrom": [{ "s3BucketArn": "arn:aws:sns:us-east-1:111122223333:t" }] } }),
+            "s3BucketArn",
+        ),
+        refused(
+            "a-send-from-queue-as-topic",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws:sqs:us-east-1:111122223333:q" }] } }),
+            "snsTopicArn",
+        ),
+        refused(
+            "a-send-from-unknown-partition",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws-xx:sns:us-east-1:111122223333:t" }] } }),
+            "snsTopicArn",
+        ),
+        refused(
+            "a-send-from-bus-not-rule",
+            json!({ "queue": { "allowSendFrom": [{ "eventBridgeRuleArn": "arn:aws:events:us-east-1:111122223333:event-bus/default" }] } }),
+            "eventBridgeRuleArn",
+        ),
+        refused(
+            "a-send-from-iam-group",
+            json!({ "queue": { "allowSendFrom": [{ "principalArn": "arn:aws:iam::111122223333:group/senders" }] } }),
+            "principalArn",
+        ),
+        refused(
+            "a-send-from-short-account",
+            json!({ "queue": { "allowSendFrom": [{ "s3BucketArn": "arn:aws:s3:::b-1", "sourceAccount": "1111" }] } }),
+            "sourceAccount",
+        ),
+        refused(
+            "a-source-account-without-bucket",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws:sns:us-east-1:111122223333:t", "sourceAccount": "111122223333" }] } }),
+            "sourceAccount goes with s3BucketArn only",
+        ),
+        refused(
+            "a-export-string",
+            json!({ "queue": { "export": "yes" } }),
+            "spec.queue.export",
+        ),
         refused(
             "a-concurrency-0",
             json!({ "worker": { "concurrency": 0 } }),

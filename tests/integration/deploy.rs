@@ -460,10 +460,10 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
             ),
         ),
         (
-            "get a ConfigMap",
+            "list ConfigMaps",
             forbidden(
                 Api::<ConfigMap>::namespaced(operator_client.clone(), &ns)
-                    .get("kube-root-ca.crt")
+                    .list(&ListParams::default())
                     .await,
             ),
         ),

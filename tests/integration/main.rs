@@ -24,6 +24,7 @@ mod network;
 mod operations;
 mod permissions_doc;
 mod policies;
+mod producers;
 mod provisioning;
 mod readme;
 mod schema_agreement;

@@ -67,6 +67,9 @@ ecs-worker-operator-leader
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 {{- define "ecs-worker-operator.clusterIdRule" -}}
 # The kube-system namespace's UID is the default cluster identity in owner tags.
