@@ -409,6 +409,14 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
             .map(|e| (e.reason.clone(), e.reporting_controller.clone()))
             .collect::<Vec<_>>()
     );
+    // spec.queue.export: the queue's ConfigMap (get, then server-side apply).
+    let exported = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .get(&format!("{name}-queue"))
+        .await?;
+    assert_eq!(
+        exported.data.as_ref().and_then(|d| d.get("QUEUE_URL")),
+        w.status.as_ref().and_then(|s| s.resources.queue_url.as_ref())
+    );
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
     let holder = leases
         .get(LEASE)
