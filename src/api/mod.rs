@@ -88,6 +88,7 @@ pub const GROUP: &str = "ecsworker.dev";
 #[x_kube(validation = Rule::new("!has(self.secrets) || !has(self.env) || self.secrets.all(s, self.env.all(e, e.name != s.name))").message("spec.secrets: a name is also in spec.env; each environment variable comes from one place"))]
 #[x_kube(validation = Rule::new("!has(self.secrets) || self.secrets.all(s, s.valueFrom.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.secrets[].valueFrom must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
 #[x_kube(validation = Rule::new("!has(self.secretsKmsKeyArn) || self.secretsKmsKeyArn.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':')").message("spec.secretsKmsKeyArn must be in the partition of spec.region"))]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.allowSendFrom) || self.queue.allowSendFrom.all(p, (has(p.snsTopicArn) ? p.snsTopicArn : has(p.s3BucketArn) ? p.s3BucketArn : has(p.eventBridgeRuleArn) ? p.eventBridgeRuleArn : has(p.principalArn) ? p.principalArn : '').startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.queue.allowSendFrom: every ARN must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsSelfTerminatingWorkerSpec {
     /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
@@ -362,14 +363,22 @@ pub struct QueueProducer {
     /// An SNS topic whose subscription delivers to the queue, e.g.
     /// `arn:aws:sns:us-east-1:111122223333:orders`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^arn:aws(-cn|-us-gov)?:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
-    ))]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+        ),
+        length(max = 1600)
+    )]
     pub sns_topic_arn: Option<String>,
     /// An S3 bucket whose event notifications go to the queue, e.g. `arn:aws:s3:::uploads`
     /// (bucket ARNs carry no region or account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^arn:aws(-cn|-us-gov)?:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+        ),
+        length(max = 100)
+    )]
     pub s3_bucket_arn: Option<String>,
     /// The account that owns `s3BucketArn` (`aws:SourceAccount`): recommended, since a bucket
     /// name can be deleted and re-created by another account.
@@ -379,17 +388,23 @@ pub struct QueueProducer {
     /// An EventBridge rule with the queue as target, e.g.
     /// `arn:aws:events:us-east-1:111122223333:rule/orders` (or `rule/<bus>/<rule>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^arn:aws(-cn|-us-gov)?:events:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:rule/[A-Za-z0-9._/-]{1,320}$"
-    ))]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:events:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:rule/[A-Za-z0-9._/-]{1,320}$"
+        ),
+        length(max = 1600)
+    )]
     pub event_bridge_rule_arn: Option<String>,
     /// An IAM role or user, in this or another account, e.g.
     /// `arn:aws:iam::111122223333:role/producer`; it gets `sqs:SendMessage`,
     /// `sqs:GetQueueUrl` and `sqs:GetQueueAttributes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
-    ))]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
+        ),
+        length(max = 1600)
+    )]
     pub principal_arn: Option<String>,
 }
 

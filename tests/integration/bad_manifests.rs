@@ -468,6 +468,16 @@ fn admission_cases() -> Vec<Case> {
             "sourceAccount goes with s3BucketArn only",
         ),
         refused(
+            "a-send-from-other-partition",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws-cn:sns:cn-north-1:111122223333:t" }] } }),
+            "every ARN must be in the partition of spec.region",
+        ),
+        refused(
+            "a-send-from-role-other-partition",
+            json!({ "queue": { "allowSendFrom": [{ "principalArn": "arn:aws-us-gov:iam::111122223333:role/p" }] } }),
+            "every ARN must be in the partition of spec.region",
+        ),
+        refused(
             "a-export-string",
             json!({ "queue": { "export": "yes" } }),
             "spec.queue.export",
