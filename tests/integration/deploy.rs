@@ -415,7 +415,9 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
         .await?;
     assert_eq!(
         exported.data.as_ref().and_then(|d| d.get("QUEUE_URL")),
-        w.status.as_ref().and_then(|s| s.resources.queue_url.as_ref())
+        w.status
+            .as_ref()
+            .and_then(|s| s.resources.queue_url.as_ref())
     );
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
     let holder = leases
