@@ -136,9 +136,20 @@ async fn the_queue_config_map_is_owned_follows_the_queue_and_goes_when_export_is
     })
     .await?;
 
+    // The dead-letter queue turned off again: its keys go, the queue's stay.
+    h.apply_yaml(&worker_yaml(name, no_dlq)).await?;
+    let cm = wait_config_map(&cms, &cm_name, "the DLQ keys to go", |c| {
+        !data(c).contains_key("DLQ_URL")
+    })
+    .await?;
+    assert_eq!(data(cm.as_ref()), queue_only);
+
     // Export turned off: the ConfigMap is deleted.
-    h.apply_yaml(&worker_yaml(name, "queue:\n  export: false"))
-        .await?;
+    h.apply_yaml(&worker_yaml(
+        name,
+        "queue:\n  deadLetter:\n    enabled: false\n  export: false",
+    ))
+    .await?;
     wait_config_map(&cms, &cm_name, "the ConfigMap to be gone", |c| c.is_none()).await?;
     Ok(())
 }
