@@ -66,11 +66,23 @@ fn forbidden<T>(result: Result<T, kube::Error>) -> Option<String> {
     }
 }
 
-/// A client authenticating as the ServiceAccount, with a token from the TokenRequest API.
+/// A client authenticating as the install's ServiceAccount, with a token from the
+/// TokenRequest API.
 async fn service_account_client(
     cp: &ControlPlane,
     admin: &Client,
     dir: &Path,
+) -> anyhow::Result<Client> {
+    service_account_client_of(cp, admin, dir, NAMESPACE, SERVICE_ACCOUNT).await
+}
+
+/// A client authenticating as `namespace/account`, with a token from the TokenRequest API.
+pub(crate) async fn service_account_client_of(
+    cp: &ControlPlane,
+    admin: &Client,
+    dir: &Path,
+    namespace: &str,
+    account: &str,
 ) -> anyhow::Result<Client> {
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -80,8 +92,8 @@ async fn service_account_client(
         },
         ..Default::default()
     };
-    let issued = Api::<ServiceAccount>::namespaced(admin.clone(), NAMESPACE)
-        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+    let issued = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
         .await?;
     let token = issued
         .status
@@ -89,11 +101,11 @@ async fn service_account_client(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| anyhow::anyhow!("TokenRequest returned no token"))?;
     let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {SERVICE_ACCOUNT}\n  user:\n    token: {token}\ncontexts:\n- name: operator\n  context:\n    cluster: testbed\n    user: {SERVICE_ACCOUNT}\n    namespace: {NAMESPACE}\ncurrent-context: operator\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {account}\n  user:\n    token: {token}\ncontexts:\n- name: operator\n  context:\n    cluster: testbed\n    user: {account}\n    namespace: {namespace}\ncurrent-context: operator\n",
         server = cp.server_url(),
         ca = cp.ca_path().display(),
     );
-    let path = dir.join("operator.kubeconfig");
+    let path = dir.join(format!("{namespace}-{account}.kubeconfig"));
     std::fs::write(&path, kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(&path)?,
@@ -733,7 +745,7 @@ fn iam_policy_allows_every_aws_call_the_operator_makes_and_nothing_else() -> any
 
 #[test]
 fn the_deployment_command_line_is_accepted_by_the_operator() -> anyhow::Result<()> {
-    let text = read("deploy/deployment.yaml")?;
+    let text = read("deploy/base/deployment.yaml")?;
     let deployment: Deployment = serde_yaml::from_str(&text)?;
     let container = deployment
         .spec

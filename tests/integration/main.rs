@@ -20,6 +20,7 @@ mod helm;
 mod isolation;
 mod kstatus;
 mod monitoring;
+mod namespaced;
 mod network;
 mod operations;
 mod permissions_doc;

@@ -56,7 +56,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 ecs-worker-operator-leader
 {{- end }}
 
-{{/* RBAC rules (templates/rbac.yaml; deploy/rbac.yaml explains each). */}}
+{{/* RBAC rules (templates/rbac.yaml; deploy/base/rbac.yaml explains each). */}}
 {{- define "ecs-worker-operator.workerRules" -}}
 - apiGroups: ["ecsworker.dev"]
   resources: ["ecsselfterminatingworkers"]
