@@ -89,6 +89,7 @@ pub const GROUP: &str = "ecsworker.dev";
 #[x_kube(validation = Rule::new("!has(self.secrets) || self.secrets.all(s, s.valueFrom.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.secrets[].valueFrom must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
 #[x_kube(validation = Rule::new("!has(self.secretsKmsKeyArn) || self.secretsKmsKeyArn.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':')").message("spec.secretsKmsKeyArn must be in the partition of spec.region"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.allowSendFrom) || self.queue.allowSendFrom.all(p, (has(p.snsTopicArn) ? p.snsTopicArn : has(p.s3BucketArn) ? p.s3BucketArn : has(p.eventBridgeRuleArn) ? p.eventBridgeRuleArn : has(p.principalArn) ? p.principalArn : '').startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.queue.allowSendFrom: every ARN must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.existingQueueArn) || self.queue.existingQueueArn.contains(':sqs:' + self.region + ':')").message("spec.queue.existingQueueArn must be a queue in spec.region"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsSelfTerminatingWorkerSpec {
     /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
@@ -117,7 +118,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
     pub memory_limit_mib: i32,
 
     /// AWS region of every resource, e.g. `us-east-1` (the original's `AWS_DEFAULT_REGION`).
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"), length(max = 32))]
     pub region: String,
 
     /// Credentials the operator uses for this worker's AWS calls (the original's
@@ -323,6 +324,7 @@ pub struct SecretEnvVar {
 /// The SQS work queue.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.existingQueueArn) || ((!has(self.allowSendFrom) || size(self.allowSendFrom) == 0) && (!has(self.deadLetter) || (self.deadLetter.enabled && self.deadLetter.maxReceiveCount == 5)))").message("spec.queue.existingQueueArn cannot be combined with spec.queue.allowSendFrom or a customised spec.queue.deadLetter: the operator does not change a queue it does not own"))]
 pub struct QueueSpec {
     /// Seconds a received message stays invisible to other receivers (the original: 2 h). The
     /// worker extends it while a handler runs.
@@ -352,6 +354,14 @@ pub struct QueueSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub allow_send_from: Vec<QueueProducer>,
+    /// Use this existing SQS queue (its ARN, in spec.region) instead of creating one. The
+    /// operator reads its URL and attributes (the dead-letter queue of its redrive policy is
+    /// shown in status), scopes the task role to it, never changes its attributes and never
+    /// deletes it (nor its dead-letter queue); the other queue settings here do not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:sqs:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}([.]fifo)?$')").message("spec.queue.existingQueueArn must be an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:QUEUE-NAME)"))]
+    pub existing_queue_arn: Option<String>,
 }
 
 /// One producer allowed to send to the queue: exactly one of the ARNs.
@@ -427,6 +437,7 @@ impl Default for QueueSpec {
             dead_letter: DeadLetterSpec::default(),
             export: true,
             allow_send_from: Vec::new(),
+            existing_queue_arn: None,
         }
     }
 }

@@ -377,6 +377,20 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
                 // Someone may remove or retag the resource: look again now and then.
                 return Ok(Action::requeue(Duration::from_secs(300)));
             }
+            Err(e @ ProvisionError::QueueNotFound { .. }) => {
+                let msg = e.to_string();
+                pass.condition(
+                    conditions::PROVISIONED,
+                    false,
+                    reason::QUEUE_NOT_FOUND,
+                    msg.clone(),
+                );
+                pass.problem(reason::QUEUE_NOT_FOUND, msg, Phase::Failed)
+                    .await;
+                pass.save().await?;
+                // The queue may be created later: look again now and then.
+                return Ok(Action::requeue(Duration::from_secs(300)));
+            }
             Err(ProvisionError::Aws(e)) => return fail(pass, e).await,
         }
     }

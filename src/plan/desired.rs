@@ -255,6 +255,30 @@ pub fn same_redrive(observed: Option<&str>, desired: Option<&str>) -> bool {
     parse(observed) == parse(desired)
 }
 
+/// The owner account and queue name of an SQS queue ARN
+/// (`arn:PARTITION:sqs:REGION:ACCOUNT:NAME`), the inputs of GetQueueUrl
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueUrl.html>.
+pub fn sqs_arn_account_and_name(arn: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "sqs", region, account, name]
+            if !region.is_empty() && account.len() == 12 && !name.is_empty() =>
+        {
+            Some((account, name))
+        }
+        _ => None,
+    }
+}
+
+/// The dead-letter queue ARN of a `RedrivePolicy` attribute, when it names one.
+pub fn redrive_target(policy: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+    v["deadLetterTargetArn"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+}
+
 /// The work queue's access policy (`Policy` attribute) for `spec.queue.allowSendFrom`, or
 /// `None` when nobody else may send. Each service principal may only `sqs:SendMessage`, and
 /// only on behalf of the named source, with the conditions AWS documents:
@@ -847,6 +871,30 @@ mod tests {
             a.get("RedrivePolicy").map(String::as_str)
         ));
         assert!(same_redrive(None, None));
+    }
+
+    #[test]
+    fn an_existing_queue_arn_gives_its_owner_and_name() {
+        assert_eq!(
+            sqs_arn_account_and_name("arn:aws:sqs:eu-west-1:111122223333:orders"),
+            Some(("111122223333", "orders"))
+        );
+        assert_eq!(
+            sqs_arn_account_and_name("arn:aws-cn:sqs:cn-north-1:111122223333:jobs.fifo"),
+            Some(("111122223333", "jobs.fifo"))
+        );
+        assert_eq!(
+            sqs_arn_account_and_name("arn:aws:sns:eu-west-1:111122223333:t"),
+            None
+        );
+        assert_eq!(sqs_arn_account_and_name("arn:aws:sqs:eu-west-1:1:q"), None);
+        assert_eq!(
+            redrive_target(
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:111122223333:dlq","maxReceiveCount":"3"}"#
+            ),
+            Some("arn:aws:sqs:eu-west-1:111122223333:dlq".to_string())
+        );
+        assert_eq!(redrive_target(""), None);
     }
 
     #[test]

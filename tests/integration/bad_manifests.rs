@@ -872,6 +872,32 @@ fn admission_cases() -> Vec<Case> {
             json!({ "secretsKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/mine" }),
             "spec.secretsKmsKeyArn must be a KMS key ARN",
         ),
+        // Bring your own queue (spec.queue.existingQueueArn).
+        refused(
+            "a-existing-queue-other-region",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sqs:eu-west-1:111122223333:orders" } }),
+            "spec.queue.existingQueueArn must be a queue in spec.region",
+        ),
+        refused(
+            "a-existing-queue-not-an-sqs-arn",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sns:us-east-1:111122223333:orders" } }),
+            "spec.queue.existingQueueArn must be an SQS queue ARN",
+        ),
+        refused(
+            "a-existing-queue-a-url",
+            json!({ "queue": { "existingQueueArn": "https://sqs.us-east-1.amazonaws.com/111122223333/orders" } }),
+            "spec.queue.existingQueueArn must be an SQS queue ARN",
+        ),
+        refused(
+            "a-existing-queue-with-producers",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sqs:us-east-1:111122223333:orders", "allowSendFrom": [{ "snsTopicArn": "arn:aws:sns:us-east-1:111122223333:t" }] } }),
+            "cannot be combined with spec.queue.allowSendFrom",
+        ),
+        refused(
+            "a-existing-queue-with-dead-letter",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sqs:us-east-1:111122223333:orders", "deadLetter": { "maxReceiveCount": 3 } } }),
+            "a customised spec.queue.deadLetter",
+        ),
         // Updates of an accepted worker are checked like creations.
         Case {
             name: "a-update-memory",

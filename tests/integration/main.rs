@@ -16,6 +16,7 @@ mod consistency;
 mod crd;
 mod cycle;
 mod deploy;
+mod existing_queue;
 mod helm;
 mod isolation;
 mod kstatus;
