@@ -17,9 +17,23 @@ use std::collections::BTreeMap;
 /// Event reason when a ConfigMap of the export's name belongs to someone else.
 pub const EXPORT_CONFLICT: &str = "QueueExportConflict";
 
-/// Name of a worker's queue ConfigMap.
+/// Longest object name Kubernetes accepts (a DNS subdomain).
+const MAX_NAME: usize = 253;
+/// Longest label value Kubernetes accepts.
+const MAX_LABEL_VALUE: usize = 63;
+
+/// Name of a worker's queue ConfigMap: `<worker>-queue`, or, for a worker name too long for
+/// that, its start and a digest of the whole name (`<start>-<8 hex>-queue`).
 pub fn config_map_name(worker: &str) -> String {
-    format!("{worker}-queue")
+    let plain = format!("{worker}-queue");
+    if plain.len() <= MAX_NAME {
+        return plain;
+    }
+    let digest = crate::plan::desired::short_digest(worker);
+    let room = MAX_NAME - "-queue".len() - digest.len() - 1;
+    // A DNS subdomain's labels start and end with a letter or digit.
+    let start = worker[..room].trim_end_matches(['-', '.']);
+    format!("{start}-{digest}-queue")
 }
 
 /// The keys of the ConfigMap: the queue's and dead-letter queue's URL and ARN (the latter two
@@ -91,16 +105,18 @@ pub async fn sync(
     let owner = worker
         .controller_owner_ref(&())
         .expect("a worker read from the API server has a uid");
+    let mut labels = BTreeMap::from([("app.kubernetes.io/managed-by", MANAGER.to_string())]);
+    // A label value holds at most 63 characters; the ownerReference names the worker anyway.
+    if worker.name_any().len() <= MAX_LABEL_VALUE {
+        labels.insert("ecsworker.dev/worker", worker.name_any());
+    }
     let cm = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/managed-by": MANAGER,
-                "ecsworker.dev/worker": worker.name_any(),
-            },
+            "labels": labels,
             "ownerReferences": [owner],
         },
         "data": wanted,
@@ -117,6 +133,28 @@ pub async fn sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_map_name_fits_kubernetes_for_every_worker_name() {
+        assert_eq!(config_map_name("video-encoder"), "video-encoder-queue");
+        let longest = "a".repeat(MAX_NAME - "-queue".len());
+        assert_eq!(config_map_name(&longest), format!("{longest}-queue"));
+        for name in [
+            "a".repeat(MAX_NAME),
+            format!("{}.{}", "b".repeat(230), "c".repeat(22)),
+            format!("{}.{}", "d".repeat(237), "e".repeat(15)),
+            format!("{}-{}", "f".repeat(237), "g".repeat(15)),
+        ] {
+            let cm = config_map_name(&name);
+            assert!(cm.len() <= MAX_NAME, "{cm}");
+            assert!(cm.ends_with("-queue"));
+            assert!(!cm.contains(".-") && !cm.contains("-."), "{cm}");
+        }
+        // Two long names that share their start get two ConfigMaps.
+        let a = format!("{}a", "x".repeat(MAX_NAME - 1));
+        let b = format!("{}b", "x".repeat(MAX_NAME - 1));
+        assert_ne!(config_map_name(&a), config_map_name(&b));
+    }
 
     #[test]
     fn data_has_the_dead_letter_queue_only_when_there_is_one() {

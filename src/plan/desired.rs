@@ -42,7 +42,7 @@ pub struct Names {
 
 impl Names {
     pub fn new(namespace: &str, name: &str) -> Names {
-        let hash = hex(&Sha256::digest(format!("{namespace}/{name}").as_bytes()))[..8].to_string();
+        let hash = short_digest(&format!("{namespace}/{name}"));
         let readable: String = format!("{namespace}-{name}")
             .chars()
             .map(|c| {
@@ -75,6 +75,11 @@ impl Names {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Eight hex digits of the SHA-256 of `text`: what a name cut to fit a limit keeps of the rest.
+pub fn short_digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))[..8].to_string()
 }
 
 /// A short, stable digest of any serializable desired state.
