@@ -6,7 +6,6 @@
 //! - [`credentials`]: the worker's Secret, read without ever exposing its values.
 
 pub mod credentials;
-pub mod export;
 pub mod leader;
 pub mod reconcile;
 
