@@ -284,17 +284,6 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         if !provisioned {
             pass.status.phase = Some(Phase::Provisioning);
         }
-        if worker.status.is_none() {
-            // A new object says it is being worked on before the first, slow provisioning
-            // pass: without any status, kstatus-based tools would count it Current.
-            pass.condition(
-                conditions::READY,
-                false,
-                reason::PROVISIONING,
-                "creating the AWS resources",
-            );
-            pass.save().await?;
-        }
         let owner = ctx.owner(&ns, &name);
         let provisioner = Provisioner::new(&aws, &names, spec, &owner);
         ctx.provisioning(&oref);
