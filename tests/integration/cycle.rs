@@ -161,17 +161,8 @@ async fn full_cycle_runs_the_real_worker_and_returns_to_zero() -> anyhow::Result
     // where the host stays up).
     let iam = h.iam.as_ref().expect("a strict harness");
     let decisions = iam.decisions().await?;
-    let allowed = |principal: &str, action: &str| {
-        decisions.iter().any(|d| {
-            d["principal"]
-                .as_str()
-                .is_some_and(|p| p.contains(principal))
-                && d["action"] == action
-                && d["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with("allowed"))
-        })
-    };
+    let allowed =
+        |principal: &str, action: &str| testbed::iam::was_allowed(&decisions, principal, action);
     let task_role = format!(":assumed-role/{}/", names.task_role);
     let instance_role = format!(":assumed-role/{}/", names.instance_role);
     let operator = format!(":user/{}", testbed::iam::OPERATOR_USER);

@@ -283,17 +283,8 @@ async fn a_spot_interruption_mid_run_loses_no_message_and_the_next_run_finishes_
     // report as the instance role.
     let iam = h.iam.as_ref().expect("a strict harness");
     let decisions = iam.decisions().await?;
-    let allowed = |principal: &str, action: &str| {
-        decisions.iter().any(|d| {
-            d["principal"]
-                .as_str()
-                .is_some_and(|p| p.contains(principal))
-                && d["action"] == action
-                && d["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with("allowed"))
-        })
-    };
+    let allowed =
+        |principal: &str, action: &str| testbed::iam::was_allowed(&decisions, principal, action);
     let operator = format!(":user/{}", testbed::iam::OPERATOR_USER);
     let instance_role = format!(":assumed-role/{}/", names.instance_role);
     for (principal, action) in [

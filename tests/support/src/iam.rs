@@ -576,3 +576,17 @@ pub fn evaluator_unit_tests() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Whether IAM allowed `action` to a principal whose ARN contains `principal`, in the
+/// decisions of [`Principals::decisions`].
+pub fn was_allowed(decisions: &[serde_json::Value], principal: &str, action: &str) -> bool {
+    decisions.iter().any(|d| {
+        d["principal"]
+            .as_str()
+            .is_some_and(|p| p.contains(principal))
+            && d["action"] == action
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("allowed"))
+    })
+}
