@@ -260,6 +260,10 @@ fn error_policy(
     err: &reconcile::Error,
     ctx: Arc<Context>,
 ) -> Action {
+    if let Some(wait) = err.expected_wait() {
+        tracing::info!(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), reason = %err, retry_in = ?wait, "waiting");
+        return Action::requeue(wait);
+    }
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ReasonLabels {

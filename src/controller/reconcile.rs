@@ -40,13 +40,31 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no namespace")]
     NoNamespace,
-    /// Deletion must wait (instances terminating, credentials missing). An error, not a
-    /// requeue: the finalizer stays on until cleanup succeeds.
-    #[error("deletion pending: {0}")]
-    DeletionPending(String),
+    /// Deletion cannot go on until the user fixes something (credentials missing). Retried
+    /// with the error backoff; the finalizer stays on until cleanup succeeds.
+    #[error("deletion blocked: {0}")]
+    DeletionBlocked(String),
+    /// Deletion waits for something AWS does on its own (resources settling, instances
+    /// terminating). An expected wait, not a failure: the error policy looks again after
+    /// `retry_in` without backoff. An error only because an `Ok` from cleanup would remove
+    /// the finalizer.
+    #[error("deletion waiting: {why}")]
+    DeletionWaiting { why: String, retry_in: Duration },
 }
 
 impl Error {
+    /// When this is an expected wait rather than a failure: how long until the next look.
+    pub fn expected_wait(&self) -> Option<Duration> {
+        match self {
+            Error::DeletionWaiting { retry_in, .. } => Some(*retry_in),
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.expected_wait(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Stable label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -66,7 +84,8 @@ impl Error {
                 _ => "finalizer",
             },
             Error::NoNamespace => "no_namespace",
-            Error::DeletionPending(_) => "deletion_pending",
+            Error::DeletionBlocked(_) => "deletion_blocked",
+            Error::DeletionWaiting { .. } => "deletion_waiting",
         }
     }
 }
@@ -490,6 +509,8 @@ fn record_run_metrics(
 /// to propagate.
 /// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>
 const DELETE_SETTLE: Duration = Duration::from_secs(15);
+/// How often deletion looks again while AWS terminates instances or deletes a group.
+const DELETION_POLL: Duration = Duration::from_secs(10);
 
 async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
     let ns = worker.namespace().ok_or(Error::NoNamespace)?;
@@ -507,7 +528,7 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
             let msg = format!("cannot delete AWS resources: {e}");
             pass.problem(r, msg.clone(), Phase::Deleting).await;
             pass.save().await?;
-            return Err(Error::DeletionPending(msg));
+            return Err(Error::DeletionBlocked(msg));
         }
     };
     let aws: AwsClients = ctx.aws.clients(&spec.region, keys).await;
@@ -528,8 +549,10 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
         pass.status.phase = Some(Phase::Deleting);
         pass.condition(conditions::READY, false, reason::DELETING, why.clone());
         pass.save().await?;
-        // An error keeps the finalizer; the error policy looks again shortly.
-        return Err(Error::DeletionPending(why));
+        return Err(Error::DeletionWaiting {
+            why,
+            retry_in: DELETE_SETTLE - since + Duration::from_secs(1),
+        });
     }
     crate::aws::cycle::stop_all_tasks(&aws, &names).await?;
     match provisioner.delete_all().await {
@@ -537,7 +560,10 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
             pass.status.phase = Some(Phase::Deleting);
             pass.condition(conditions::READY, false, reason::DELETING, why.clone());
             pass.save().await?;
-            Err(Error::DeletionPending(why))
+            Err(Error::DeletionWaiting {
+                why,
+                retry_in: DELETION_POLL,
+            })
         }
         Ok(Deletion::Done { retained }) => {
             for queue in retained {
@@ -558,5 +584,27 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
             pass.save().await?;
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Duration, Error};
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    #[test]
+    fn only_a_deletion_wait_is_an_expected_wait_even_through_the_finalizer() {
+        let waiting = || Error::DeletionWaiting {
+            why: "instances terminating".into(),
+            retry_in: Duration::from_secs(10),
+        };
+        assert_eq!(waiting().expected_wait(), Some(Duration::from_secs(10)));
+        let wrapped = Error::Finalizer(Box::new(FinalizerError::CleanupFailed(waiting())));
+        assert_eq!(wrapped.expected_wait(), Some(Duration::from_secs(10)));
+        let blocked = Error::Finalizer(Box::new(FinalizerError::CleanupFailed(
+            Error::DeletionBlocked("no credentials".into()),
+        )));
+        assert_eq!(blocked.expected_wait(), None);
+        assert_eq!(blocked.metric_label(), "deletion_blocked");
     }
 }
