@@ -27,6 +27,8 @@ pub mod reason {
     pub const NO_NETWORK: &str = "NoNetwork";
     /// A resource of the worker's name exists and is not this worker's.
     pub const NAME_CONFLICT: &str = "NameConflict";
+    /// `spec.queue.existingQueueArn` names a queue that does not exist or cannot be read.
+    pub const QUEUE_NOT_FOUND: &str = "QueueNotFound";
     /// AWS is still propagating a resource created moments ago; retried shortly.
     pub const PROPAGATING: &str = "Propagating";
     pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
@@ -38,7 +40,7 @@ pub mod reason {
     pub const QUEUE_RETAINED: &str = "QueueRetained";
 
     /// Reasons no retry can clear: the spec, a Secret or AWS permissions must change.
-    pub const TERMINAL: [&str; 7] = [
+    pub const TERMINAL: [&str; 8] = [
         INVALID_SPEC,
         SECRET_NOT_FOUND,
         SECRET_INVALID,
@@ -46,6 +48,7 @@ pub mod reason {
         INVALID_PARAMETER,
         NO_NETWORK,
         NAME_CONFLICT,
+        QUEUE_NOT_FOUND,
     ];
 }
 

@@ -85,6 +85,11 @@ pub const GROUP: &str = "ecsworker.dev";
 )]
 #[x_kube(validation = Rule::new("has(self.cronRate) != has(self.schedule)").message("set exactly one of spec.cronRate (e.g. 7_HOURS) or spec.schedule (a 5-field cron expression)"))]
 #[x_kube(validation = Rule::new("!(self.gpu && self.arm)").message("spec.gpu and spec.arm cannot both be true: there is no GPU arm64 ECS-optimized AMI; choose one"))]
+#[x_kube(validation = Rule::new("!has(self.secrets) || !has(self.env) || self.secrets.all(s, self.env.all(e, e.name != s.name))").message("spec.secrets: a name is also in spec.env; each environment variable comes from one place"))]
+#[x_kube(validation = Rule::new("!has(self.secrets) || self.secrets.all(s, s.valueFrom.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.secrets[].valueFrom must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
+#[x_kube(validation = Rule::new("!has(self.secretsKmsKeyArn) || self.secretsKmsKeyArn.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':')").message("spec.secretsKmsKeyArn must be in the partition of spec.region"))]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.allowSendFrom) || self.queue.allowSendFrom.all(p, (has(p.snsTopicArn) ? p.snsTopicArn : has(p.s3BucketArn) ? p.s3BucketArn : has(p.eventBridgeRuleArn) ? p.eventBridgeRuleArn : has(p.principalArn) ? p.principalArn : '').startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.queue.allowSendFrom: every ARN must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
+#[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.existingQueueArn) || self.queue.existingQueueArn.contains(':sqs:' + self.region + ':')").message("spec.queue.existingQueueArn must be a queue in spec.region"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsSelfTerminatingWorkerSpec {
     /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
@@ -113,7 +118,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
     pub memory_limit_mib: i32,
 
     /// AWS region of every resource, e.g. `us-east-1` (the original's `AWS_DEFAULT_REGION`).
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"), length(max = 32))]
     pub region: String,
 
     /// Credentials the operator uses for this worker's AWS calls (the original's
@@ -158,6 +163,26 @@ pub struct EcsSelfTerminatingWorkerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub env: Vec<EnvVar>,
+
+    /// Environment variables whose values ECS reads from AWS Secrets Manager or SSM Parameter
+    /// Store when the task starts (the container definition's `secrets`): only the ARNs are in
+    /// the spec and the task definition, never the values. The operator's task execution role
+    /// may read exactly these (see docs/secrets.md); with `spec.iam.executionRoleArn`, that
+    /// role must. At most 20 (the execution role's inline policy stays within IAM's 10,240
+    /// characters).
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/specifying-sensitive-data.html>
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub secrets: Vec<SecretEnvVar>,
+
+    /// A customer managed KMS key that encrypts the secrets or SecureString parameters of
+    /// `secrets`, e.g. `arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab`:
+    /// the execution role may then `kms:Decrypt` with it. Not needed for the AWS managed keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$')").message("spec.secretsKmsKeyArn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID)"))]
+    pub secrets_kms_key_arn: Option<String>,
 
     /// The work queue (SQS) and its dead-letter queue.
     #[serde(default)]
@@ -216,13 +241,41 @@ fn default_log_retention_days() -> i32 {
     30
 }
 
-/// Where the operator finds AWS credentials for this worker.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+/// Where the operator finds AWS credentials for this worker: static keys in a Secret, or a
+/// role (in this or another account) the operator assumes from its own identity.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.roleArn)").message("spec.credentials: set exactly one of spec.credentials.secretRef (static keys) or spec.credentials.roleArn (a role the operator assumes)"))]
+#[x_kube(validation = Rule::new("has(self.roleArn) || (!has(self.externalId) && !has(self.sessionDurationSeconds))").message("spec.credentials.externalId and spec.credentials.sessionDurationSeconds apply to spec.credentials.roleArn only"))]
 pub struct CredentialsSpec {
     /// A Secret in the worker's namespace with keys `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
-    pub secret_ref: SecretRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// An IAM role the operator assumes (STS AssumeRole, from its own identity) for every AWS
+    /// call of this worker, e.g. `arn:aws:iam::111122223333:role/team-a-workers`; the
+    /// resources are created in the role's account. The role's trust policy must name the
+    /// operator's identity and allow `sts:AssumeRole` and `sts:TagSession` (see
+    /// docs/cross-account.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+    ))]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy requires (`sts:ExternalId`), if any. An
+    /// identifier, not a secret: it appears in the role owner's CloudTrail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_+=,.@:/-]+$"),
+        length(min = 2, max = 1224)
+    )]
+    pub external_id: Option<String>,
+    /// Lifetime of each role session (`DurationSeconds`, 900 to 43200; AssumeRole's default,
+    /// one hour, when unset). It must not exceed the role's maximum session duration. Sessions
+    /// are renewed before they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 900, max = 43200))]
+    pub session_duration_seconds: Option<i32>,
 }
 
 /// A Secret in the same namespace.
@@ -246,9 +299,32 @@ pub struct EnvVar {
     pub value: String,
 }
 
+/// An environment variable of the worker container whose value ECS fetches from AWS when the
+/// task starts.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretEnvVar {
+    /// Variable name. Names starting with `WORKER_`, `AWS_` or `ECS_` are set by the operator
+    /// and reserved; a name may not repeat one of `spec.env`.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        length(min = 1, max = 255)
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('WORKER_') && !self.startsWith('AWS_') && !self.startsWith('ECS_')").message("secret names starting with WORKER_, AWS_ or ECS_ are reserved for the operator"))]
+    pub name: String,
+    /// The ARN of a Secrets Manager secret
+    /// (`arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf`, optionally followed by
+    /// `:json-key:version-stage:version-id`, any of them empty) or of an SSM parameter
+    /// (`arn:aws:ssm:REGION:ACCOUNT:parameter/NAME`).
+    #[schemars(length(min = 1, max = 400))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+(:[^:]*:[^:]*:[^:]*)?$') || self.matches('^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/[A-Za-z0-9_./-]+$')").message("valueFrom must be a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME, optionally :json-key:version-stage:version-id) or an SSM parameter ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)"))]
+    pub value_from: String,
+}
+
 /// The SQS work queue.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.existingQueueArn) || ((!has(self.allowSendFrom) || size(self.allowSendFrom) == 0) && (!has(self.deadLetter) || (self.deadLetter.enabled && self.deadLetter.maxReceiveCount == 5)))").message("spec.queue.existingQueueArn cannot be combined with spec.queue.allowSendFrom or a customised spec.queue.deadLetter: the operator does not change a queue it does not own"))]
 pub struct QueueSpec {
     /// Seconds a received message stays invisible to other receivers (the original: 2 h). The
     /// worker extends it while a handler runs.
@@ -267,6 +343,79 @@ pub struct QueueSpec {
     /// Dead-letter queue for messages that keep failing.
     #[serde(default)]
     pub dead_letter: DeadLetterSpec,
+    /// Keep a ConfigMap `<name>-queue` in the worker's namespace with the keys `QUEUE_URL`,
+    /// `QUEUE_ARN`, `DLQ_URL`, `DLQ_ARN` (with a dead-letter queue) and `AWS_REGION`, owned by
+    /// the worker, for producers to read with `envFrom`. Turning it off deletes the ConfigMap.
+    #[serde(default = "default_true")]
+    pub export: bool,
+    /// Who else may send messages to the queue, rendered into the queue's access policy
+    /// (`sqs:SendMessage` only, with the conditions AWS documents for each service). Removing
+    /// every entry removes the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub allow_send_from: Vec<QueueProducer>,
+    /// Use this existing SQS queue (its ARN, in spec.region) instead of creating one. The
+    /// operator reads its URL and attributes (the dead-letter queue of its redrive policy is
+    /// shown in status), scopes the task role to it, never changes its attributes and never
+    /// deletes it (nor its dead-letter queue); the other queue settings here do not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:sqs:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}([.]fifo)?$')").message("spec.queue.existingQueueArn must be an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:QUEUE-NAME)"))]
+    pub existing_queue_arn: Option<String>,
+}
+
+/// One producer allowed to send to the queue: exactly one of the ARNs.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.snsTopicArn), has(self.s3BucketArn), has(self.eventBridgeRuleArn), has(self.principalArn)].filter(x, x).size() == 1").message("each allowSendFrom entry names exactly one of snsTopicArn, s3BucketArn, eventBridgeRuleArn, principalArn"))]
+#[x_kube(validation = Rule::new("!has(self.sourceAccount) || has(self.s3BucketArn)").message("allowSendFrom: sourceAccount goes with s3BucketArn only"))]
+pub struct QueueProducer {
+    /// An SNS topic whose subscription delivers to the queue, e.g.
+    /// `arn:aws:sns:us-east-1:111122223333:orders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+        ),
+        length(max = 1600)
+    )]
+    pub sns_topic_arn: Option<String>,
+    /// An S3 bucket whose event notifications go to the queue, e.g. `arn:aws:s3:::uploads`
+    /// (bucket ARNs carry no region or account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+        ),
+        length(max = 100)
+    )]
+    pub s3_bucket_arn: Option<String>,
+    /// The account that owns `s3BucketArn` (`aws:SourceAccount`): recommended, since a bucket
+    /// name can be deleted and re-created by another account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{12}$"))]
+    pub source_account: Option<String>,
+    /// An EventBridge rule with the queue as target, e.g.
+    /// `arn:aws:events:us-east-1:111122223333:rule/orders` (or `rule/<bus>/<rule>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:events:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:rule/[A-Za-z0-9._/-]{1,320}$"
+        ),
+        length(max = 1600)
+    )]
+    pub event_bridge_rule_arn: Option<String>,
+    /// An IAM role or user, in this or another account, e.g.
+    /// `arn:aws:iam::111122223333:role/producer`; it gets `sqs:SendMessage`,
+    /// `sqs:GetQueueUrl` and `sqs:GetQueueAttributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-[bef])?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
+        ),
+        length(max = 1600)
+    )]
+    pub principal_arn: Option<String>,
 }
 
 fn default_visibility() -> i32 {
@@ -286,6 +435,9 @@ impl Default for QueueSpec {
             message_retention_seconds: default_retention(),
             receive_wait_time_seconds: default_wait(),
             dead_letter: DeadLetterSpec::default(),
+            export: true,
+            allow_send_from: Vec::new(),
+            existing_queue_arn: None,
         }
     }
 }

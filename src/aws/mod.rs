@@ -47,6 +47,63 @@ impl std::fmt::Debug for StaticKeys {
     }
 }
 
+/// A role the operator assumes for one worker (`spec.credentials.roleArn`), from its own
+/// identity, with the session named and tagged after the worker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AssumedRole {
+    pub role_arn: String,
+    /// An identifier the role's trust policy may require (`sts:ExternalId`); not a secret.
+    pub external_id: Option<String>,
+    pub session_duration_seconds: Option<i32>,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl AssumedRole {
+    /// `ecsworker.dev/namespace` and `ecsworker.dev/name`: session tags the role's owner can
+    /// match in policies (`aws:PrincipalTag/...`) and sees in CloudTrail. Namespace and object
+    /// names fit a tag value (at most 256 characters of `[\p{L}\p{Z}\p{N}_.:/=+\-@]`).
+    /// <https://docs.aws.amazon.com/STS/latest/APIReference/API_Tag.html>
+    pub fn session_tags(&self) -> [(&'static str, String); 2] {
+        [
+            ("ecsworker.dev/namespace", self.namespace.clone()),
+            ("ecsworker.dev/name", self.name.clone()),
+        ]
+    }
+
+    /// The RoleSessionName: `ecsworker.<namespace>.<name>`, or when longer than AssumeRole's
+    /// 64 characters, its first 55 and `-` and 8 hex characters of a hash of the whole, so
+    /// distinct workers keep distinct names. Kubernetes names use only characters the session
+    /// name allows (`[\w+=,.@-]`).
+    /// <https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html>
+    pub fn session_name(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let full = format!("ecsworker.{}.{}", self.namespace, self.name);
+        if full.len() <= 64 {
+            return full;
+        }
+        let digest = Sha256::digest(full.as_bytes());
+        let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{hash}", &full[..55])
+    }
+
+    /// A condition message for a role the operator could not assume.
+    pub fn refusal(&self, detail: &str) -> String {
+        let external = match &self.external_id {
+            Some(_) => {
+                "; if the trust policy requires an external id (sts:ExternalId), spec.credentials.externalId must equal it"
+            }
+            None => {
+                "; if the trust policy requires an external id (sts:ExternalId), set spec.credentials.externalId"
+            }
+        };
+        format!(
+            "cannot assume role {} (spec.credentials.roleArn): {detail}; the operator's identity needs sts:AssumeRole and sts:TagSession on the role, and the role's trust policy must allow both for the operator's identity{external} (see docs/cross-account.md)",
+            self.role_arn
+        )
+    }
+}
+
 /// One client per AWS service, all sharing region, credentials and call metrics.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -69,6 +126,7 @@ pub struct ClientFactory {
     metrics: Arc<Metrics>,
     max_attempts: u32,
     cache: Mutex<HashMap<(String, Option<StaticKeys>), AwsClients>>,
+    roles: Mutex<HashMap<(String, AssumedRole), AwsClients>>,
 }
 
 impl ClientFactory {
@@ -86,6 +144,7 @@ impl ClientFactory {
             metrics,
             max_attempts: 5,
             cache: Mutex::new(HashMap::new()),
+            roles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,7 +215,65 @@ impl ClientFactory {
                     "worker-secret",
                 )));
         }
-        let config = builder.build();
+        let clients = self.build(builder.build());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        // Keys rotate: keep the cache from growing without bound.
+        if cache.len() > 1024 {
+            cache.clear();
+        }
+        cache.insert(key, clients.clone());
+        clients
+    }
+
+    /// Clients for one region acting as an assumed role. The first use assumes the role once
+    /// to find out whether the operator may (an error here means no call of the worker can
+    /// succeed, and none was made); afterwards the SDK's identity cache renews the session
+    /// before it expires.
+    pub async fn role_clients(
+        &self,
+        region: &str,
+        role: &AssumedRole,
+    ) -> Result<AwsClients, AwsError> {
+        use aws_sdk_sqs::config::ProvideCredentials;
+        let key = (region.to_string(), role.clone());
+        if let Some(c) = self
+            .roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let base = self.base().await;
+        let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.role_arn.clone())
+            .session_name(role.session_name())
+            .tags(role.session_tags())
+            .configure(base);
+        if let Some(id) = &role.external_id {
+            assume = assume.external_id(id.clone());
+        }
+        if let Some(seconds) = role.session_duration_seconds {
+            assume = assume.session_length(Duration::from_secs(seconds.max(900) as u64));
+        }
+        let provider = assume.build().await;
+        if let Err(e) = provider.provide_credentials().await {
+            return Err(assume_role_error(&e));
+        }
+        let config = base
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        let clients = self.build(config);
+        let mut cache = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 1024 {
+            cache.clear();
+        }
+        cache.insert(key, clients.clone());
+        Ok(clients)
+    }
+
+    fn build(&self, config: SdkConfig) -> AwsClients {
         let counter = CallCounter(self.metrics.clone());
         macro_rules! client {
             ($sdk:ident) => {
@@ -167,7 +284,7 @@ impl ClientFactory {
                 )
             };
         }
-        let clients = AwsClients {
+        AwsClients {
             sqs: client!(aws_sdk_sqs),
             ecs: client!(aws_sdk_ecs),
             autoscaling: client!(aws_sdk_autoscaling),
@@ -176,14 +293,43 @@ impl ClientFactory {
             iam: client!(aws_sdk_iam),
             logs: client!(aws_sdk_cloudwatchlogs),
             groups: Arc::default(),
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        // Keys rotate: keep the cache from growing without bound.
-        if cache.len() > 1024 {
-            cache.clear();
         }
-        cache.insert(key, clients.clone());
-        clients
+    }
+}
+
+/// An AssumeRole failure as an [`AwsError`]: STS's `AccessDenied` (the caller may not assume
+/// the role, or the trust policy refuses it, a wrong external id or session tags included) is
+/// one a user must fix; anything else is retried.
+fn assume_role_error<E: std::error::Error>(e: &E) -> AwsError {
+    let full = aws_smithy_types::error::display::DisplayErrorContext(e).to_string();
+    // The service's code and message (`Error { code: "..", message: "..", aws_request_id: .. }`
+    // in the chain), without the request id, so that a condition stays the same from one
+    // attempt to the next.
+    let field = |name: &str| {
+        let start = full.find(&format!("{name}: \""))? + name.len() + 3;
+        let len = full[start..].find('"')?;
+        Some(full[start..start + len].to_string())
+    };
+    let detail = match (field("code"), field("message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => full.clone(),
+    };
+    let (code, kind) = if detail.contains("AccessDenied") {
+        ("AccessDenied", ErrorKind::AccessDenied)
+    } else if detail.contains("ValidationError") || detail.contains("MalformedPolicyDocument") {
+        ("ValidationError", ErrorKind::InvalidParameter)
+    } else if detail.contains("RegionDisabled") {
+        ("RegionDisabledException", ErrorKind::InvalidParameter)
+    } else {
+        ("CredentialsError", ErrorKind::Transient)
+    };
+    AwsError {
+        service: "sts",
+        operation: "AssumeRole",
+        code: code.into(),
+        message: detail,
+        kind,
     }
 }
 
@@ -221,5 +367,86 @@ impl Intercept for CallCounter {
         };
         self.0.aws_call(&service, &operation, outcome);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(namespace: &str, name: &str) -> AssumedRole {
+        AssumedRole {
+            role_arn: "arn:aws:iam::111122223333:role/team".into(),
+            external_id: None,
+            session_duration_seconds: None,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// RoleSessionName: 2 to 64 characters of `[\w+=,.@-]`, distinct per worker.
+    fn valid_session_name(s: &str) -> bool {
+        (2..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+    }
+
+    #[test]
+    fn session_names_name_the_worker_within_the_sts_limits() {
+        assert_eq!(
+            role("team-a", "thumbs").session_name(),
+            "ecsworker.team-a.thumbs"
+        );
+        let long_ns = "n".repeat(63);
+        let a = role(&long_ns, &"w".repeat(253)).session_name();
+        let b = role(&long_ns, &format!("{}x", "w".repeat(252))).session_name();
+        assert!(valid_session_name(&a) && valid_session_name(&b), "{a} {b}");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b, "workers differing past the cut keep distinct names");
+        assert_eq!(a, role(&long_ns, &"w".repeat(253)).session_name());
+        for (ns, name) in [("a", "b"), ("x", "my.dotted.name"), ("ns", &"z".repeat(60))] {
+            assert!(valid_session_name(&role(ns, name).session_name()));
+        }
+    }
+
+    #[test]
+    fn session_tags_name_namespace_and_worker() {
+        let tags = role("team-a", "thumbs").session_tags();
+        assert_eq!(
+            tags,
+            [
+                ("ecsworker.dev/namespace", "team-a".to_string()),
+                ("ecsworker.dev/name", "thumbs".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn refusal_names_the_role_and_the_external_id() {
+        let mut r = role("ns", "w");
+        let m = r.refusal("AccessDenied: no");
+        assert!(m.contains("arn:aws:iam::111122223333:role/team"));
+        assert!(m.contains("set spec.credentials.externalId"));
+        r.external_id = Some("abc".into());
+        assert!(r.refusal("x").contains("must equal it"));
+    }
+
+    #[test]
+    fn assume_role_errors_keep_code_and_message_not_the_request_id() {
+        #[derive(Debug)]
+        struct E(&'static str);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {}
+        let e = assume_role_error(&E(
+            r#"service error: Error { code: "AccessDenied", message: "User: u is not authorized", aws_request_id: "r-123" }"#,
+        ));
+        assert_eq!(e.kind, ErrorKind::AccessDenied);
+        assert_eq!(e.message, "AccessDenied: User: u is not authorized");
+        let e = assume_role_error(&E("dispatch failure: connection refused"));
+        assert!(e.is_retryable());
     }
 }

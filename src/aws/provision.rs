@@ -46,6 +46,18 @@ pub enum ProvisionError {
         name: String,
         holder: String,
     },
+    #[error(
+        "spec.queue.existingQueueArn {arn}: the queue does not exist or the operator cannot read it ({detail}); nothing was created. Create the queue, fix the ARN, or let the operator read it (sqs:GetQueueUrl, sqs:GetQueueAttributes)"
+    )]
+    QueueNotFound { arn: String, detail: String },
+}
+
+/// A queue named by `spec.queue.existingQueueArn`, as read.
+struct ExistingQueue {
+    url: String,
+    arn: String,
+    dead_letter_url: Option<String>,
+    dead_letter_arn: Option<String>,
 }
 
 /// Where deletion stands.
@@ -104,6 +116,12 @@ impl Provisioner<'_> {
     /// Ensures every resource in dependency order and fills `res` with their ids.
     pub async fn ensure_all(&self, res: &mut AwsResources) -> Result<Report, ProvisionError> {
         let mut report = Report::default();
+        // A queue the user brings is resolved before anything else: when it cannot be read,
+        // nothing is written for the worker.
+        let existing = match &self.spec.queue.existing_queue_arn {
+            Some(arn) => Some(self.existing_queue(arn).await?),
+            None => None,
+        };
         // Nothing recorded yet: a resource found under one of the worker's names is adopted
         // only when it is this worker's; anything else stops provisioning before any write.
         if res.queue_url.is_none()
@@ -114,27 +132,14 @@ impl Provisioner<'_> {
         // Network first: without subnets nothing else is worth creating (and when there are
         // none, nothing is written).
         let placement = self.placement(res, &mut report).await?;
-        let dlq_arn = if self.spec.queue.dead_letter.enabled {
-            let (url, arn) = self
-                .ensure_queue(
-                    &self.names.dead_letter_queue,
-                    desired::dead_letter_queue_attributes(),
-                    "DeadLetterQueue",
-                    &mut report,
-                )
-                .await?;
-            res.dead_letter_queue_url = Some(url);
-            res.dead_letter_queue_arn = Some(arn.clone());
-            Some(arn)
-        } else {
-            res.dead_letter_queue_url = None;
-            res.dead_letter_queue_arn = None;
-            None
+        let (queue_url, queue_arn) = match existing {
+            Some(q) => {
+                res.dead_letter_queue_url = q.dead_letter_url;
+                res.dead_letter_queue_arn = q.dead_letter_arn;
+                (q.url, q.arn)
+            }
+            None => self.ensure_owned_queues(res, &mut report).await?,
         };
-        let attrs = desired::queue_attributes(self.spec, dlq_arn.as_deref());
-        let (queue_url, queue_arn) = self
-            .ensure_queue(&self.names.queue, attrs, "Queue", &mut report)
-            .await?;
         res.queue_url = Some(queue_url.clone());
         res.queue_arn = Some(queue_arn.clone());
 
@@ -190,10 +195,12 @@ impl Provisioner<'_> {
         let execution_role_arn = match iam.execution_role_arn {
             Some(arn) => arn,
             None => {
+                // Read access to exactly the spec's secrets, when it has any.
+                let secrets = desired::execution_policy(self.spec);
                 self.ensure_role(
                     &self.names.execution_role,
                     "ecs-tasks.amazonaws.com",
-                    None,
+                    secrets.as_deref(),
                     Some(&desired::execution_managed_policy(partition)),
                     "ExecutionRole",
                     &mut report,
@@ -437,6 +444,109 @@ impl Provisioner<'_> {
             .collect())
     }
 
+    /// The queue and dead-letter queue the operator creates and owns.
+    async fn ensure_owned_queues(
+        &self,
+        res: &mut AwsResources,
+        report: &mut Report,
+    ) -> Result<(String, String), AwsError> {
+        let dlq_arn = if self.spec.queue.dead_letter.enabled {
+            let (url, arn) = self
+                .ensure_queue(
+                    &self.names.dead_letter_queue,
+                    desired::dead_letter_queue_attributes(),
+                    "DeadLetterQueue",
+                    report,
+                )
+                .await?;
+            res.dead_letter_queue_url = Some(url);
+            res.dead_letter_queue_arn = Some(arn.clone());
+            Some(arn)
+        } else {
+            res.dead_letter_queue_url = None;
+            res.dead_letter_queue_arn = None;
+            None
+        };
+        let attrs = desired::queue_attributes(self.spec, dlq_arn.as_deref());
+        let (queue_url, queue_arn) = self
+            .ensure_queue(&self.names.queue, attrs, "Queue", report)
+            .await?;
+        self.ensure_queue_policy(&queue_url, &queue_arn, report)
+            .await?;
+        Ok((queue_url, queue_arn))
+    }
+
+    /// The queue named by `spec.queue.existingQueueArn`, read and never changed: its URL
+    /// (GetQueueUrl with the owner account of the ARN) and the dead-letter queue of its
+    /// redrive policy.
+    async fn existing_queue(&self, arn: &str) -> Result<ExistingQueue, ProvisionError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let missing = |detail: String| ProvisionError::QueueNotFound {
+            arn: arn.to_string(),
+            detail,
+        };
+        let Some((account, name)) = desired::sqs_arn_account_and_name(arn) else {
+            return Err(missing("not an SQS queue ARN".to_string()));
+        };
+        let url = match self.queue_url_of(account, name).await {
+            Ok(Some(url)) => url,
+            Ok(None) => return Err(missing("no such queue".to_string())),
+            Err(e) if e.is(ErrorKind::AccessDenied) => return Err(missing(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let attrs = match self
+            .aws
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .aws("sqs", "GetQueueAttributes")
+        {
+            Ok(out) => out.attributes().cloned().unwrap_or_default(),
+            Err(e) if e.is(ErrorKind::AccessDenied) || e.is(ErrorKind::NotFound) => {
+                return Err(missing(e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let dead_letter_arn = attrs
+            .get(&QueueAttributeName::RedrivePolicy)
+            .and_then(|p| desired::redrive_target(p));
+        let dead_letter_url = match dead_letter_arn
+            .as_deref()
+            .and_then(desired::sqs_arn_account_and_name)
+        {
+            // A dead-letter queue the operator may not look up is shown by its ARN only.
+            Some((account, name)) => self.queue_url_of(account, name).await.ok().flatten(),
+            None => None,
+        };
+        Ok(ExistingQueue {
+            url,
+            arn: arn.to_string(),
+            dead_letter_url,
+            dead_letter_arn,
+        })
+    }
+
+    /// The URL of the queue `name` owned by `account`, when it exists.
+    async fn queue_url_of(&self, account: &str, name: &str) -> Result<Option<String>, AwsError> {
+        match self
+            .aws
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .aws("sqs", "GetQueueUrl")
+        {
+            Ok(out) => Ok(out.queue_url().map(str::to_string)),
+            Err(e) if e.is(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The URL of the queue `name`, when it exists.
     async fn queue_url(&self, name: &str) -> Result<Option<String>, AwsError> {
         match self
@@ -552,6 +662,43 @@ impl Provisioner<'_> {
             .cloned()
             .ok_or_else(|| AwsError::unexpected("sqs", "GetQueueAttributes", "no QueueArn"))?;
         Ok((url, arn))
+    }
+
+    /// The work queue's access policy for `spec.queue.allowSendFrom`: set when it differs
+    /// from the desired one (compared as JSON), removed (set to empty, which SQS takes as no
+    /// policy) when the list is empty and a policy is there.
+    /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html>
+    async fn ensure_queue_policy(
+        &self,
+        url: &str,
+        arn: &str,
+        report: &mut Report,
+    ) -> Result<(), AwsError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = &self.aws.sqs;
+        let desired = desired::queue_policy(self.spec, arn);
+        let observed = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::Policy)
+            .send()
+            .await
+            .aws("sqs", "GetQueueAttributes")?;
+        let observed = observed
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::Policy))
+            .map(String::as_str);
+        if desired::same_queue_policy(observed, desired.as_deref()) {
+            return Ok(());
+        }
+        sqs.set_queue_attributes()
+            .queue_url(url)
+            .attributes(QueueAttributeName::Policy, desired.unwrap_or_default())
+            .send()
+            .await
+            .aws("sqs", "SetQueueAttributes")?;
+        report.updated.push("QueuePolicy");
+        Ok(())
     }
 
     async fn ensure_log_group(&self, report: &mut Report) -> Result<(), AwsError> {
@@ -1147,6 +1294,22 @@ impl Provisioner<'_> {
                     .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
                     .collect(),
             ))
+            .set_secrets(if td.secrets.is_empty() {
+                None
+            } else {
+                Some(
+                    td.secrets
+                        .iter()
+                        .map(|(name, from)| {
+                            Secret::builder()
+                                .name(name)
+                                .value_from(from)
+                                .build()
+                                .map_err(|e| build_err("ecs", e))
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            })
             .log_configuration(
                 LogConfiguration::builder()
                     .log_driver(LogDriver::Awslogs)
@@ -1309,7 +1472,9 @@ impl Provisioner<'_> {
             ("Queue", &self.names.queue),
             ("DeadLetterQueue", &self.names.dead_letter_queue),
         ] {
-            if ours(kind)
+            // A queue the user brought (and its dead-letter queue) is never deleted.
+            if self.spec.queue.existing_queue_arn.is_none()
+                && ours(kind)
                 && let Some(kept) = self.delete_queue(name).await?
             {
                 retained.push(kept);

@@ -1,9 +1,11 @@
-//! Reads a worker's AWS keys from the Secret its spec names. The values go straight into the
-//! SDK's credential provider; they are never logged, put in an Event, a status or a task
-//! definition (`StaticKeys`' Debug is redacted, errors name keys, never values).
+//! The AWS identity a worker's calls use: the operator's own (no `spec.credentials`), static
+//! keys from the Secret its spec names (`secretRef`), or a role the operator assumes from its
+//! own identity (`roleArn`, see docs/cross-account.md). Key values go straight into the SDK's
+//! credential provider; they are never logged, put in an Event, a status or a task definition
+//! (`StaticKeys`' Debug is redacted, errors name keys, never values).
 
 use crate::api::CredentialsSpec;
-use crate::aws::StaticKeys;
+use crate::aws::{AssumedRole, AwsClients, AwsError, ClientFactory, StaticKeys};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
@@ -43,14 +45,62 @@ impl CredentialsError {
     }
 }
 
-/// The keys of the named Secret, or `None` when the spec names none (default chain).
+/// Whose credentials sign a worker's AWS calls.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// The operator's own (its default credential chain).
+    Operator,
+    /// Static keys from the worker's Secret.
+    Keys(StaticKeys),
+    /// A role assumed from the operator's own identity.
+    Role(AssumedRole),
+}
+
+impl Identity {
+    /// The clients acting as this identity. Only a role can fail here: the operator could not
+    /// assume it (the error's message names the role and what to grant); no call of the
+    /// worker was made.
+    pub async fn clients(
+        self,
+        factory: &ClientFactory,
+        region: &str,
+    ) -> Result<AwsClients, AwsError> {
+        match self {
+            Identity::Operator => Ok(factory.clients(region, None).await),
+            Identity::Keys(k) => Ok(factory.clients(region, Some(k)).await),
+            Identity::Role(role) => factory.role_clients(region, &role).await.map_err(|e| {
+                let message = role.refusal(&e.message);
+                AwsError { message, ..e }
+            }),
+        }
+    }
+}
+
+/// The identity `spec` names for the worker `namespace/name`; reads the Secret for keys.
 pub async fn load(
     client: &Client,
     namespace: &str,
+    worker: &str,
     spec: Option<&CredentialsSpec>,
-) -> Result<Option<StaticKeys>, CredentialsError> {
-    let Some(spec) = spec else { return Ok(None) };
-    let name = spec.secret_ref.name.clone();
+) -> Result<Identity, CredentialsError> {
+    let Some(spec) = spec else {
+        return Ok(Identity::Operator);
+    };
+    if let Some(role_arn) = &spec.role_arn {
+        return Ok(Identity::Role(AssumedRole {
+            role_arn: role_arn.clone(),
+            external_id: spec.external_id.clone(),
+            session_duration_seconds: spec.session_duration_seconds,
+            namespace: namespace.into(),
+            name: worker.into(),
+        }));
+    }
+    let Some(secret_ref) = &spec.secret_ref else {
+        // Admission refuses credentials naming neither; an object from before that rule
+        // falls back to the operator's identity as if none were set.
+        return Ok(Identity::Operator);
+    };
+    let name = secret_ref.name.clone();
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(&name)
         .await
@@ -88,7 +138,7 @@ pub async fn load(
     .filter_map(|(k, m)| m.then_some(k))
     .collect();
     match (id, key) {
-        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(StaticKeys {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Identity::Keys(StaticKeys {
             access_key_id,
             secret_access_key,
             session_token: value(SESSION_TOKEN),

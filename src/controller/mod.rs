@@ -6,6 +6,7 @@
 //! - [`credentials`]: the worker's Secret, read without ever exposing its values.
 
 pub mod credentials;
+pub mod export;
 pub mod leader;
 pub mod reconcile;
 

@@ -246,6 +246,8 @@ fn aws_reason(e: &AwsError) -> &'static str {
 
 fn aws_message(e: &AwsError) -> String {
     match e.kind {
+        // The role refusal already names the role and what to grant.
+        ErrorKind::AccessDenied if e.service == "sts" => e.to_string(),
         ErrorKind::AccessDenied => format!(
             "{e}; grant {}:{} to the operator's AWS identity (see deploy/aws/)",
             e.service, e.operation
@@ -283,7 +285,8 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     pass.status.schedule = Some(schedule.to_string());
 
     // 2. Credentials.
-    let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
+    let identity = match credentials::load(&ctx.client, &ns, &name, spec.credentials.as_ref()).await
+    {
         Ok(k) => k,
         Err(e) => {
             let r = e.reason();
@@ -293,7 +296,14 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
-    let aws = ctx.aws.clients(&spec.region, keys).await;
+    let aws = match identity.clients(&ctx.aws, &spec.region).await {
+        Ok(aws) => aws,
+        // A role the operator cannot assume: AccessDenied naming the role, no call made.
+        Err(e) => {
+            pass.status.phase = Some(Phase::Failed);
+            return fail(pass, e).await;
+        }
+    };
     let names = Names::new(&ns, &name);
 
     // 3. Provisioning, when the spec changed or the drift check is due.
@@ -340,6 +350,14 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
                     reason::PROVISIONED,
                     "every AWS resource exists and matches the spec",
                 );
+                // spec.queue.export: the queue's address in a ConfigMap for producers.
+                match super::export::sync(&ctx.client, &worker, &ns, &pass.status.resources).await?
+                {
+                    super::export::Outcome::Conflict(msg) => {
+                        pass.event(true, super::export::EXPORT_CONFLICT, msg).await;
+                    }
+                    outcome => tracing::debug!(?outcome, "queue ConfigMap"),
+                }
             }
             Err(ProvisionError::NoNetwork(region)) => {
                 let msg = ProvisionError::NoNetwork(region).to_string();
@@ -365,6 +383,20 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
                     .await;
                 pass.save().await?;
                 // Someone may remove or retag the resource: look again now and then.
+                return Ok(Action::requeue(Duration::from_secs(300)));
+            }
+            Err(e @ ProvisionError::QueueNotFound { .. }) => {
+                let msg = e.to_string();
+                pass.condition(
+                    conditions::PROVISIONED,
+                    false,
+                    reason::QUEUE_NOT_FOUND,
+                    msg.clone(),
+                );
+                pass.problem(reason::QUEUE_NOT_FOUND, msg, Phase::Failed)
+                    .await;
+                pass.save().await?;
+                // The queue may be created later: look again now and then.
                 return Ok(Action::requeue(Duration::from_secs(300)));
             }
             Err(ProvisionError::Aws(e)) => return fail(pass, e).await,
@@ -521,7 +553,8 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     if crate::api::validate::validate(spec).is_err() {
         return Ok(Action::await_change());
     }
-    let keys = match credentials::load(&ctx.client, &ns, spec.credentials.as_ref()).await {
+    let identity = match credentials::load(&ctx.client, &ns, &name, spec.credentials.as_ref()).await
+    {
         Ok(k) => k,
         Err(e) => {
             let r = e.reason();
@@ -531,7 +564,16 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
             return Err(Error::DeletionBlocked(msg));
         }
     };
-    let aws: AwsClients = ctx.aws.clients(&spec.region, keys).await;
+    let aws: AwsClients = match identity.clients(&ctx.aws, &spec.region).await {
+        Ok(aws) => aws,
+        Err(e) => {
+            let msg = format!("cannot delete AWS resources: {}", aws_message(&e));
+            pass.problem(aws_reason(&e), msg.clone(), Phase::Deleting)
+                .await;
+            pass.save().await?;
+            return Err(Error::DeletionBlocked(msg));
+        }
+    };
     let names = Names::new(&ns, &name);
     let owner = ctx.owner(&ns, &name);
     let provisioner = Provisioner::new(&aws, &names, spec, &owner);

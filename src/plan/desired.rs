@@ -42,7 +42,7 @@ pub struct Names {
 
 impl Names {
     pub fn new(namespace: &str, name: &str) -> Names {
-        let hash = hex(&Sha256::digest(format!("{namespace}/{name}").as_bytes()))[..8].to_string();
+        let hash = short_digest(&format!("{namespace}/{name}"));
         let readable: String = format!("{namespace}-{name}")
             .chars()
             .map(|c| {
@@ -75,6 +75,11 @@ impl Names {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Eight hex digits of the SHA-256 of `text`: what a name cut to fit a limit keeps of the rest.
+pub fn short_digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))[..8].to_string()
 }
 
 /// A short, stable digest of any serializable desired state.
@@ -255,6 +260,124 @@ pub fn same_redrive(observed: Option<&str>, desired: Option<&str>) -> bool {
     parse(observed) == parse(desired)
 }
 
+/// The owner account and queue name of an SQS queue ARN
+/// (`arn:PARTITION:sqs:REGION:ACCOUNT:NAME`), the inputs of GetQueueUrl
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueUrl.html>.
+pub fn sqs_arn_account_and_name(arn: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "sqs", region, account, name]
+            if !region.is_empty() && account.len() == 12 && !name.is_empty() =>
+        {
+            Some((account, name))
+        }
+        _ => None,
+    }
+}
+
+/// The dead-letter queue ARN of a `RedrivePolicy` attribute, when it names one.
+pub fn redrive_target(policy: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+    v["deadLetterTargetArn"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+}
+
+/// The work queue's access policy (`Policy` attribute) for `spec.queue.allowSendFrom`, or
+/// `None` when nobody else may send. Each service principal may only `sqs:SendMessage`, and
+/// only on behalf of the named source, with the conditions AWS documents:
+/// - SNS topic: `aws:SourceArn` = the topic
+///   <https://docs.aws.amazon.com/sns/latest/dg/subscribe-sqs-queue-to-sns-topic.html>
+/// - S3 bucket: `aws:SourceArn` = the bucket, `aws:SourceAccount` = its owner when given
+///   <https://docs.aws.amazon.com/AmazonS3/latest/userguide/grant-destinations-permissions-to-s3.html>
+/// - EventBridge rule: `aws:SourceArn` = the rule
+///   <https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html>
+///
+/// An IAM role or user gets `sqs:SendMessage`, `sqs:GetQueueUrl` and `sqs:GetQueueAttributes`
+/// by its ARN (in another account, its own identity policy must allow them as well).
+pub fn queue_policy(spec: &EcsSelfTerminatingWorkerSpec, queue_arn: &str) -> Option<String> {
+    let producers = &spec.queue.allow_send_from;
+    if producers.is_empty() {
+        return None;
+    }
+    let service = |sid: String, principal: &str, conditions: serde_json::Value| {
+        serde_json::json!({
+            "Sid": sid, "Effect": "Allow",
+            "Principal": {"Service": principal},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": conditions,
+        })
+    };
+    let statements: Vec<serde_json::Value> = producers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            if let Some(arn) = &p.sns_topic_arn {
+                Some(service(
+                    format!("SnsTopic{i}"),
+                    "sns.amazonaws.com",
+                    serde_json::json!({"ArnEquals": {"aws:SourceArn": arn}}),
+                ))
+            } else if let Some(arn) = &p.s3_bucket_arn {
+                let mut c = serde_json::json!({"ArnLike": {"aws:SourceArn": arn}});
+                if let Some(account) = &p.source_account {
+                    c["StringEquals"] = serde_json::json!({"aws:SourceAccount": account});
+                }
+                Some(service(format!("S3Bucket{i}"), "s3.amazonaws.com", c))
+            } else if let Some(arn) = &p.event_bridge_rule_arn {
+                Some(service(
+                    format!("EventBridgeRule{i}"),
+                    "events.amazonaws.com",
+                    serde_json::json!({"ArnEquals": {"aws:SourceArn": arn}}),
+                ))
+            } else {
+                p.principal_arn.as_ref().map(|arn| {
+                    serde_json::json!({
+                        "Sid": format!("Principal{i}"), "Effect": "Allow",
+                        "Principal": {"AWS": arn},
+                        "Action": ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+                        "Resource": queue_arn,
+                    })
+                })
+            }
+        })
+        .collect();
+    Some(
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Id": format!("{queue_arn}/producers"),
+            "Statement": statements,
+        })
+        .to_string(),
+    )
+}
+
+/// Whether an observed queue policy says the same as the desired one: both parsed as JSON,
+/// a one-element list taken as its element (SQS and IAM accept either), absent = empty.
+pub fn same_queue_policy(observed: Option<&str>, desired: Option<&str>) -> bool {
+    fn norm(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Array(mut a) if a.len() == 1 => norm(a.remove(0)),
+            serde_json::Value::Array(a) => a.into_iter().map(norm).collect(),
+            serde_json::Value::Object(o) => o.into_iter().map(|(k, v)| (k, norm(v))).collect(),
+            v => v,
+        }
+    }
+    let parse = |s: Option<&str>| -> Option<serde_json::Value> {
+        match s.map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(
+                serde_json::from_str(s)
+                    .map(norm)
+                    .unwrap_or_else(|_| serde_json::Value::String(s.to_string())),
+            ),
+        }
+    };
+    parse(observed) == parse(desired)
+}
+
 /// The launch template data the group's instances start from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LaunchTemplateSpec {
@@ -282,6 +405,10 @@ pub struct TaskDefinitionSpec {
     pub memory_reservation: i32,
     pub gpu: bool,
     pub environment: Vec<(String, String)>,
+    /// The container's `secrets`: (variable, ARN ECS reads the value from). Left out of the
+    /// fingerprint when empty, so workers without secrets keep their revision.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<(String, String)>,
     pub log_group: String,
     pub region: String,
     pub task_role_arn: String,
@@ -376,6 +503,11 @@ pub fn task_definition(
         memory_reservation: spec.memory_limit_mib,
         gpu: spec.gpu,
         environment,
+        secrets: spec
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.value_from.clone()))
+            .collect(),
         log_group: inputs.names.log_group.clone(),
         region: spec.region.clone(),
         task_role_arn: inputs.task_role_arn.to_string(),
@@ -403,6 +535,72 @@ pub fn instance_managed_policy(partition: &str) -> String {
 /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html>
 pub fn execution_managed_policy(partition: &str) -> String {
     format!("arn:{partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+}
+
+/// The secret a Secrets Manager `valueFrom` reads: the ARN without ECS's
+/// `:json-key:version-stage:version-id` suffix.
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/secrets-envvar-secrets-manager.html>
+pub fn secret_arn(value_from: &str) -> &str {
+    match value_from.match_indices(':').nth(6) {
+        Some((i, _)) => &value_from[..i],
+        None => value_from,
+    }
+}
+
+/// The IAM resource that grants a Secrets Manager secret given by ARN. A complete ARN ends in
+/// the hyphen and six random characters Secrets Manager appends to the name, and is granted
+/// as is; a partial one (the name alone) gets the `-??????` wildcard, which matches exactly
+/// those six characters. Secrets Manager itself reads a name ending in a hyphen and six
+/// characters as a complete ARN, and so does this.
+/// <https://docs.aws.amazon.com/secretsmanager/latest/userguide/auth-and-access_iam-policies.html>
+/// <https://docs.aws.amazon.com/secretsmanager/latest/userguide/troubleshoot.html#ARN_secretnamehyphen>
+pub fn secret_resource(value_from: &str) -> String {
+    let arn = secret_arn(value_from);
+    // Bytes, so no name (admitted or not) can make a slice fall inside a character.
+    let name = arn.rsplit(':').next().unwrap_or_default().as_bytes();
+    let complete = name.len() > 7
+        && name[name.len() - 7] == b'-'
+        && name[name.len() - 6..].iter().all(u8::is_ascii_alphanumeric);
+    if complete {
+        arn.to_string()
+    } else {
+        format!("{arn}-??????")
+    }
+}
+
+/// Inline policy of the operator-created task execution role when the spec has `secrets`:
+/// `secretsmanager:GetSecretValue` on exactly those secrets, `ssm:GetParameters` on exactly
+/// those parameters, and `kms:Decrypt` with `spec.secretsKmsKeyArn` when one is named (the
+/// AWS managed keys need no grant). `None` without secrets: the role then has no inline
+/// policy (a previous one is deleted).
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html#task-execution-secrets>
+pub fn execution_policy(spec: &EcsSelfTerminatingWorkerSpec) -> Option<String> {
+    let mut secrets = std::collections::BTreeSet::new();
+    let mut parameters = std::collections::BTreeSet::new();
+    for s in &spec.secrets {
+        match s.value_from.split(':').nth(2) {
+            Some("secretsmanager") => {
+                secrets.insert(secret_resource(&s.value_from));
+            }
+            _ => {
+                parameters.insert(s.value_from.clone());
+            }
+        }
+    }
+    if secrets.is_empty() && parameters.is_empty() {
+        return None;
+    }
+    let mut statements = Vec::new();
+    if !secrets.is_empty() {
+        statements.push(serde_json::json!({"Sid": "ReadSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": secrets}));
+    }
+    if !parameters.is_empty() {
+        statements.push(serde_json::json!({"Sid": "ReadParameters", "Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": parameters}));
+    }
+    if let Some(key) = &spec.secrets_kms_key_arn {
+        statements.push(serde_json::json!({"Sid": "DecryptSecrets", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": key}));
+    }
+    Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string())
 }
 
 /// Tag the worker puts on its own task with its outcome before it removes its capacity, so a
@@ -681,6 +879,102 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_queue_arn_gives_its_owner_and_name() {
+        assert_eq!(
+            sqs_arn_account_and_name("arn:aws:sqs:eu-west-1:111122223333:orders"),
+            Some(("111122223333", "orders"))
+        );
+        assert_eq!(
+            sqs_arn_account_and_name("arn:aws-cn:sqs:cn-north-1:111122223333:jobs.fifo"),
+            Some(("111122223333", "jobs.fifo"))
+        );
+        assert_eq!(
+            sqs_arn_account_and_name("arn:aws:sns:eu-west-1:111122223333:t"),
+            None
+        );
+        assert_eq!(sqs_arn_account_and_name("arn:aws:sqs:eu-west-1:1:q"), None);
+        assert_eq!(
+            redrive_target(
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:111122223333:dlq","maxReceiveCount":"3"}"#
+            ),
+            Some("arn:aws:sqs:eu-west-1:111122223333:dlq".to_string())
+        );
+        assert_eq!(redrive_target(""), None);
+    }
+
+    #[test]
+    fn no_producers_no_queue_policy() {
+        assert_eq!(
+            queue_policy(&spec(serde_json::json!({})), "arn:aws:sqs:us-east-1:1:q"),
+            None
+        );
+        assert!(same_queue_policy(None, None));
+        assert!(same_queue_policy(Some(""), None));
+        assert!(!same_queue_policy(Some("{}"), None));
+    }
+
+    #[test]
+    fn producers_become_send_only_statements_with_source_conditions() {
+        let q = "arn:aws:sqs:us-east-1:111122223333:ecsw-q";
+        let s = spec(serde_json::json!({"queue": {"allowSendFrom": [
+            {"snsTopicArn": "arn:aws:sns:us-east-1:444455556666:orders"},
+            {"s3BucketArn": "arn:aws:s3:::uploads", "sourceAccount": "444455556666"},
+            {"s3BucketArn": "arn:aws:s3:::other"},
+            {"eventBridgeRuleArn": "arn:aws:events:us-east-1:111122223333:rule/nightly"},
+            {"principalArn": "arn:aws:iam::444455556666:role/producer"},
+        ]}}));
+        let policy = queue_policy(&s, q).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        let st = v["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 5);
+        for (i, (service, source)) in [
+            (
+                "sns.amazonaws.com",
+                "arn:aws:sns:us-east-1:444455556666:orders",
+            ),
+            ("s3.amazonaws.com", "arn:aws:s3:::uploads"),
+            ("s3.amazonaws.com", "arn:aws:s3:::other"),
+            (
+                "events.amazonaws.com",
+                "arn:aws:events:us-east-1:111122223333:rule/nightly",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(st[i]["Principal"]["Service"], service);
+            assert_eq!(st[i]["Action"], "sqs:SendMessage");
+            assert_eq!(st[i]["Resource"], q);
+            let cond = &st[i]["Condition"];
+            let arn = cond["ArnEquals"]["aws:SourceArn"]
+                .as_str()
+                .or(cond["ArnLike"]["aws:SourceArn"].as_str());
+            assert_eq!(arn, Some(source), "{i}");
+        }
+        assert_eq!(
+            st[1]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "444455556666"
+        );
+        assert!(st[2]["Condition"].get("StringEquals").is_none());
+        assert_eq!(
+            st[4]["Principal"]["AWS"],
+            "arn:aws:iam::444455556666:role/producer"
+        );
+        assert_eq!(st[4]["Action"].as_array().unwrap().len(), 3);
+        assert!(st[4].get("Condition").is_none());
+        // Compared as JSON: reformatting and one-element lists are the same policy.
+        let mut reformatted = v.clone();
+        reformatted["Statement"][0]["Action"] = serde_json::json!(["sqs:SendMessage"]);
+        let pretty = serde_json::to_string_pretty(&reformatted).unwrap();
+        assert!(same_queue_policy(Some(&pretty), Some(&policy)));
+        reformatted["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"] =
+            "arn:aws:sns:us-east-1:1:x".into();
+        let changed = reformatted.to_string();
+        assert!(!same_queue_policy(Some(&changed), Some(&policy)));
+        assert!(!same_queue_policy(None, Some(&policy)));
+    }
+
+    #[test]
     fn owner_tags_win_over_user_tags() {
         let s = spec(serde_json::json!({"tags": {"team": "ml", "ecsworker.dev/owner": "spoof"}}));
         let owner = Owner {
@@ -723,5 +1017,113 @@ mod tests {
         assert_eq!(partition("cn-north-1"), "aws-cn");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("eu-west-3"), "aws");
+    }
+    const SM_COMPLETE: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-password-AbC123";
+    const SM_PARTIAL_JSON: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api:token:AWSCURRENT:";
+    const PARAM: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/model/license";
+
+    #[test]
+    fn secrets_reach_the_container_secrets_and_never_the_environment() {
+        let names = Names::new("ns", "w");
+        let inputs = TaskInputs {
+            names: &names,
+            queue_url: "http://q",
+            task_role_arn: "arn:t",
+            execution_role_arn: "arn:e",
+        };
+        let plain = task_definition(&spec(serde_json::json!({})), &inputs);
+        let with = task_definition(
+            &spec(serde_json::json!({"secrets": [
+                {"name": "DB_PASSWORD", "valueFrom": SM_COMPLETE},
+                {"name": "LICENSE", "valueFrom": PARAM},
+            ]})),
+            &inputs,
+        );
+        assert_eq!(
+            with.secrets,
+            vec![
+                ("DB_PASSWORD".to_string(), SM_COMPLETE.to_string()),
+                ("LICENSE".to_string(), PARAM.to_string())
+            ]
+        );
+        assert_eq!(with.environment, plain.environment);
+        assert!(
+            with.environment
+                .iter()
+                .all(|(k, v)| k != "DB_PASSWORD" && k != "LICENSE" && !v.contains("arn:aws:s")),
+            "{:?}",
+            with.environment
+        );
+        assert_ne!(with.fingerprint(), plain.fingerprint());
+        // No secrets: the fingerprint of a task definition from before the field existed.
+        assert!(!serde_json::to_string(&plain).unwrap().contains("secrets"));
+    }
+
+    #[test]
+    fn secret_arns_lose_the_json_key_suffix_and_partial_ones_get_the_six_character_wildcard() {
+        assert_eq!(secret_arn(SM_COMPLETE), SM_COMPLETE);
+        assert_eq!(
+            secret_arn(SM_PARTIAL_JSON),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api"
+        );
+        assert_eq!(secret_resource(SM_COMPLETE), SM_COMPLETE);
+        assert_eq!(
+            secret_resource(SM_PARTIAL_JSON),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-??????"
+        );
+        assert_eq!(
+            secret_resource(&format!("{SM_COMPLETE}:password::")),
+            SM_COMPLETE
+        );
+        // Not ASCII (refused at admission): still no panic, and a wildcard only for the suffix.
+        assert_eq!(
+            secret_resource("arn:aws:secretsmanager:us-east-1:123456789012:secret:clé-sécrète"),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:clé-sécrète-??????"
+        );
+    }
+
+    #[test]
+    fn execution_policy_grants_exactly_the_named_secrets() {
+        assert_eq!(execution_policy(&spec(serde_json::json!({}))), None);
+        let policy = |extra| -> serde_json::Value {
+            serde_json::from_str(&execution_policy(&spec(extra)).expect("a policy")).unwrap()
+        };
+        let p = policy(serde_json::json!({"secrets": [
+            {"name": "A", "valueFrom": SM_COMPLETE},
+            {"name": "B", "valueFrom": format!("{SM_COMPLETE}:user::")},
+            {"name": "C", "valueFrom": SM_PARTIAL_JSON},
+            {"name": "D", "valueFrom": PARAM},
+        ]}));
+        assert_eq!(
+            p["Statement"],
+            serde_json::json!([
+                {"Sid": "ReadSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": [
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-??????",
+                    SM_COMPLETE,
+                ]},
+                {"Sid": "ReadParameters", "Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": [PARAM]},
+            ])
+        );
+        // Parameters only, with a named key: no Secrets Manager statement, kms:Decrypt on the key.
+        let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let p = policy(serde_json::json!({
+            "secrets": [{"name": "D", "valueFrom": PARAM}],
+            "secretsKmsKeyArn": key,
+        }));
+        let statements = p["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2);
+        assert_eq!(
+            statements[0]["Action"],
+            serde_json::json!(["ssm:GetParameters"])
+        );
+        assert_eq!(statements[1]["Action"], serde_json::json!(["kms:Decrypt"]));
+        assert_eq!(statements[1]["Resource"], key);
+        // A key without secrets grants nothing.
+        assert_eq!(
+            execution_policy(&spec(serde_json::json!({"secretsKmsKeyArn": key}))),
+            None
+        );
     }
 }

@@ -421,6 +421,67 @@ fn admission_cases() -> Vec<Case> {
             json!({ "queue": { "deadLetter": { "maxReceiveCount": 0 } } }),
             "spec.queue.deadLetter.maxReceiveCount",
         ),
+        // Producers (spec.queue.allowSendFrom): one ARN of the right service and partition.
+        refused(
+            "a-send-from-two-sources",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws:sns:us-east-1:111122223333:t", "s3BucketArn": "arn:aws:s3:::b-1" }] } }),
+            "exactly one of snsTopicArn, s3BucketArn",
+        ),
+        refused(
+            "a-send-from-nothing",
+            json!({ "queue": { "allowSendFrom": [{}] } }),
+            "exactly one of snsTopicArn, s3BucketArn",
+        ),
+        refused(
+            "a-send-from-topic-as-bucket",
+            json!({ "queue": { "allowSendFrom": [{ "s3BucketArn": "arn:aws:sns:us-east-1:111122223333:t" }] } }),
+            "s3BucketArn",
+        ),
+        refused(
+            "a-send-from-queue-as-topic",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws:sqs:us-east-1:111122223333:q" }] } }),
+            "snsTopicArn",
+        ),
+        refused(
+            "a-send-from-unknown-partition",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws-xx:sns:us-east-1:111122223333:t" }] } }),
+            "snsTopicArn",
+        ),
+        refused(
+            "a-send-from-bus-not-rule",
+            json!({ "queue": { "allowSendFrom": [{ "eventBridgeRuleArn": "arn:aws:events:us-east-1:111122223333:event-bus/default" }] } }),
+            "eventBridgeRuleArn",
+        ),
+        refused(
+            "a-send-from-iam-group",
+            json!({ "queue": { "allowSendFrom": [{ "principalArn": "arn:aws:iam::111122223333:group/senders" }] } }),
+            "principalArn",
+        ),
+        refused(
+            "a-send-from-short-account",
+            json!({ "queue": { "allowSendFrom": [{ "s3BucketArn": "arn:aws:s3:::b-1", "sourceAccount": "1111" }] } }),
+            "sourceAccount",
+        ),
+        refused(
+            "a-source-account-without-bucket",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws:sns:us-east-1:111122223333:t", "sourceAccount": "111122223333" }] } }),
+            "sourceAccount goes with s3BucketArn only",
+        ),
+        refused(
+            "a-send-from-other-partition",
+            json!({ "queue": { "allowSendFrom": [{ "snsTopicArn": "arn:aws-cn:sns:cn-north-1:111122223333:t" }] } }),
+            "every ARN must be in the partition of spec.region",
+        ),
+        refused(
+            "a-send-from-role-other-partition",
+            json!({ "queue": { "allowSendFrom": [{ "principalArn": "arn:aws-us-gov:iam::111122223333:role/p" }] } }),
+            "every ARN must be in the partition of spec.region",
+        ),
+        refused(
+            "a-export-string",
+            json!({ "queue": { "export": "yes" } }),
+            "spec.queue.export",
+        ),
         refused(
             "a-concurrency-0",
             json!({ "worker": { "concurrency": 0 } }),
@@ -687,6 +748,44 @@ fn admission_cases() -> Vec<Case> {
             json!({ "credentials": {} }),
             "spec.credentials.secretRef",
         ),
+        // Per-team roles (spec.credentials.roleArn).
+        refused(
+            "a-credentials-both-kinds",
+            json!({ "credentials": {
+                "secretRef": { "name": "aws-keys" },
+                "roleArn": "arn:aws:iam::111122223333:role/team-a"
+            } }),
+            "set exactly one of spec.credentials.secretRef (static keys) or spec.credentials.roleArn",
+        ),
+        refused(
+            "a-role-arn-malformed",
+            json!({ "credentials": { "roleArn": "arn:aws:iam::1111:user/team-a" } }),
+            "spec.credentials.roleArn",
+        ),
+        refused(
+            "a-role-session-too-short",
+            json!({ "credentials": {
+                "roleArn": "arn:aws:iam::111122223333:role/team-a",
+                "sessionDurationSeconds": 899
+            } }),
+            "spec.credentials.sessionDurationSeconds",
+        ),
+        refused(
+            "a-role-session-too-long",
+            json!({ "credentials": {
+                "roleArn": "arn:aws:iam::111122223333:role/team-a",
+                "sessionDurationSeconds": 43201
+            } }),
+            "spec.credentials.sessionDurationSeconds",
+        ),
+        refused(
+            "a-external-id-without-role",
+            json!({ "credentials": {
+                "secretRef": { "name": "aws-keys" },
+                "externalId": "team-a-7f3c"
+            } }),
+            "apply to spec.credentials.roleArn only",
+        ),
         // Unknown fields: pruned silently by default, refused under strict field validation.
         Case {
             name: "a-unknown-field",
@@ -715,6 +814,90 @@ fn admission_cases() -> Vec<Case> {
                 needle: "spec.queue.visibilityTimeout",
             },
         },
+        // Secrets from AWS: only ARNs of Secrets Manager or SSM, in the region's partition,
+        // under names of their own.
+        refused(
+            "a-secret-without-value-from",
+            json!({ "secrets": [{ "name": "DB_PASSWORD" }] }),
+            "spec.secrets[0].valueFrom",
+        ),
+        refused(
+            "a-secret-malformed-arn",
+            json!({ "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "arn:aws:secretsmanager:us-east-1:1234:secret:db" }] }),
+            "valueFrom must be a Secrets Manager secret ARN",
+        ),
+        refused(
+            "a-secret-plain-value",
+            json!({ "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "hunter2" }] }),
+            "valueFrom must be a Secrets Manager secret ARN",
+        ),
+        refused(
+            "a-secret-wrong-service",
+            json!({ "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "arn:aws:s3:::bucket/db-password" }] }),
+            "valueFrom must be a Secrets Manager secret ARN",
+        ),
+        refused(
+            "a-secret-duplicate-name",
+            json!({ "secrets": [
+                { "name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/a" },
+                { "name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/b" },
+            ] }),
+            "spec.secrets[1]",
+        ),
+        refused(
+            "a-secret-reserved-name",
+            json!({ "secrets": [{ "name": "WORKER_QUEUE_URL", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/a" }] }),
+            "reserved for the operator",
+        ),
+        refused(
+            "a-secret-name-also-in-env",
+            json!({
+                "env": [{ "name": "TOKEN", "value": "x" }],
+                "secrets": [{ "name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/a" }],
+            }),
+            "a name is also in spec.env",
+        ),
+        refused(
+            "a-secret-other-partition",
+            json!({ "secrets": [{ "name": "TOKEN", "valueFrom": "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/a" }] }),
+            "partition of spec.region",
+        ),
+        refused(
+            "a-secrets-too-many",
+            json!({ "secrets": (0..21).map(|i| json!({ "name": format!("S{i}"), "valueFrom": format!("arn:aws:ssm:us-east-1:123456789012:parameter/p{i}") })).collect::<Vec<_>>() }),
+            "spec.secrets",
+        ),
+        refused(
+            "a-secrets-kms-not-a-key",
+            json!({ "secretsKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/mine" }),
+            "spec.secretsKmsKeyArn must be a KMS key ARN",
+        ),
+        // Bring your own queue (spec.queue.existingQueueArn).
+        refused(
+            "a-existing-queue-other-region",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sqs:eu-west-1:111122223333:orders" } }),
+            "spec.queue.existingQueueArn must be a queue in spec.region",
+        ),
+        refused(
+            "a-existing-queue-not-an-sqs-arn",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sns:us-east-1:111122223333:orders" } }),
+            "spec.queue.existingQueueArn must be an SQS queue ARN",
+        ),
+        refused(
+            "a-existing-queue-a-url",
+            json!({ "queue": { "existingQueueArn": "https://sqs.us-east-1.amazonaws.com/111122223333/orders" } }),
+            "spec.queue.existingQueueArn must be an SQS queue ARN",
+        ),
+        refused(
+            "a-existing-queue-with-producers",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sqs:us-east-1:111122223333:orders", "allowSendFrom": [{ "snsTopicArn": "arn:aws:sns:us-east-1:111122223333:t" }] } }),
+            "cannot be combined with spec.queue.allowSendFrom",
+        ),
+        refused(
+            "a-existing-queue-with-dead-letter",
+            json!({ "queue": { "existingQueueArn": "arn:aws:sqs:us-east-1:111122223333:orders", "deadLetter": { "maxReceiveCount": 3 } } }),
+            "a customised spec.queue.deadLetter",
+        ),
         // Updates of an accepted worker are checked like creations.
         Case {
             name: "a-update-memory",

@@ -66,11 +66,23 @@ fn forbidden<T>(result: Result<T, kube::Error>) -> Option<String> {
     }
 }
 
-/// A client authenticating as the ServiceAccount, with a token from the TokenRequest API.
+/// A client authenticating as the install's ServiceAccount, with a token from the
+/// TokenRequest API.
 async fn service_account_client(
     cp: &ControlPlane,
     admin: &Client,
     dir: &Path,
+) -> anyhow::Result<Client> {
+    service_account_client_of(cp, admin, dir, NAMESPACE, SERVICE_ACCOUNT).await
+}
+
+/// A client authenticating as `namespace/account`, with a token from the TokenRequest API.
+pub(crate) async fn service_account_client_of(
+    cp: &ControlPlane,
+    admin: &Client,
+    dir: &Path,
+    namespace: &str,
+    account: &str,
 ) -> anyhow::Result<Client> {
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -80,8 +92,8 @@ async fn service_account_client(
         },
         ..Default::default()
     };
-    let issued = Api::<ServiceAccount>::namespaced(admin.clone(), NAMESPACE)
-        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+    let issued = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
         .await?;
     let token = issued
         .status
@@ -89,11 +101,11 @@ async fn service_account_client(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| anyhow::anyhow!("TokenRequest returned no token"))?;
     let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {SERVICE_ACCOUNT}\n  user:\n    token: {token}\ncontexts:\n- name: operator\n  context:\n    cluster: testbed\n    user: {SERVICE_ACCOUNT}\n    namespace: {NAMESPACE}\ncurrent-context: operator\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {account}\n  user:\n    token: {token}\ncontexts:\n- name: operator\n  context:\n    cluster: testbed\n    user: {account}\n    namespace: {namespace}\ncurrent-context: operator\n",
         server = cp.server_url(),
         ca = cp.ca_path().display(),
     );
-    let path = dir.join("operator.kubeconfig");
+    let path = dir.join(format!("{namespace}-{account}.kubeconfig"));
     std::fs::write(&path, kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(&path)?,
@@ -409,6 +421,16 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
             .map(|e| (e.reason.clone(), e.reporting_controller.clone()))
             .collect::<Vec<_>>()
     );
+    // spec.queue.export: the queue's ConfigMap (get, then server-side apply).
+    let exported = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .get(&format!("{name}-queue"))
+        .await?;
+    assert_eq!(
+        exported.data.as_ref().and_then(|d| d.get("QUEUE_URL")),
+        w.status
+            .as_ref()
+            .and_then(|s| s.resources.queue_url.as_ref())
+    );
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
     let holder = leases
         .get(LEASE)
@@ -460,10 +482,10 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
             ),
         ),
         (
-            "get a ConfigMap",
+            "list ConfigMaps",
             forbidden(
                 Api::<ConfigMap>::namespaced(operator_client.clone(), &ns)
-                    .get("kube-root-ca.crt")
+                    .list(&ListParams::default())
                     .await,
             ),
         ),
@@ -709,6 +731,13 @@ fn iam_policy_allows_every_aws_call_the_operator_makes_and_nothing_else() -> any
             && !read_only
         {
             for s in statements {
+                // A queue the user brings (spec.queue.existingQueueArn) has any name: the one
+                // grant beyond the ecsw- names reads queues, and nothing else.
+                if strings(&s["Action"]) == ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+                    && strings(&s["Resource"]) == ["arn:aws:sqs:*:*:*"]
+                {
+                    continue;
+                }
                 for r in strings(&s["Resource"]) {
                     assert!(
                         r.contains("/ecsw-") || r.contains(":ecsw-"),
@@ -723,7 +752,7 @@ fn iam_policy_allows_every_aws_call_the_operator_makes_and_nothing_else() -> any
 
 #[test]
 fn the_deployment_command_line_is_accepted_by_the_operator() -> anyhow::Result<()> {
-    let text = read("deploy/deployment.yaml")?;
+    let text = read("deploy/base/deployment.yaml")?;
     let deployment: Deployment = serde_yaml::from_str(&text)?;
     let container = deployment
         .spec

@@ -10,7 +10,7 @@ use ecs_worker_operator::api::{EcsSelfTerminatingWorkerStatus, Phase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
-const EVERY_REASON: [&str; 17] = [
+const EVERY_REASON: [&str; 18] = [
     reason::PROVISIONED,
     reason::PROVISIONING,
     reason::INVALID_SPEC,
@@ -20,6 +20,7 @@ const EVERY_REASON: [&str; 17] = [
     reason::INVALID_PARAMETER,
     reason::NO_NETWORK,
     reason::NAME_CONFLICT,
+    reason::QUEUE_NOT_FOUND,
     reason::PROPAGATING,
     reason::AWS_UNAVAILABLE,
     reason::AWS_ERROR,

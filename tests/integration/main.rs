@@ -7,21 +7,26 @@
 mod common;
 
 mod argocd;
+mod assume_role;
 mod aws_rules;
+mod aws_secrets;
 mod bad_manifests;
 mod chaos;
 mod consistency;
 mod crd;
 mod cycle;
 mod deploy;
+mod existing_queue;
 mod helm;
 mod isolation;
 mod kstatus;
 mod monitoring;
+mod namespaced;
 mod network;
 mod operations;
 mod permissions_doc;
 mod policies;
+mod producers;
 mod provisioning;
 mod readme;
 mod schema_agreement;

@@ -2,8 +2,9 @@
 //! actions are exactly those of `deploy/aws/operator-policy.json` (which `deploy.rs` checks
 //! against the calls in `src/aws/`), the worker task role's exactly those of the policy
 //! `plan::desired::task_policy` writes (which `worker_policy.rs` checks against the worker's
-//! calls), and the instance and execution roles name the AWS managed policies the operator
-//! attaches.
+//! calls), the instance and execution roles name the AWS managed policies the operator
+//! attaches, and the execution role's actions are exactly those of the inline policy
+//! `plan::desired::execution_policy` writes for `spec.secrets`.
 
 use ecs_worker_operator::plan::desired::{self, TaskPolicyInputs};
 use std::collections::BTreeSet;
@@ -78,6 +79,26 @@ fn readme_lists_every_permission_of_each_principal() -> anyhow::Result<()> {
         actions(section(&readme, "### Worker task role")),
         policy_actions(&task),
         "docs/aws.md's task role actions against plan::desired::task_policy"
+    );
+
+    // The execution role's inline policy, with every kind of secret and a key.
+    let with_secrets: ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec =
+        serde_json::from_value(serde_json::json!({
+            "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
+            "image": "worker:1", "cronRate": "1_HOUR",
+            "secrets": [
+                {"name": "A", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
+                {"name": "B", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/b"},
+            ],
+            "secretsKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k",
+        }))?;
+    let execution: serde_json::Value = serde_json::from_str(
+        &desired::execution_policy(&with_secrets).expect("a policy with secrets"),
+    )?;
+    assert_eq!(
+        actions(section(&readme, "### Task execution role")),
+        policy_actions(&execution),
+        "docs/aws.md's execution role actions against plan::desired::execution_policy"
     );
 
     for (heading, arn) in [

@@ -5,6 +5,8 @@
 //! session token of every version of the Secret, raw, URL-encoded or base64 at any alignment)
 //! may appear in the operator's logs, the namespace's Events, any status the object had, a task
 //! definition or task in moto, the launch template (user data decoded too), or `/metrics`.
+//! The worker also names an SSM SecureString parameter in `spec.secrets`: its ARN reaches the
+//! task definition, its value (in any of the same forms) reaches none of those places.
 
 use crate::common::{Harness, trigger, worker_yaml};
 use base64::Engine;
@@ -56,6 +58,10 @@ impl Keys {
         ]
     }
 }
+
+/// Value of the SSM SecureString parameter the worker names in `spec.secrets`; it occurs
+/// nowhere else.
+const PARAMETER_VALUE: &str = "ssm-LeakCheck-Vq7/Zp+Kd3Wm8Rt2Xy5LnQ4s";
 
 /// The forms a value can take on its way somewhere: itself, URL-encoded, and base64 (standard
 /// and URL-safe) at each of the three byte alignments it can have inside a longer encoded
@@ -403,9 +409,26 @@ async fn secret_values_appear_in_no_log_event_status_aws_resource_or_metric() ->
     secrets
         .create(&PostParams::default(), &secret(&VERSIONS[0]))
         .await?;
+    // A parameter in Parameter Store, named by ARN in spec.secrets.
+    let ssm = aws_sdk_ssm::Client::new(&h.sdk);
+    ssm.put_parameter()
+        .name("/team/leak-check/license")
+        .value(PARAMETER_VALUE)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await?;
+    let parameter_arn = ssm
+        .get_parameter()
+        .name("/team/leak-check/license")
+        .send()
+        .await?
+        .parameter()
+        .and_then(|p| p.arn())
+        .ok_or_else(|| anyhow::anyhow!("no parameter ARN"))?
+        .to_string();
     let handled = dir.path().join("handled");
     let spec = format!(
-        "credentials:\n  secretRef:\n    name: aws-keys\nqueue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\nworker:\n  emptyReceives: 1\n  handler: \"cat >> {0}; echo >> {0}\"",
+        "secrets:\n- name: LICENSE_KEY\n  valueFrom: \"{parameter_arn}\"\ncredentials:\n  secretRef:\n    name: aws-keys\nqueue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSeconds: 30\nworker:\n  emptyReceives: 1\n  handler: \"cat >> {0}; echo >> {0}\"",
         handled.display()
     );
     h.apply_yaml(&worker_yaml("keys", &spec)).await?;
@@ -462,6 +485,12 @@ async fn secret_values_appear_in_no_log_event_status_aws_resource_or_metric() ->
     .await?;
     player.stop().await;
     places.extend(aws_places(&h, &names, "after the run").await?);
+    assert!(
+        places
+            .iter()
+            .any(|(p, t)| p.starts_with("task definition") && t.contains(&parameter_arn)),
+        "no task definition names {parameter_arn}"
+    );
 
     // Rotation: the next reconcile reads the new keys.
     secrets
@@ -565,11 +594,20 @@ async fn secret_values_appear_in_no_log_event_status_aws_resource_or_metric() ->
     );
     assert!(event_count >= 3, "only {event_count} Events recorded");
 
-    let found = leaks(&VERSIONS, &places);
+    let mut found = leaks(&VERSIONS, &places);
+    for (place, text) in &places {
+        for (form, needle) in forms(PARAMETER_VALUE) {
+            if text.contains(&needle) {
+                found.push(format!(
+                    "the spec.secrets parameter's value ({form}) in {place}"
+                ));
+            }
+        }
+    }
     let bytes: usize = places.iter().map(|(_, t)| t.len()).sum();
     println!(
         "searched {} places ({} KiB: logs {} KiB text + {} KiB JSON, {event_count} Events) for {} \
-         forms of 9 values in {:.1} s: {} found",
+         forms of 10 values in {:.1} s: {} found",
         places.len(),
         bytes / 1024,
         text_log.len() / 1024,
@@ -578,7 +616,8 @@ async fn secret_values_appear_in_no_log_event_status_aws_resource_or_metric() ->
             .iter()
             .flat_map(|k| k.values())
             .map(|(_, v)| forms(v).len())
-            .sum::<usize>(),
+            .sum::<usize>()
+            + forms(PARAMETER_VALUE).len(),
         began.elapsed().as_secs_f64(),
         found.len()
     );

@@ -56,7 +56,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 ecs-worker-operator-leader
 {{- end }}
 
-{{/* RBAC rules (templates/rbac.yaml; deploy/rbac.yaml explains each). */}}
+{{/* RBAC rules (templates/rbac.yaml; deploy/base/rbac.yaml explains each). */}}
 {{- define "ecs-worker-operator.workerRules" -}}
 - apiGroups: ["ecsworker.dev"]
   resources: ["ecsselfterminatingworkers"]
@@ -67,6 +67,9 @@ ecs-worker-operator-leader
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 {{- define "ecs-worker-operator.clusterIdRule" -}}
 # The kube-system namespace's UID is the default cluster identity in owner tags.

@@ -63,7 +63,11 @@ otherwise) naming principal, action, resource and why, and is recorded (see Endp
 - Policies of the principal: an IAM user's inline and attached policies and those of its groups;
   an assumed role's inline and attached policies (AWS managed policies included when the server
   runs with MOTO_IAM_LOAD_MANAGED_POLICIES=true, as moto_ext.py sets it).
-- Role trust: sts:AssumeRole checks the role's trust policy names the caller (or its account);
+- Role trust: sts:AssumeRole checks the role's trust policy names the caller (or its account),
+  its conditions seeing sts:ExternalId and sts:RoleSessionName; session tags (AssumeRole's
+  `Tags`) add an sts:TagSession check on the role, in the caller's policies and the trust
+  policy, with aws:RequestTag/<key> and aws:TagKeys, so the tags a session was given are in
+  the decisions record (`context` of the sts:TagSession entry);
   `POST /moto-api/iam-ext/assume-role-as-service` plays a service principal (ecs-tasks for a task,
   ec2 for an instance) assuming a role: the trust policy must allow that service, then moto STS
   issues the session.
@@ -1126,7 +1130,22 @@ def iam_create_slr(call: Call) -> list[Check]:
 
 
 def sts_assume_role(call: Call) -> list[Check]:
-    return [call.check("sts:AssumeRole", call.p("RoleArn", default=""))]
+    """sts:AssumeRole on the role, with sts:ExternalId and sts:RoleSessionName in the context;
+    session tags need sts:TagSession on the role too, with aws:RequestTag/aws:TagKeys (both
+    checked against the caller's policies and the role's trust policy).
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html#id_session-tags_permissions-required
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#ck_externalid
+    """
+    role = call.p("RoleArn", default="")
+    ctx: dict[str, list[str]] = {"sts:RoleSessionName": [str(call.p("RoleSessionName", default=""))]}
+    external_id = call.p("ExternalId")
+    if external_id is not None:
+        ctx["sts:ExternalId"] = [str(external_id)]
+    checks = [call.check("sts:AssumeRole", role, ctx)]
+    tags = _norm_tags(call.p("Tags"))
+    if tags:
+        checks.append(call.check("sts:TagSession", role, _request_tag_ctx(tags)))
+    return checks
 
 
 # -- SQS (batch calls are authorized as their single-message actions)
@@ -1413,10 +1432,19 @@ def _principal_ctx(call: Call, access_key: Any) -> dict[str, Any]:
 
 
 def _trust_allows(
-    iam: Any, account: str, partition: str, role_arn: str, caller: str, service: str | None
+    iam: Any,
+    account: str,
+    partition: str,
+    role_arn: str,
+    caller: str,
+    service: str | None,
+    action: str = "sts:AssumeRole",
+    request: dict[str, list[str]] | None = None,
 ) -> bool:
-    """The role's trust policy names the caller (its ARN, its role, its account) or, for a
-    service principal, the service.
+    """The role's trust policy allows `action` (sts:AssumeRole, or sts:TagSession when session
+    tags are passed) for the caller (its ARN, its role, its account) or, for a service
+    principal, the service; its conditions see the request's keys (sts:ExternalId,
+    aws:RequestTag/..., aws:TagKeys).
     https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_principal.html
     """
     role = next((r for r in iam.roles.values() if r.arn == role_arn), None)
@@ -1424,13 +1452,15 @@ def _trust_allows(
         return False
     doc = json.loads(role.assume_role_policy_document)
     ctx = {"aws:sourceaccount": [account]}
+    for k, v in (request or {}).items():
+        ctx[k.lower()] = _as_list(v)
     caller_role = caller
     if ":assumed-role/" in caller:
         name = caller.split(":assumed-role/", 1)[1].split("/")[0]
         caller_role = next((r.arn for r in iam.roles.values() if r.name == name), caller)
     allowed = False
     for st in statements(doc):
-        if not any(_action_matches(a, "sts:AssumeRole") for a in _as_list(st.get("Action"))):
+        if not any(_action_matches(a, action) for a in _as_list(st.get("Action"))):
             continue
         principal = st.get("Principal") or {}
         if service is not None:
@@ -1632,11 +1662,22 @@ def _authorize(self: BaseResponse, resource: str = "*") -> None:
             allowed, why = decide(docs, check.action, check.resource, ctx)
         except PolicyError as e:
             allowed, why = False, str(e)
-        if allowed and check.action == "sts:AssumeRole":
+        if allowed and check.action in ("sts:AssumeRole", "sts:TagSession"):
             if not _trust_allows(
-                call.iam(), call.account, call.partition, check.resource, principal, None
+                call.iam(),
+                call.account,
+                call.partition,
+                check.resource,
+                principal,
+                None,
+                check.action,
+                check.ctx,
             ):
-                allowed, why = False, "the role's trust policy does not allow this principal"
+                allowed, why = (
+                    False,
+                    f"the role's trust policy does not allow {check.action} for this principal"
+                    " (with this request's sts:ExternalId / session tags)",
+                )
         shown = {k: v for k, v in check.ctx.items()}
         if not allowed:
             deny(check.action, check.resource, why, shown)

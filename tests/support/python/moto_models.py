@@ -408,6 +408,10 @@ def json_attribute(field: str, check: Check) -> Check:
     """A member holding a JSON document (SQS's RedrivePolicy) checked at one field."""
 
     def run(v):
+        # An empty value removes the attribute (how a redrive policy is taken off a queue;
+        # Terraform's aws_sqs_queue_redrive_policy deletes it so).
+        if v == "":
+            return None
         try:
             doc = json.loads(v) if isinstance(v, str) else v
         except ValueError:

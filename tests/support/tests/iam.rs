@@ -378,6 +378,127 @@ async fn roles_are_assumed_only_by_the_services_they_trust() -> anyhow::Result<(
     Ok(())
 }
 
+/// A user assuming a role (the operator's per-team roles, docs/cross-account.md): the trust
+/// policy's sts:ExternalId condition is evaluated, and session tags need sts:TagSession in the
+/// trust policy too, checked with aws:RequestTag and recorded in the decisions.
+#[tokio::test]
+async fn assume_role_checks_the_external_id_and_session_tags_against_the_trust_policy()
+-> anyhow::Result<()> {
+    let bed = Bed::start().await?;
+    let iam = aws_sdk_iam::Client::new(&bed.as_admin());
+    let operator = bed.iam.operator.arn.clone();
+    iam.put_user_policy()
+        .user_name(testbed::iam::OPERATOR_USER)
+        .policy_name("assume")
+        .policy_document(
+            serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["sts:AssumeRole", "sts:TagSession"], "Resource": "*"}]
+            })
+            .to_string(),
+        )
+        .send()
+        .await?;
+    let assume = serde_json::json!({
+        "Effect": "Allow",
+        "Principal": {"AWS": operator},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": "right-id"}}
+    });
+    let arn = iam
+        .create_role()
+        .role_name("team")
+        .assume_role_policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [assume.clone()]}).to_string(),
+        )
+        .send()
+        .await?
+        .role()
+        .map(|r| r.arn().to_string())
+        .unwrap_or_default();
+    let sts = aws_sdk_sts::Client::new(&bed.as_operator());
+    let attempt = |external_id: Option<&str>, tag: Option<&str>| {
+        let mut req = sts
+            .assume_role()
+            .role_arn(&arn)
+            .role_session_name("ecsworker.ns.w")
+            .set_external_id(external_id.map(str::to_string));
+        if let Some(value) = tag {
+            req = req.tags(
+                aws_sdk_sts::types::Tag::builder()
+                    .key("ecsworker.dev/namespace")
+                    .value(value)
+                    .build()
+                    .expect("key and value"),
+            );
+        }
+        req.send()
+    };
+    for wrong in [None, Some("wrong-id")] {
+        let e = attempt(wrong, None)
+            .await
+            .expect_err("the external id is required");
+        assert_eq!(
+            e.as_service_error().and_then(|s| s.code()),
+            Some("AccessDenied")
+        );
+        one_denial(
+            &bed.take_denials().await?,
+            &bed.iam.operator,
+            "sts:AssumeRole",
+            &arn,
+        );
+    }
+    attempt(Some("right-id"), None).await?;
+    // Session tags: the trust policy does not allow sts:TagSession yet.
+    attempt(Some("right-id"), Some("ns"))
+        .await
+        .expect_err("tags need sts:TagSession in the trust policy");
+    one_denial(
+        &bed.take_denials().await?,
+        &bed.iam.operator,
+        "sts:TagSession",
+        &arn,
+    );
+    let tag_session = serde_json::json!({
+        "Effect": "Allow",
+        "Principal": {"AWS": operator},
+        "Action": "sts:TagSession",
+        "Condition": {"StringEquals": {"aws:RequestTag/ecsworker.dev/namespace": "ns"}}
+    });
+    iam.update_assume_role_policy()
+        .role_name("team")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [assume, tag_session]})
+                .to_string(),
+        )
+        .send()
+        .await?;
+    attempt(Some("right-id"), Some("other-ns"))
+        .await
+        .expect_err("the trust policy's tag condition holds for ns only");
+    one_denial(
+        &bed.take_denials().await?,
+        &bed.iam.operator,
+        "sts:TagSession",
+        &arn,
+    );
+    let session = attempt(Some("right-id"), Some("ns")).await?;
+    assert!(
+        session
+            .assumed_role_user()
+            .is_some_and(|u| u.arn().ends_with(":assumed-role/team/ecsworker.ns.w")),
+        "{session:?}"
+    );
+    let decisions = bed.iam.decisions().await?;
+    assert!(
+        decisions.iter().any(|d| d["action"] == "sts:TagSession"
+            && d["context"]["aws:requesttag/ecsworker.dev/namespace"] == serde_json::json!(["ns"])),
+        "the session tag is recorded: {decisions:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_call_the_emulator_cannot_map_fails_loudly_except_for_the_admin() -> anyhow::Result<()> {
     let bed = Bed::start().await?;
