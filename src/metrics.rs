@@ -76,14 +76,16 @@ pub fn outcome_label(outcome: RunOutcome) -> &'static str {
         RunOutcome::Failed => "failed",
         RunOutcome::ScaleUpTimedOut => "scale_up_timed_out",
         RunOutcome::Interrupted => "interrupted",
+        RunOutcome::LaunchFailed => "launch_failed",
     }
 }
 
-const OUTCOMES: [RunOutcome; 4] = [
+const OUTCOMES: [RunOutcome; 5] = [
     RunOutcome::Succeeded,
     RunOutcome::Failed,
     RunOutcome::ScaleUpTimedOut,
     RunOutcome::Interrupted,
+    RunOutcome::LaunchFailed,
 ];
 const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 
@@ -619,6 +621,7 @@ mod tests {
             stop_reason: None,
             messages_before: 1,
             messages_after: Some(0),
+            on_demand_fallback: false,
         });
         m.observe_cycle("ns", "a", &queue(0, 0, Some(0)), Some(60));
         m.observe_status("ns", "a", &status);

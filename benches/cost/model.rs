@@ -329,9 +329,11 @@ impl<'a> World<'a> {
                         },
                     })
                     .collect(),
+                on_demand_percentage: None,
             },
             container_instances: Vec::new(),
             tasks: Vec::new(),
+            launch_failures: Vec::new(),
         };
         if self.desired == 0 && self.live.is_empty() && current_run.is_none() {
             return observed;
@@ -393,6 +395,10 @@ impl<'a> World<'a> {
     pub fn execute(&mut self, now: i64, action: &Action) -> Result<()> {
         match action {
             Action::SetDesiredCapacity(n) => self.set_desired(now, *n),
+            // Every launch of the simulation succeeds, On-Demand.
+            Action::SetOnDemandPercentage { .. } => {
+                bail!("{action:?}: the simulation's launches never fail")
+            }
             // No instance of the simulation drains.
             Action::StopTask { task_arn, .. } => {
                 bail!("StopTask of {task_arn}: nothing drains here")

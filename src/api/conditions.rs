@@ -34,10 +34,27 @@ pub mod reason {
     pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
     pub const AWS_ERROR: &str = "AwsError";
     pub const SCALE_UP_TIMED_OUT: &str = "ScaleUpTimedOut";
+    /// Auto Scaling could not launch a run's instances: no capacity for the types (Spot or
+    /// On-Demand) in the group's zones.
+    pub const INSUFFICIENT_CAPACITY: &str = "InsufficientCapacity";
+    /// A vCPU or instance quota of the account stopped a run's launch.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// Any other launch failure (an invalid parameter, an AMI that does not fit the type).
+    pub const LAUNCH_FAILED: &str = "LaunchFailed";
     pub const RUN_FAILED: &str = "RunFailed";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const DELETING: &str = "Deleting";
     pub const QUEUE_RETAINED: &str = "QueueRetained";
+
+    /// Degraded reasons the run cycle sets and clears (a run's outcome), as opposed to
+    /// provisioning and spec problems.
+    pub const RUN_CYCLE: [&str; 5] = [
+        SCALE_UP_TIMED_OUT,
+        INSUFFICIENT_CAPACITY,
+        QUOTA_EXCEEDED,
+        LAUNCH_FAILED,
+        RUN_FAILED,
+    ];
 
     /// Reasons no retry can clear: the spec, a Secret or AWS permissions must change.
     pub const TERMINAL: [&str; 8] = [
@@ -63,6 +80,11 @@ pub mod event {
     pub const INSTANCE_DRAINING: &str = "InstanceDraining";
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
     pub const SCALE_UP_TIMED_OUT: &str = "ScaleUpTimedOut";
+    pub const INSUFFICIENT_CAPACITY: &str = "InsufficientCapacity";
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    pub const LAUNCH_FAILED: &str = "LaunchFailed";
+    /// `SpotWithFallback`: Spot capacity could not be had; the run continues On-Demand.
+    pub const ON_DEMAND_FALLBACK: &str = "OnDemandFallback";
     pub const IDLE_INSTANCE_SCALED_IN: &str = "IdleInstanceScaledIn";
     pub const PROVISIONED: &str = "Provisioned";
     pub const REPAIRED: &str = "Repaired";

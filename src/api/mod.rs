@@ -90,15 +90,36 @@ pub const GROUP: &str = "ecsworker.dev";
 #[x_kube(validation = Rule::new("!has(self.secretsKmsKeyArn) || self.secretsKmsKeyArn.startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':')").message("spec.secretsKmsKeyArn must be in the partition of spec.region"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.allowSendFrom) || self.queue.allowSendFrom.all(p, (has(p.snsTopicArn) ? p.snsTopicArn : has(p.s3BucketArn) ? p.s3BucketArn : has(p.eventBridgeRuleArn) ? p.eventBridgeRuleArn : has(p.principalArn) ? p.principalArn : '').startsWith('arn:' + (self.region.startsWith('cn-') ? 'aws-cn' : self.region.startsWith('us-gov-') ? 'aws-us-gov' : self.region.startsWith('us-isob-') ? 'aws-iso-b' : self.region.startsWith('us-iso-') ? 'aws-iso' : self.region.startsWith('eu-isoe-') ? 'aws-iso-e' : self.region.startsWith('us-isof-') ? 'aws-iso-f' : 'aws') + ':'))").message("spec.queue.allowSendFrom: every ARN must be in the partition of spec.region (arn:aws: for commercial regions, arn:aws-cn: for cn-*, arn:aws-us-gov: for us-gov-*)"))]
 #[x_kube(validation = Rule::new("!has(self.queue) || !has(self.queue.existingQueueArn) || self.queue.existingQueueArn.contains(':sqs:' + self.region + ':')").message("spec.queue.existingQueueArn must be a queue in spec.region"))]
+#[x_kube(validation = Rule::new("has(self.instanceType) || (has(self.capacity) && has(self.capacity.instanceTypes) && size(self.capacity.instanceTypes) > 0)").message("set spec.instanceType (one type) or spec.capacity.instanceTypes (several, in order of preference)"))]
+#[x_kube(validation = Rule::new("!has(self.instanceType) || !has(self.capacity) || !has(self.capacity.instanceTypes) || size(self.capacity.instanceTypes) == 0 || self.capacity.instanceTypes[0] == self.instanceType").message("spec.instanceType must be the first of spec.capacity.instanceTypes when both are set: keep one of them, or list instanceType first"))]
+#[x_kube(validation = Rule::new("(!has(self.instanceType) || self.instanceType.matches('^(a1|[a-z]+[0-9]+g[a-z]*)[.]') == self.arm) && (!has(self.capacity) || !has(self.capacity.instanceTypes) || self.capacity.instanceTypes.all(t, t.matches('^(a1|[a-z]+[0-9]+g[a-z]*)[.]') == self.arm))").message("every instance type must match spec.arm: Graviton types (a1, t4g, m7g, c6gn, ...) need arm: true, all others arm: false"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsSelfTerminatingWorkerSpec {
     /// EC2 instance type in dotted notation, e.g. `t3.medium`, `g4dn.xlarge`, `a1.medium`
-    /// (the original's `EC2_INSTANCE_TYPE`).
+    /// (the original's `EC2_INSTANCE_TYPE`): the one-type shorthand of
+    /// `capacity.instanceTypes` (when both are set, it must be the list's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 3, max = 64),
         regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
     )]
-    pub instance_type: String,
+    pub instance_type: Option<String>,
+
+    /// Which EC2 capacity a run uses: On-Demand or Spot, and which instance types.
+    #[serde(default)]
+    pub capacity: CapacitySpec,
+
+    /// Size of each instance's root volume (gp3, encrypted) in GiB; the AMI's own (30 GiB for
+    /// the ECS-optimized AMIs) when absent. Container images and their layers live there: ML
+    /// images often need 60 to 200.
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-ami-storage-config.html>
+    #[serde(
+        default,
+        rename = "rootVolumeGiB",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 30, max = 16384))]
+    pub root_volume_gib: Option<i32>,
 
     /// Run on GPU instances: selects the GPU (NVIDIA) ECS-optimized AMI and reserves one GPU for
     /// the worker container (the original's `GPU_ENABLED`).
@@ -468,6 +489,119 @@ impl Default for DeadLetterSpec {
             enabled: true,
             max_receive_count: default_max_receive(),
         }
+    }
+}
+
+/// Which EC2 capacity a run uses. Groups with Spot or several instance types use the Auto
+/// Scaling group's mixed instances policy.
+/// <https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-mixed-instances-groups.html>
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacitySpec {
+    /// `OnDemand` (default), `Spot`, or `SpotWithFallback`: Spot, and when a run's Spot
+    /// launch fails for want of capacity or quota (seen in the group's scaling activities),
+    /// the run continues On-Demand and says so in an Event and in `status.lastRun`.
+    #[serde(default, rename = "type")]
+    pub capacity_type: CapacityType,
+    /// Instance types in order of preference, e.g. `[g5.xlarge, g4dn.xlarge, g6.xlarge]`: the
+    /// first is used while it can be had; Spot picks among all of them per the allocation
+    /// strategy. All must match `spec.arm`. At most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 20),
+        inner(
+            length(min = 3, max = 64),
+            regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+        )
+    )]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u == t))").message("spec.capacity.instanceTypes lists a type twice"))]
+    pub instance_types: Vec<String>,
+    /// How Spot capacity is chosen among the instance types (Auto Scaling's
+    /// `SpotAllocationStrategy`); `price-capacity-optimized` by default, as AWS recommends.
+    /// <https://docs.aws.amazon.com/autoscaling/ec2/userguide/allocation-strategies.html>
+    #[serde(default)]
+    pub spot_allocation_strategy: SpotAllocationStrategy,
+}
+
+/// The purchase option of a run's instances.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum CapacityType {
+    /// On-Demand instances (the original's).
+    #[default]
+    OnDemand,
+    /// Spot instances only: cheaper, may be interrupted (the worker returns its messages).
+    Spot,
+    /// Spot, continuing On-Demand when Spot capacity cannot be had for a run.
+    SpotWithFallback,
+}
+
+/// Auto Scaling's Spot allocation strategies.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpotAllocationStrategy {
+    /// Pools with capacity first, then the lowest price among them.
+    #[default]
+    PriceCapacityOptimized,
+    /// Pools with the most spare capacity.
+    CapacityOptimized,
+    /// `capacity-optimized`, breaking ties by the order of `instanceTypes`.
+    CapacityOptimizedPrioritized,
+    /// The lowest-priced pools (most interrupted).
+    LowestPrice,
+}
+
+impl SpotAllocationStrategy {
+    /// The value Auto Scaling takes.
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            SpotAllocationStrategy::PriceCapacityOptimized => "price-capacity-optimized",
+            SpotAllocationStrategy::CapacityOptimized => "capacity-optimized",
+            SpotAllocationStrategy::CapacityOptimizedPrioritized => {
+                "capacity-optimized-prioritized"
+            }
+            SpotAllocationStrategy::LowestPrice => "lowest-price",
+        }
+    }
+}
+
+/// Whether an instance type is a Graviton (arm64) type: `a1`, or a family whose generation
+/// digit is followed by `g` (`t4g`, `m7g`, `c6gn`, `im4gn`, `g5g`).
+/// <https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html>
+pub fn is_arm_instance_type(instance_type: &str) -> bool {
+    let family = instance_type.split('.').next().unwrap_or_default();
+    if family == "a1" {
+        return true;
+    }
+    let rest = family.trim_start_matches(|c: char| c.is_ascii_lowercase());
+    let after_digits = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    rest.len() != after_digits.len()
+        && rest.len() != family.len()
+        && after_digits.starts_with('g')
+        && after_digits[1..].chars().all(|c| c.is_ascii_lowercase())
+}
+
+impl EcsSelfTerminatingWorkerSpec {
+    /// The instance types in order of preference: `capacity.instanceTypes`, or
+    /// `instanceType` alone.
+    pub fn instance_types(&self) -> Vec<&str> {
+        if self.capacity.instance_types.is_empty() {
+            self.instance_type.iter().map(String::as_str).collect()
+        } else {
+            self.capacity
+                .instance_types
+                .iter()
+                .map(String::as_str)
+                .collect()
+        }
+    }
+
+    /// Whether the group needs a mixed instances policy (Spot, or more than one type).
+    pub fn uses_mixed_instances(&self) -> bool {
+        self.capacity.capacity_type != CapacityType::OnDemand || self.instance_types().len() > 1
     }
 }
 
@@ -877,6 +1011,10 @@ pub struct RunStatus {
     /// When the worker tasks were started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_started_at: Option<Time>,
+    /// `capacity.type: SpotWithFallback`: Spot capacity could not be had, so the run
+    /// continues On-Demand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand_fallback: bool,
 }
 
 /// A finished run.
@@ -887,7 +1025,8 @@ pub struct RunRecord {
     pub id: String,
     /// Succeeded, Failed (a task exited non-zero), Interrupted (a worker was stopped before
     /// the queue was drained, its instance draining on a Spot interruption or a scale-in, and
-    /// returned its messages to the queue) or ScaleUpTimedOut.
+    /// returned its messages to the queue), ScaleUpTimedOut, or LaunchFailed (Auto Scaling
+    /// could launch no instance; `stopReason` holds its scaling activity's message).
     pub outcome: RunOutcome,
     /// When scale-up started.
     pub scale_up_at: Time,
@@ -909,6 +1048,10 @@ pub struct RunRecord {
     /// Visible messages when the run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_after: Option<i64>,
+    /// `capacity.type: SpotWithFallback`: Spot capacity could not be had, so the run used
+    /// On-Demand instances.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand_fallback: bool,
 }
 
 /// How a run ended.
@@ -918,6 +1061,7 @@ pub enum RunOutcome {
     Failed,
     ScaleUpTimedOut,
     Interrupted,
+    LaunchFailed,
 }
 
 impl EcsSelfTerminatingWorker {
@@ -928,5 +1072,46 @@ impl EcsSelfTerminatingWorker {
             .conditions
             .iter()
             .find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_arm_instance_type;
+
+    #[test]
+    fn graviton_types_are_told_from_the_family_name() {
+        for arm in [
+            "a1.medium",
+            "t4g.small",
+            "m6g.large",
+            "m7gd.xlarge",
+            "c6gn.2xlarge",
+            "c7g.large",
+            "r8g.large",
+            "x2gd.xlarge",
+            "im4gn.large",
+            "is4gen.large",
+            "g5g.xlarge",
+            "hpc7g.4xlarge",
+        ] {
+            assert!(is_arm_instance_type(arm), "{arm}");
+        }
+        for x86 in [
+            "t3.micro",
+            "m6i.large",
+            "g4dn.xlarge",
+            "g4ad.xlarge",
+            "g5.xlarge",
+            "gr6.4xlarge",
+            "p4d.24xlarge",
+            "inf2.xlarge",
+            "m7i-flex.large",
+            "u-6tb1.metal",
+            "m5zn.large",
+            "c6a.large",
+        ] {
+            assert!(!is_arm_instance_type(x86), "{x86}");
+        }
     }
 }

@@ -14,8 +14,19 @@ pub enum InvalidSpec {
         "spec.gpu and spec.arm cannot both be true: there is no GPU arm64 ECS-optimized AMI; choose one"
     )]
     GpuAndArm,
-    #[error("spec.instanceType {0:?} is not FAMILY.SIZE (e.g. t3.medium, g4dn.xlarge, a1.medium)")]
+    #[error(
+        "spec.instanceType or spec.capacity.instanceTypes: {0:?} is not FAMILY.SIZE (e.g. t3.medium, g4dn.xlarge, a1.medium) or is listed twice"
+    )]
     InstanceType(String),
+    #[error(
+        "set spec.instanceType (one type) or spec.capacity.instanceTypes (several, in order of preference); when both are set, instanceType must be the list's first"
+    )]
+    InstanceTypes,
+    #[error(
+        "instance type {instance_type:?} is {} but spec.arm is {arm}: every instance type must match spec.arm",
+        if *arm { "not a Graviton (arm64) type" } else { "a Graviton (arm64) type" }
+    )]
+    Architecture { instance_type: String, arm: bool },
     #[error("spec.{field} must be {rule} (got {value})")]
     OutOfRange {
         field: &'static str,
@@ -35,15 +46,10 @@ pub enum InvalidSpec {
     Network(String),
 }
 
-/// Validates a spec and returns its parsed schedule.
-pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, InvalidSpec> {
-    if spec.gpu && spec.arm {
-        return Err(InvalidSpec::GpuAndArm);
-    }
-    let shape_ok = spec
-        .instance_type
-        .split_once('.')
-        .is_some_and(|(family, size)| {
+/// `FAMILY.SIZE` of lowercase letters, digits and dashes, at most 64 characters.
+fn instance_type_shape_ok(t: &str) -> bool {
+    t.len() <= 64
+        && t.split_once('.').is_some_and(|(family, size)| {
             !family.is_empty()
                 && !size.is_empty()
                 && family.starts_with(|c: char| c.is_ascii_lowercase())
@@ -53,9 +59,34 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
                 && size
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        });
-    if !shape_ok || spec.instance_type.len() > 64 {
-        return Err(InvalidSpec::InstanceType(spec.instance_type.clone()));
+        })
+}
+
+/// Validates a spec and returns its parsed schedule.
+pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, InvalidSpec> {
+    if spec.gpu && spec.arm {
+        return Err(InvalidSpec::GpuAndArm);
+    }
+    let types = spec.instance_types();
+    let listed = &spec.capacity.instance_types;
+    let consistent = match (&spec.instance_type, listed.first()) {
+        (Some(one), Some(first)) => one == first,
+        (None, None) => false,
+        _ => true,
+    };
+    if !consistent || types.is_empty() || listed.len() > 20 {
+        return Err(InvalidSpec::InstanceTypes);
+    }
+    for (i, t) in types.iter().enumerate() {
+        if !instance_type_shape_ok(t) || types[..i].contains(t) {
+            return Err(InvalidSpec::InstanceType(t.to_string()));
+        }
+        if super::is_arm_instance_type(t) != spec.arm {
+            return Err(InvalidSpec::Architecture {
+                instance_type: t.to_string(),
+                arm: spec.arm,
+            });
+        }
     }
     let ranges: [(&'static str, &'static str, i64, i64, i64); 9] = [
         (
@@ -239,12 +270,38 @@ mod tests {
                 "spec.gpu",
             ),
             (
-                Box::new(|s| s.instance_type = "t3".into()),
+                Box::new(|s| s.instance_type = Some("t3".into())),
                 "spec.instanceType",
             ),
             (
-                Box::new(|s| s.instance_type = "T3.medium".into()),
+                Box::new(|s| s.instance_type = Some("T3.medium".into())),
                 "spec.instanceType",
+            ),
+            (
+                Box::new(|s| s.capacity.instance_types = vec!["m6i.large".into()]),
+                "instanceType must be the list's first",
+            ),
+            (
+                Box::new(|s| {
+                    s.instance_type = None;
+                    s.capacity.instance_types = vec!["m6i.large".into(), "m6i.large".into()];
+                }),
+                "listed twice",
+            ),
+            (
+                Box::new(|s| s.instance_type = None),
+                "spec.capacity.instanceTypes",
+            ),
+            (
+                Box::new(|s| {
+                    s.instance_type = None;
+                    s.capacity.instance_types = vec!["m6i.large".into(), "m7g.large".into()];
+                }),
+                "\"m7g.large\" is a Graviton (arm64) type but spec.arm is false",
+            ),
+            (
+                Box::new(|s| s.arm = true),
+                "is not a Graviton (arm64) type but spec.arm is true",
             ),
             (Box::new(|s| s.memory_limit_mib = 0), "spec.memoryLimitMiB"),
             (Box::new(|s| s.max_instances = 0), "spec.maxInstances"),
@@ -607,7 +664,12 @@ mod fuzz {
         match validate(&spec) {
             Ok(schedule) => {
                 prop_assert!(!(spec.gpu && spec.arm));
-                prop_assert!(spec.instance_type.contains('.'));
+                prop_assert!(spec.instance_types().iter().all(|t| t.contains('.')));
+                prop_assert!(
+                    spec.instance_types()
+                        .iter()
+                        .all(|t| crate::api::is_arm_instance_type(t) == spec.arm)
+                );
                 let now = jiff::Timestamp::from_second(1_800_000_000).expect("valid");
                 prop_assert!(schedule.next_after(now).is_some_and(|next| next > now));
             }

@@ -10,10 +10,11 @@ use super::error::{AwsError, ErrorKind, SdkResultExt};
 use super::groups::group_state;
 use crate::api::{EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, QueueDepth};
 use crate::plan::cycle::{
-    Action, ContainerInstanceState, ContainerInstanceStatus, GroupState, Observed, Tail, TaskState,
-    idle_view_suffices,
+    Action, ContainerInstanceState, ContainerInstanceStatus, GroupState, LaunchFailure, Observed,
+    Tail, TaskState, idle_view_suffices,
 };
 use crate::plan::desired::{self, Names};
+use aws_sdk_autoscaling::types::ScalingActivityStatusCode;
 use aws_sdk_ecs::types::{ContainerOverride, KeyValuePair, TaskOverride};
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -99,7 +100,14 @@ pub async fn observe(
         group,
         container_instances: Vec::new(),
         tasks: Vec::new(),
+        launch_failures: Vec::new(),
     };
+    if let Some(run) = &status.current_run
+        && run.tasks_started_at.is_none()
+        && observed.group.instances.is_empty()
+    {
+        observed.launch_failures = launch_failures(aws, names, run.scale_up_at.0).await?;
+    }
     if observed.group.is_empty() && status.current_run.is_none() {
         return Ok(observed);
     }
@@ -214,6 +222,41 @@ pub fn dead_letter_read_due(
         || status.current_run.is_some()
 }
 
+/// The group's failed launch activities since `since`, newest first. Auto Scaling reports
+/// why a launch failed (no capacity, a quota, an invalid parameter) in seconds, long before a
+/// join timeout would. The first page (newest 20) is enough: a run waits on the latest.
+/// <https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DescribeScalingActivities.html>
+async fn launch_failures(
+    aws: &AwsClients,
+    names: &Names,
+    since: jiff::Timestamp,
+) -> Result<Vec<LaunchFailure>, AwsError> {
+    let out = aws
+        .autoscaling
+        .describe_scaling_activities()
+        .auto_scaling_group_name(&names.auto_scaling_group)
+        .max_records(20)
+        .send()
+        .await
+        .aws("autoscaling", "DescribeScalingActivities")?;
+    Ok(out
+        .activities()
+        .iter()
+        .filter(|a| a.status_code() == Some(&ScalingActivityStatusCode::Failed))
+        .filter(|a| {
+            a.start_time()
+                .is_some_and(|t| t.secs() >= since.as_second())
+        })
+        .map(|a| LaunchFailure {
+            message: a
+                .status_message()
+                .or(a.description())
+                .unwrap_or("launch failed")
+                .to_string(),
+        })
+        .collect())
+}
+
 /// The worker's own group, read now.
 async fn describe_group(aws: &AwsClients, names: &Names) -> Result<GroupState, AwsError> {
     let groups = aws
@@ -251,6 +294,30 @@ pub async fn execute(aws: &AwsClients, names: &Names, actions: &[Action]) -> Res
                     .send()
                     .await
                     .aws("ecs", "StopTask")?;
+            }
+            // Only the distribution changes: properties an update leaves out stay as they are.
+            // <https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_UpdateAutoScalingGroup.html>
+            Action::SetOnDemandPercentage {
+                percentage,
+                desired,
+            } => {
+                use aws_sdk_autoscaling::types::{InstancesDistribution, MixedInstancesPolicy};
+                aws.autoscaling
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(&names.auto_scaling_group)
+                    .mixed_instances_policy(
+                        MixedInstancesPolicy::builder()
+                            .instances_distribution(
+                                InstancesDistribution::builder()
+                                    .on_demand_percentage_above_base_capacity(*percentage)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .desired_capacity(*desired)
+                    .send()
+                    .await
+                    .aws("autoscaling", "UpdateAutoScalingGroup")?;
             }
             Action::SetDesiredCapacity(n) => {
                 aws.autoscaling

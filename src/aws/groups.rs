@@ -114,5 +114,9 @@ pub(super) fn group_state(g: &AutoScalingGroup) -> GroupState {
                 })
             })
             .collect(),
+        on_demand_percentage: g
+            .mixed_instances_policy()
+            .and_then(|p| p.instances_distribution())
+            .and_then(|d| d.on_demand_percentage_above_base_capacity()),
     }
 }

@@ -383,7 +383,15 @@ impl Provisioner<'_> {
         let offerings = ec2
             .describe_instance_type_offerings()
             .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
-            .filters(filter("instance-type", &self.spec.instance_type))
+            // Zones offering the preferred type first.
+            .filters(filter(
+                "instance-type",
+                self.spec
+                    .instance_types()
+                    .first()
+                    .copied()
+                    .unwrap_or_default(),
+            ))
             .send()
             .await
             .aws("ec2", "DescribeInstanceTypeOfferings")?;

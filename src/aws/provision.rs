@@ -234,7 +234,13 @@ impl Provisioner<'_> {
         let image_id = self.ami().await?;
         let lt = desired::LaunchTemplateSpec {
             image_id,
-            instance_type: self.spec.instance_type.clone(),
+            instance_type: self
+                .spec
+                .instance_types()
+                .first()
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
             instance_profile_arn,
             security_group_ids: security_groups,
             user_data: desired::user_data(&self.names.cluster, self.spec.gpu),
@@ -242,6 +248,7 @@ impl Provisioner<'_> {
                 // The managed VPC has no NAT gateway: instances need public addresses.
                 n.managed_vpc.as_ref().map(|_| true).or(n.assign_public_ip)
             }),
+            root_volume_gib: self.spec.root_volume_gib,
         };
         let (lt_id, lt_version) = self.ensure_launch_template(&lt, &mut report).await?;
         res.launch_template_id = Some(lt_id.clone());
@@ -983,6 +990,14 @@ impl Provisioner<'_> {
                     .build(),
             )
             .user_data(&lt.user_data)
+            // Basic (5-minute) monitoring: detailed monitoring is billed per instance and a
+            // run's instances live minutes to hours.
+            // <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/manage-detailed-monitoring.html>
+            .monitoring(
+                LaunchTemplatesMonitoringRequest::builder()
+                    .enabled(false)
+                    .build(),
+            )
             // IMDSv2 with a hop limit of 1: the ECS agent on the host reaches the instance
             // metadata, containers in bridge mode (one hop further) do not, so handler code
             // cannot read the instance role's credentials. The worker needs no IMDS (its
@@ -1005,6 +1020,21 @@ impl Provisioner<'_> {
                     ))
                     .build(),
             );
+        if let Some(gib) = lt.root_volume_gib {
+            data = data.block_device_mappings(
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(desired::ROOT_DEVICE)
+                    .ebs(
+                        LaunchTemplateEbsBlockDeviceRequest::builder()
+                            .volume_size(gib)
+                            .volume_type(VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
         data = match lt.assign_public_ip {
             Some(public) => data.network_interfaces(
                 LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
@@ -1100,6 +1130,7 @@ impl Provisioner<'_> {
             .launch_template_id(launch_template_id)
             .version("$Latest")
             .build();
+        let mixed = desired::mixed_capacity(self.spec);
         let zones = subnets.join(",");
         let mut wanted: Vec<&str> = subnets.iter().map(String::as_str).collect();
         wanted.sort_unstable();
@@ -1112,9 +1143,26 @@ impl Provisioner<'_> {
                     .filter(|s| !s.is_empty())
                     .collect();
                 observed_subnets.sort_unstable();
-                let lt_ok = g.launch_template().and_then(|l| l.launch_template_id())
-                    == Some(launch_template_id)
-                    && g.launch_template().and_then(|l| l.version()) == Some("$Latest");
+                let observed_percentage = g
+                    .mixed_instances_policy()
+                    .and_then(|p| p.instances_distribution())
+                    .and_then(|d| d.on_demand_percentage_above_base_capacity());
+                let policy = mixed
+                    .as_ref()
+                    .map(|m| mixed_policy(launch_template_id, m, observed_percentage));
+                let lt_ok = match &policy {
+                    None => {
+                        g.mixed_instances_policy().is_none()
+                            && g.launch_template().and_then(|l| l.launch_template_id())
+                                == Some(launch_template_id)
+                            && g.launch_template().and_then(|l| l.version()) == Some("$Latest")
+                    }
+                    Some(p) => {
+                        mixed_policy_matches(g.mixed_instances_policy(), p)
+                            && g.capacity_rebalance()
+                                == mixed.as_ref().map(|m| m.capacity_rebalance)
+                    }
+                };
                 if g.max_size() != Some(self.spec.max_instances)
                     || observed_subnets != wanted
                     || !lt_ok
@@ -1124,15 +1172,21 @@ impl Provisioner<'_> {
                         profile_is_ours,
                         "the launch template's instance profile",
                         || async {
-                            asg.update_auto_scaling_group()
+                            let update = asg
+                                .update_auto_scaling_group()
                                 .auto_scaling_group_name(name)
                                 .min_size(0)
                                 .max_size(self.spec.max_instances)
-                                .launch_template(lt.clone())
-                                .vpc_zone_identifier(&zones)
-                                .send()
-                                .await
-                                .aws("autoscaling", "UpdateAutoScalingGroup")
+                                .vpc_zone_identifier(&zones);
+                            match (&policy, &mixed) {
+                                (Some(p), Some(m)) => update
+                                    .mixed_instances_policy(p.clone())
+                                    .capacity_rebalance(m.capacity_rebalance),
+                                _ => update.launch_template(lt.clone()),
+                            }
+                            .send()
+                            .await
+                            .aws("autoscaling", "UpdateAutoScalingGroup")
                         },
                     )
                     .await?;
@@ -1169,17 +1223,23 @@ impl Provisioner<'_> {
                     profile_is_ours,
                     "the launch template's instance profile",
                     || async {
-                        asg.create_auto_scaling_group()
-                            .auto_scaling_group_name(name)
-                            .launch_template(lt.clone())
-                            .min_size(0)
-                            .max_size(self.spec.max_instances)
-                            .desired_capacity(0)
-                            .vpc_zone_identifier(&zones)
-                            .set_tags(Some(tags.clone()))
-                            .send()
-                            .await
-                            .aws("autoscaling", "CreateAutoScalingGroup")
+                        let create = asg
+                            .create_auto_scaling_group()
+                            .auto_scaling_group_name(name);
+                        match &mixed {
+                            Some(m) => create
+                                .mixed_instances_policy(mixed_policy(launch_template_id, m, None))
+                                .capacity_rebalance(m.capacity_rebalance),
+                            None => create.launch_template(lt.clone()),
+                        }
+                        .min_size(0)
+                        .max_size(self.spec.max_instances)
+                        .desired_capacity(0)
+                        .vpc_zone_identifier(&zones)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                        .await
+                        .aws("autoscaling", "CreateAutoScalingGroup")
                     },
                 )
                 .await
@@ -1701,6 +1761,93 @@ fn ignore_not_found<T>(r: Result<T, AwsError>) -> Result<(), AwsError> {
         Err(e) if e.is(ErrorKind::NotFound) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The group's mixed instances policy: the launch template with one override per instance
+/// type (On-Demand in that order), and the distribution. A `SpotWithFallback` group keeps the
+/// percentage it has (`observed`), which the run cycle moves.
+/// <https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_MixedInstancesPolicy.html>
+fn mixed_policy(
+    launch_template_id: &str,
+    m: &desired::MixedCapacity,
+    observed: Option<i32>,
+) -> aws_sdk_autoscaling::types::MixedInstancesPolicy {
+    use aws_sdk_autoscaling::types::{
+        InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides,
+        LaunchTemplateSpecification, MixedInstancesPolicy,
+    };
+    let percentage = match observed {
+        Some(p) if m.percentage_moves => p,
+        _ => m.on_demand_percentage,
+    };
+    MixedInstancesPolicy::builder()
+        .launch_template(
+            LaunchTemplate::builder()
+                .launch_template_specification(
+                    LaunchTemplateSpecification::builder()
+                        .launch_template_id(launch_template_id)
+                        .version("$Latest")
+                        .build(),
+                )
+                .set_overrides(Some(
+                    m.instance_types
+                        .iter()
+                        .map(|t| LaunchTemplateOverrides::builder().instance_type(t).build())
+                        .collect(),
+                ))
+                .build(),
+        )
+        .instances_distribution(
+            InstancesDistribution::builder()
+                .on_demand_allocation_strategy("prioritized")
+                .on_demand_base_capacity(0)
+                .on_demand_percentage_above_base_capacity(percentage)
+                .spot_allocation_strategy(m.spot_allocation_strategy)
+                .build(),
+        )
+        .build()
+}
+
+/// Whether the group's policy is the wanted one in everything the operator sets.
+fn mixed_policy_matches(
+    observed: Option<&aws_sdk_autoscaling::types::MixedInstancesPolicy>,
+    wanted: &aws_sdk_autoscaling::types::MixedInstancesPolicy,
+) -> bool {
+    let Some(o) = observed else {
+        return false;
+    };
+    let types = |p: &aws_sdk_autoscaling::types::MixedInstancesPolicy| -> Vec<Option<String>> {
+        p.launch_template()
+            .map(|l| {
+                l.overrides()
+                    .iter()
+                    .map(|o| o.instance_type().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let template = |p: &aws_sdk_autoscaling::types::MixedInstancesPolicy| {
+        p.launch_template()
+            .and_then(|l| l.launch_template_specification())
+            .map(|s| {
+                (
+                    s.launch_template_id().map(str::to_string),
+                    s.version().map(str::to_string),
+                )
+            })
+    };
+    let distribution = |p: &aws_sdk_autoscaling::types::MixedInstancesPolicy| {
+        p.instances_distribution().map(|d| {
+            (
+                d.on_demand_base_capacity().unwrap_or(0),
+                d.on_demand_percentage_above_base_capacity(),
+                d.spot_allocation_strategy().map(str::to_string),
+            )
+        })
+    };
+    types(o) == types(wanted)
+        && template(o) == template(wanted)
+        && distribution(o) == distribution(wanted)
 }
 
 #[cfg(test)]

@@ -459,8 +459,7 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
             let stale = pass.status.conditions.iter().any(|c| {
                 c.type_ == conditions::DEGRADED
                     && c.status == "True"
-                    && ![reason::SCALE_UP_TIMED_OUT, reason::RUN_FAILED]
-                        .contains(&c.reason.as_str())
+                    && !reason::RUN_CYCLE.contains(&c.reason.as_str())
             });
             if stale
                 || !pass

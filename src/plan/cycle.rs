@@ -13,8 +13,8 @@
 
 use crate::api::conditions::{event, reason};
 use crate::api::{
-    EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, Phase, QueueDepth, RunOutcome,
-    RunRecord, RunStatus,
+    CapacityType, EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, Phase, QueueDepth,
+    RunOutcome, RunRecord, RunStatus,
 };
 use crate::schedule::Schedule;
 use jiff::{SignedDuration, Timestamp};
@@ -54,6 +54,53 @@ pub struct Observed {
     pub container_instances: Vec<ContainerInstanceState>,
     /// Every task of the cluster that is not stopped, plus the stopped tasks of the current run.
     pub tasks: Vec<TaskState>,
+    /// The group's failed launch activities since the current run's scale-up, newest first
+    /// (read only while a run waits for its instances).
+    pub launch_failures: Vec<LaunchFailure>,
+}
+
+/// A failed launch activity of the group (`DescribeScalingActivities`, status `Failed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchFailure {
+    /// Auto Scaling's status message, e.g. "We currently do not have sufficient g5.xlarge
+    /// capacity in the Availability Zone you requested (us-east-1a)... Launching EC2
+    /// instance failed."
+    pub message: String,
+}
+
+impl LaunchFailure {
+    /// Whether the failed launch was of Spot Instances ("Could not launch Spot Instances.").
+    pub fn spot(&self) -> bool {
+        self.message.contains("Spot Instance")
+    }
+
+    /// The condition reason for this failure, from the status messages AWS documents.
+    /// <https://docs.aws.amazon.com/autoscaling/ec2/userguide/ts-as-capacity.html>
+    pub fn reason(&self) -> &'static str {
+        let m = self.message.to_ascii_lowercase();
+        let quota = [
+            "vcpu limit",
+            "vcpulimitexceeded",
+            "instancelimitexceeded",
+            "maxspotinstancecountexceeded",
+            "instance(s) are already running",
+            "quota",
+        ];
+        let capacity = [
+            "insufficientinstancecapacity",
+            "do not have sufficient",
+            "no spot capacity",
+            "capacity-not-available",
+            "unfulfillable",
+        ];
+        if quota.iter().any(|q| m.contains(q)) {
+            reason::QUOTA_EXCEEDED
+        } else if capacity.iter().any(|c| m.contains(c)) {
+            reason::INSUFFICIENT_CAPACITY
+        } else {
+            reason::LAUNCH_FAILED
+        }
+    }
 }
 
 /// The worker's Auto Scaling group.
@@ -63,6 +110,9 @@ pub struct GroupState {
     pub desired_capacity: i32,
     /// Member instances.
     pub instances: Vec<GroupInstance>,
+    /// `OnDemandPercentageAboveBaseCapacity` of the group's mixed instances policy (absent
+    /// without one): 0 while a Spot group launches Spot, 100 once a run fell back.
+    pub on_demand_percentage: Option<i32>,
 }
 
 impl GroupState {
@@ -233,6 +283,11 @@ pub enum Action {
     /// `StopTask` of a task of the run (SIGTERM to the worker, SIGKILL after the container's
     /// stop timeout) with `reason` as its stopped reason.
     StopTask { task_arn: String, reason: String },
+    /// `UpdateAutoScalingGroup` of the mixed instances policy's
+    /// `OnDemandPercentageAboveBaseCapacity` (100: On-Demand, 0: Spot), with the desired
+    /// capacity so the launch is tried again at once. Only with no member instance, so
+    /// nothing running is replaced.
+    SetOnDemandPercentage { percentage: i32, desired: i32 },
 }
 
 /// How long a run's workers keep polling once the queue looks empty: `empty_receives`
@@ -385,6 +440,12 @@ impl Decision {
 /// - `joinTimeoutSeconds` after scale-up with some joined: the run goes on with those (RunTask
 ///   for that many; every member that did not join is terminated; Warning ScaleUpTimedOut). With
 ///   none joined: capacity back to 0, run recorded as ScaleUpTimedOut, Warning Event, Degraded.
+/// - A failed launch activity while the group has no instance at all: a `SpotWithFallback` run
+///   whose Spot launch found no capacity or quota continues On-Demand (OnDemandFallback
+///   Warning, `onDemandFallback` in the run); any other run ends at once, without waiting for
+///   the join timeout: capacity back to 0, run recorded as LaunchFailed with AWS's message,
+///   Warning and Degraded with reason InsufficientCapacity, QuotaExceeded or LaunchFailed.
+///   The next run of a group left On-Demand tries Spot again.
 /// - RunTask issued but no task seen: issued again after 15 s (same client token); still none
 ///   `joinTimeoutSeconds` after RunTask (or twice that after scale-up when the start was never
 ///   recorded, e.g. RunTask kept failing): run recorded as Failed, capacity back to 0.
@@ -676,6 +737,9 @@ impl<'a> Cycle<'a> {
             instances: i32::try_from(tasks.len()).unwrap_or(i32::MAX),
             messages_before: self.visible(),
             tasks_started_at: Some(Time(first_start.unwrap_or(now))),
+            on_demand_fallback: self.spec().capacity.capacity_type
+                == CapacityType::SpotWithFallback
+                && self.obs().group.on_demand_percentage.is_some_and(|p| p > 0),
         })
     }
 
@@ -719,6 +783,17 @@ impl<'a> Cycle<'a> {
         }
         if enough && (self.tick_due || trigger.is_some() || desired > 0) {
             let run = self.start_run(visible, desired);
+            // A run that fell back to On-Demand left the group so; the next one tries Spot
+            // again (with no instance up, nothing is replaced).
+            if self.spec().capacity.capacity_type == CapacityType::SpotWithFallback
+                && self.obs().group.on_demand_percentage.is_some_and(|p| p > 0)
+                && self.obs().group.instances.is_empty()
+            {
+                self.act(Action::SetOnDemandPercentage {
+                    percentage: 0,
+                    desired,
+                });
+            }
             self.scaling_up(run);
         } else if desired > 0 {
             self.scale_in_idle(format!(
@@ -758,6 +833,7 @@ impl<'a> Cycle<'a> {
             instances,
             messages_before: visible,
             tasks_started_at: None,
+            on_demand_fallback: false,
         }
     }
 
@@ -785,6 +861,9 @@ impl<'a> Cycle<'a> {
             self.warning(event::TASK_STOPPED, message.clone());
             let record = self.record(&run, RunOutcome::Failed, None, Some(message.clone()), now);
             self.end_run(record, degraded(reason::RUN_FAILED, message));
+            return;
+        }
+        if run.tasks_started_at.is_none() && self.launch_failed(&run, want) {
             return;
         }
         if run.tasks_started_at.is_some() {
@@ -848,6 +927,68 @@ impl<'a> Cycle<'a> {
             );
             self.end_run(record, degraded(reason::SCALE_UP_TIMED_OUT, message));
         }
+    }
+
+    /// Acts on a failed launch activity of a run that has no instance at all: a
+    /// `SpotWithFallback` run whose Spot launch found no capacity or quota continues
+    /// On-Demand; any other run ends at once (capacity back to 0, the activity's message in
+    /// a Warning, `status.lastRun` and the Degraded condition) instead of waiting for the
+    /// join timeout. With some instance launched, the join timeout decides as before.
+    /// Returns whether the run was handled.
+    fn launch_failed(&mut self, run: &RunStatus, want: i32) -> bool {
+        if !self.facts.members.is_empty() {
+            return false;
+        }
+        // After a fallback, the Spot attempts' failures are history.
+        let Some(failure) = self
+            .obs()
+            .launch_failures
+            .iter()
+            .find(|f| !(run.on_demand_fallback && f.spot()))
+        else {
+            return false;
+        };
+        let reason = failure.reason();
+        let fallback = self.spec().capacity.capacity_type == CapacityType::SpotWithFallback
+            && !run.on_demand_fallback
+            && failure.spot()
+            && reason != reason::LAUNCH_FAILED;
+        if fallback {
+            self.warning(
+                event::ON_DEMAND_FALLBACK,
+                format!(
+                    "run {}: Spot capacity could not be had ({reason}: {}); continuing On-Demand",
+                    run.id, failure.message
+                ),
+            );
+            self.act(Action::SetOnDemandPercentage {
+                percentage: 100,
+                desired: want,
+            });
+            let mut run = run.clone();
+            run.on_demand_fallback = true;
+            self.out.current_run = Some(run);
+            return true;
+        }
+        let message = format!(
+            "run {}: Auto Scaling could not launch an instance: {}",
+            run.id, failure.message
+        );
+        let event_reason = match reason {
+            reason::QUOTA_EXCEEDED => event::QUOTA_EXCEEDED,
+            reason::INSUFFICIENT_CAPACITY => event::INSUFFICIENT_CAPACITY,
+            _ => event::LAUNCH_FAILED,
+        };
+        self.warning(event_reason, format!("{message}; scaling back to 0"));
+        let record = self.record(
+            run,
+            RunOutcome::LaunchFailed,
+            None,
+            Some(failure.message.clone()),
+            self.now(),
+        );
+        self.end_run(record, degraded(reason, message));
+        true
     }
 
     /// Starts a run's first `count` tasks (called while the run has none).
@@ -1080,6 +1221,7 @@ impl<'a> Cycle<'a> {
             stop_reason,
             messages_before: run.messages_before,
             messages_after: Some(self.visible()),
+            on_demand_fallback: run.on_demand_fallback,
         }
     }
 
@@ -1091,7 +1233,9 @@ impl<'a> Cycle<'a> {
             RunOutcome::Succeeded => 0,
             // The instance was taken away; the worker itself did not fail.
             RunOutcome::Interrupted => before,
-            RunOutcome::Failed | RunOutcome::ScaleUpTimedOut => before.saturating_add(1),
+            RunOutcome::Failed | RunOutcome::ScaleUpTimedOut | RunOutcome::LaunchFailed => {
+                before.saturating_add(1)
+            }
         };
         self.out.current_run = None;
         self.out.last_run = Some(record);
@@ -1117,6 +1261,7 @@ impl<'a> Cycle<'a> {
             match action {
                 Action::SetDesiredCapacity(n) => desired = *n,
                 Action::TerminateInstance { .. } => desired = (desired - 1).max(0),
+                Action::SetOnDemandPercentage { desired: n, .. } => desired = *n,
                 Action::RunTasks { .. } | Action::StopTask { .. } => {}
             }
         }
@@ -1192,6 +1337,7 @@ mod tests {
             instances,
             messages_before: 10,
             tasks_started_at: None,
+            on_demand_fallback: false,
         }
     }
 
@@ -1793,6 +1939,180 @@ mod tests {
         assert!(d.actions.is_empty(), "{:?}", d.actions);
     }
 
+    const NO_SPOT: &str = "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that matches your request. Launching EC2 instance failed.";
+    const NO_ON_DEMAND: &str = "We currently do not have sufficient g5.xlarge capacity in the Availability Zone you requested (us-east-1a). Launching EC2 instance failed.";
+
+    fn launch_failure(message: &str) -> LaunchFailure {
+        LaunchFailure {
+            message: message.into(),
+        }
+    }
+
+    impl Case {
+        fn launch_failure(mut self, message: &str) -> Self {
+            self.obs.launch_failures.push(launch_failure(message));
+            self
+        }
+    }
+
+    #[test]
+    fn launch_failures_are_classified_from_the_messages_aws_documents() {
+        let cases = [
+            (NO_SPOT, reason::INSUFFICIENT_CAPACITY, true),
+            (NO_ON_DEMAND, reason::INSUFFICIENT_CAPACITY, false),
+            (
+                "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the instance bucket that the specified instance type belongs to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit. Launching EC2 instance failed.",
+                reason::QUOTA_EXCEEDED,
+                false,
+            ),
+            (
+                "Could not launch Spot Instances. MaxSpotInstanceCountExceeded - Max spot instance count exceeded. Launching EC2 instance failed.",
+                reason::QUOTA_EXCEEDED,
+                true,
+            ),
+            (
+                "The architecture 'arm64' of the specified instance type does not match the architecture 'x86_64' of the specified AMI. Launching EC2 instance failed.",
+                reason::LAUNCH_FAILED,
+                false,
+            ),
+        ];
+        for (message, reason, spot) in cases {
+            let f = launch_failure(message);
+            assert_eq!((f.reason(), f.spot()), (reason, spot), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_failed_launch_ends_the_run_at_once_with_aws_message() {
+        let d = case()
+            .with_run(run(NOW - 5, 1))
+            .desired(1)
+            .visible(7)
+            .launch_failure(NO_ON_DEMAND)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(0)]);
+        assert_eq!(warnings(&d), vec![event::INSUFFICIENT_CAPACITY]);
+        let record = d.last_run.expect("recorded");
+        assert_eq!(record.outcome, RunOutcome::LaunchFailed);
+        assert_eq!(record.stop_reason.as_deref(), Some(NO_ON_DEMAND));
+        let degraded = d.degraded.expect("degraded");
+        assert_eq!(degraded.reason, reason::INSUFFICIENT_CAPACITY);
+        assert!(degraded.message.contains(NO_ON_DEMAND));
+        assert_eq!(d.consecutive_failed_runs, 1);
+    }
+
+    #[test]
+    fn a_failed_launch_waits_for_the_join_timeout_when_some_instance_came_up() {
+        let d = case()
+            .with_run(run(NOW - 5, 2))
+            .desired(2)
+            .member("i-1", Lifecycle::Pending)
+            .visible(7)
+            .launch_failure(NO_ON_DEMAND)
+            .decide();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(d.current_run.is_some());
+    }
+
+    #[test]
+    fn spot_with_fallback_continues_on_demand_then_ends_on_an_on_demand_failure() {
+        let fallback = |s: &mut Spec| {
+            s.capacity.capacity_type = CapacityType::SpotWithFallback;
+            s.max_instances = 2;
+        };
+        let d = case()
+            .spec(fallback)
+            .with_run(run(NOW - 5, 2))
+            .desired(2)
+            .visible(7)
+            .launch_failure(NO_SPOT)
+            .decide();
+        assert_eq!(
+            d.actions,
+            vec![Action::SetOnDemandPercentage {
+                percentage: 100,
+                desired: 2
+            }]
+        );
+        assert_eq!(warnings(&d), vec![event::ON_DEMAND_FALLBACK]);
+        let run_now = d.current_run.expect("still running");
+        assert!(run_now.on_demand_fallback);
+        assert!(d.last_run.is_none());
+
+        // The Spot failure is history; the On-Demand launch is awaited.
+        let waiting = case()
+            .spec(fallback)
+            .with_run(run_now.clone())
+            .desired(2)
+            .visible(7)
+            .launch_failure(NO_SPOT)
+            .at(NOW + 2)
+            .decide();
+        assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+        assert!(waiting.current_run.is_some());
+
+        // An On-Demand failure ends it, recorded as a fallback run.
+        let ended = case()
+            .spec(fallback)
+            .with_run(run_now)
+            .desired(2)
+            .visible(7)
+            .launch_failure(NO_ON_DEMAND)
+            .launch_failure(NO_SPOT)
+            .at(NOW + 4)
+            .decide();
+        let record = ended.last_run.expect("recorded");
+        assert_eq!(record.outcome, RunOutcome::LaunchFailed);
+        assert!(record.on_demand_fallback);
+        assert_eq!(ended.actions, vec![Action::SetDesiredCapacity(0)]);
+    }
+
+    #[test]
+    fn spot_alone_never_falls_back_and_a_bad_parameter_never_does() {
+        let d = case()
+            .spec(|s| s.capacity.capacity_type = CapacityType::Spot)
+            .with_run(run(NOW - 5, 1))
+            .desired(1)
+            .visible(7)
+            .launch_failure(NO_SPOT)
+            .decide();
+        assert_eq!(d.last_run.expect("ended").outcome, RunOutcome::LaunchFailed);
+        let d = case()
+            .spec(|s| s.capacity.capacity_type = CapacityType::SpotWithFallback)
+            .with_run(run(NOW - 5, 1))
+            .desired(1)
+            .visible(7)
+            .launch_failure("Could not launch Spot Instances. InvalidParameterValue - bad. Launching EC2 instance failed.")
+            .decide();
+        assert_eq!(d.degraded.expect("degraded").reason, reason::LAUNCH_FAILED);
+    }
+
+    #[test]
+    fn the_run_after_a_fallback_tries_spot_again() {
+        let d = case()
+            .spec(|s| s.capacity.capacity_type = CapacityType::SpotWithFallback)
+            .due()
+            .visible(3)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(1)]);
+        let mut c = case()
+            .spec(|s| s.capacity.capacity_type = CapacityType::SpotWithFallback)
+            .due()
+            .visible(3);
+        c.obs.group.on_demand_percentage = Some(100);
+        let d = c.decide();
+        assert_eq!(
+            d.actions,
+            vec![
+                Action::SetOnDemandPercentage {
+                    percentage: 0,
+                    desired: 0
+                },
+                Action::SetDesiredCapacity(1)
+            ]
+        );
+    }
+
     #[test]
     fn join_timeout_with_none_joined_scales_back_without_run_task() {
         let id = format!("run-{}", NOW - 300);
@@ -1927,6 +2247,7 @@ mod tests {
             stop_reason: None,
             messages_before: 3,
             messages_after: Some(0),
+            on_demand_fallback: false,
         }
     }
 
@@ -2086,6 +2407,7 @@ mod tests {
                 instances: 1,
                 messages_before: 3,
                 tasks_started_at: Some(time(NOW - 100)),
+                on_demand_fallback: false,
             })
         );
         assert_eq!(d.phase, Phase::Running);
@@ -2276,6 +2598,7 @@ mod tests {
                 stop_reason: Some("Essential container in task exited (i-2)".into()),
                 messages_before: 42,
                 messages_after: Some(0),
+                on_demand_fallback: false,
             })
         );
         let degraded = d.degraded.expect("condition");
@@ -2633,6 +2956,13 @@ mod tests {
             for action in actions {
                 match action {
                     Action::SetDesiredCapacity(n) => self.obs.group.desired_capacity = *n,
+                    Action::SetOnDemandPercentage {
+                        percentage,
+                        desired,
+                    } => {
+                        self.obs.group.on_demand_percentage = Some(*percentage);
+                        self.obs.group.desired_capacity = *desired;
+                    }
                     Action::TerminateInstance { instance_id } => self.terminate(instance_id),
                     Action::StopTask { task_arn, .. } => {
                         if let Some(t) = self.obs.tasks.iter_mut().find(|t| t.arn == *task_arn) {
@@ -3033,6 +3363,7 @@ mod tests {
                         instances,
                         messages_before: 1,
                         tasks_started_at: started_age.map(|a| time(NOW - a.min(age))),
+                        on_demand_fallback: false,
                     });
                 }
                 c.status(|s| {
@@ -3094,6 +3425,12 @@ mod tests {
                         if anything_active {
                             prop_assert!(*n >= obs.group.desired_capacity, "lowered to {} while a task runs", n);
                         }
+                    }
+                    Action::SetOnDemandPercentage { percentage, desired } => {
+                        sets += 1;
+                        prop_assert!(*percentage == 0 || *percentage == 100);
+                        prop_assert!(*desired >= 0 && *desired <= max);
+                        prop_assert!(obs.group.instances.is_empty(), "purchase option changed with instances up");
                     }
                     Action::TerminateInstance { instance_id } => {
                         let m = member(instance_id);

@@ -3,7 +3,7 @@
 //! attributes, launch template data and the task definition, each with a fingerprint so the
 //! AWS layer can tell "unchanged" from "needs a new revision" without guessing.
 
-use crate::api::{AmiFamily, EcsSelfTerminatingWorkerSpec, TerminationMode};
+use crate::api::{AmiFamily, CapacityType, EcsSelfTerminatingWorkerSpec, TerminationMode};
 use crate::plan::cycle::Tail;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -387,6 +387,10 @@ pub struct LaunchTemplateSpec {
     pub security_group_ids: Vec<String>,
     pub user_data: String,
     pub assign_public_ip: Option<bool>,
+    /// Root volume size (gp3); the AMI's when absent. Left out of the fingerprint when
+    /// absent, so templates made before the field existed keep their version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_volume_gib: Option<i32>,
 }
 
 impl LaunchTemplateSpec {
@@ -394,6 +398,46 @@ impl LaunchTemplateSpec {
     pub fn fingerprint(&self) -> String {
         fingerprint(self)
     }
+}
+
+/// Root device of the ECS-optimized Amazon Linux AMIs (both families).
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-ami-storage-config.html>
+pub const ROOT_DEVICE: &str = "/dev/xvda";
+
+/// The group's mixed instances policy, for Spot or several instance types (`None`: the group
+/// launches from the launch template alone, as it always has for one On-Demand type).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MixedCapacity {
+    /// Launch template overrides, in order of preference.
+    pub instance_types: Vec<String>,
+    /// `OnDemandPercentageAboveBaseCapacity` the spec asks for: 100 On-Demand, 0 Spot.
+    pub on_demand_percentage: i32,
+    /// Whether the run cycle moves the percentage (`SpotWithFallback`), so provisioning keeps
+    /// what it finds.
+    pub percentage_moves: bool,
+    pub spot_allocation_strategy: &'static str,
+    /// Capacity Rebalancing: on for Spot groups.
+    /// <https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-capacity-rebalancing.html>
+    pub capacity_rebalance: bool,
+}
+
+/// The mixed instances policy a spec asks for.
+pub fn mixed_capacity(spec: &EcsSelfTerminatingWorkerSpec) -> Option<MixedCapacity> {
+    if !spec.uses_mixed_instances() {
+        return None;
+    }
+    let spot = spec.capacity.capacity_type != CapacityType::OnDemand;
+    Some(MixedCapacity {
+        instance_types: spec
+            .instance_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        on_demand_percentage: if spot { 0 } else { 100 },
+        percentage_moves: spec.capacity.capacity_type == CapacityType::SpotWithFallback,
+        spot_allocation_strategy: spec.capacity.spot_allocation_strategy.as_aws(),
+        capacity_rebalance: spot,
+    })
 }
 
 /// The worker task definition.

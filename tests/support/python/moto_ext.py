@@ -36,6 +36,10 @@ Additions:
 12. SQS ReceiveMessage checks each message's retention period without computing every queue
     attribute, so a receive no longer costs moto time proportional to the queue length per
     message handed out (moto_sqs_retention.py; same result).
+13. Auto Scaling launches as AWS makes them: scaling activities (DescribeScalingActivities),
+    mixed instances policies launching Spot and On-Demand from the overrides, partial policy
+    updates, CapacityRebalance on update, and capacity the test bed makes unavailable per
+    instance type and market (POST /moto-api/asg-ext/capacity; moto_asg_capacity.py).
 """
 
 import datetime
@@ -57,6 +61,7 @@ import moto_ecs_placement  # noqa: F401  (distinctInstance; before the token che
 import moto_ecs_tokens  # noqa: F401  (patches ECS RunTask on import)
 import moto_ecs_host_stop  # noqa: F401  (adds the host-terminated endpoint)
 import moto_ecs_agent_stop  # noqa: F401  (StopTask through the agent; agent-tasks endpoint)
+import moto_asg_capacity  # noqa: F401  (launches, activities, Spot; capacity endpoint)
 import moto_models  # noqa: F401  (patches request handling on import)
 import moto_iam  # noqa: F401  (patches IAM authorization on import)
 import moto_sqs_retention  # noqa: F401  (receives without a queue-length cost per message)

@@ -949,7 +949,11 @@ def asg_create_group(call: Call) -> list[Check]:
 
 def asg_update_group(call: Call) -> list[Check]:
     name = call.p("AutoScalingGroupName")
-    spec = call.p("LaunchTemplate")
+    spec = call.p("LaunchTemplate") or (
+        (call.p("MixedInstancesPolicy") or {})
+        .get("LaunchTemplate", {})
+        .get("LaunchTemplateSpecification")
+    )
     subnets = _subnets(call)
     if spec and not subnets:
         g = call.asg().autoscaling_groups.get(name or "")

@@ -364,10 +364,17 @@ impl Principals {
             .auto_scaling_group_names(group)
             .send()
             .await?;
+        // The group's launch template, named directly or by its mixed instances policy.
         let Some(spec) = out
             .auto_scaling_groups()
             .first()
-            .and_then(|g| g.launch_template())
+            .and_then(|g| {
+                g.launch_template().or_else(|| {
+                    g.mixed_instances_policy()?
+                        .launch_template()?
+                        .launch_template_specification()
+                })
+            })
             .cloned()
         else {
             return Ok(None);

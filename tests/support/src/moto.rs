@@ -249,6 +249,37 @@ impl Moto {
         Ok(())
     }
 
+    /// Makes capacity unavailable to one Auto Scaling group's launches: each entry is
+    /// (instance type, `spot` or `on-demand`, EC2 error code such as
+    /// `InsufficientInstanceCapacity`, `VcpuLimitExceeded` or
+    /// `MaxSpotInstanceCountExceeded`). Replaces the group's earlier list; `&[]` makes
+    /// everything available again. A launch that finds nothing records a `Failed` scaling
+    /// activity with AWS's message (`moto_asg_capacity.py`).
+    pub async fn set_unavailable(
+        &self,
+        group: &str,
+        unavailable: &[(&str, &str, &str)],
+    ) -> anyhow::Result<()> {
+        let entries: Vec<serde_json::Value> = unavailable
+            .iter()
+            .map(|(t, market, code)| {
+                serde_json::json!({ "instanceType": t, "market": market, "code": code })
+            })
+            .collect();
+        let resp = reqwest::Client::new()
+            .post(format!("{}/moto-api/asg-ext/capacity", self.endpoint))
+            .json(&serde_json::json!({ "group": group, "unavailable": entries }))
+            .send()
+            .await?;
+        let status = resp.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "capacity: {status}: {}",
+            resp.text().await?
+        );
+        Ok(())
+    }
+
     /// Turns the checks against AWS's models and limits on (the default) or off; off, requests
     /// reach moto unchecked and nothing is recorded.
     pub async fn set_strict(&self, enabled: bool) -> anyhow::Result<()> {
