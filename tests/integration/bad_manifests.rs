@@ -695,6 +695,62 @@ fn admission_cases() -> Vec<Case> {
             json!({ "iam": { "instanceProfileArn": "arn:aws:iam::123456789012:role/ecs" } }),
             "spec.iam.instanceProfileArn",
         ),
+        // Capacity: instance types and purchase options.
+        refused(
+            "a-capacity-no-type-at-all",
+            json!({ "instanceType": null, "capacity": { "instanceTypes": [] } }),
+            "spec.capacity.instanceTypes",
+        ),
+        refused(
+            "a-capacity-list-disagrees",
+            json!({ "capacity": { "instanceTypes": ["m6i.large", "t3.medium"] } }),
+            "spec.instanceType must be the first of spec.capacity.instanceTypes",
+        ),
+        refused(
+            "a-capacity-mixed-architectures",
+            json!({ "instanceType": null, "capacity": { "instanceTypes": ["m6i.large", "m7g.large"] } }),
+            "spec.arm",
+        ),
+        refused(
+            "a-arm-on-an-x86-type",
+            json!({ "arm": true }),
+            "spec.arm",
+        ),
+        refused(
+            "a-capacity-type-twice",
+            json!({ "instanceType": null, "capacity": { "instanceTypes": ["m6i.large", "m6i.large"] } }),
+            "spec.capacity.instanceTypes",
+        ),
+        refused(
+            "a-capacity-type-uppercase",
+            json!({ "instanceType": null, "capacity": { "instanceTypes": ["M6i.large"] } }),
+            "spec.capacity.instanceTypes[0]",
+        ),
+        refused(
+            "a-capacity-21-types",
+            json!({ "instanceType": null, "capacity": { "instanceTypes": (0..21).map(|i| format!("m{}.large", i + 1)).collect::<Vec<_>>() } }),
+            "spec.capacity.instanceTypes",
+        ),
+        refused(
+            "a-capacity-type-cheap",
+            json!({ "capacity": { "type": "Cheap" } }),
+            "spec.capacity.type",
+        ),
+        refused(
+            "a-capacity-strategy-diversified",
+            json!({ "capacity": { "type": "Spot", "spotAllocationStrategy": "diversified" } }),
+            "spec.capacity.spotAllocationStrategy",
+        ),
+        refused(
+            "a-root-volume-below-the-ami",
+            json!({ "rootVolumeGiB": 8 }),
+            "spec.rootVolumeGiB",
+        ),
+        refused(
+            "a-root-volume-past-gp3",
+            json!({ "rootVolumeGiB": 20000 }),
+            "spec.rootVolumeGiB",
+        ),
         // Reserved tag keys.
         refused(
             "a-tag-aws-prefix",
