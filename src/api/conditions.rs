@@ -41,6 +41,8 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     /// Any other launch failure (an invalid parameter, an AMI that does not fit the type).
     pub const LAUNCH_FAILED: &str = "LaunchFailed";
+    /// `spec.budget.maxInstanceHoursPerDay` is used up: no run starts until it resets.
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
     pub const RUN_FAILED: &str = "RunFailed";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const DELETING: &str = "Deleting";
@@ -48,11 +50,12 @@ pub mod reason {
 
     /// Degraded reasons the run cycle sets and clears (a run's outcome), as opposed to
     /// provisioning and spec problems.
-    pub const RUN_CYCLE: [&str; 5] = [
+    pub const RUN_CYCLE: [&str; 6] = [
         SCALE_UP_TIMED_OUT,
         INSUFFICIENT_CAPACITY,
         QUOTA_EXCEEDED,
         LAUNCH_FAILED,
+        BUDGET_EXHAUSTED,
         RUN_FAILED,
     ];
 
@@ -85,6 +88,10 @@ pub mod event {
     pub const LAUNCH_FAILED: &str = "LaunchFailed";
     /// `SpotWithFallback`: Spot capacity could not be had; the run continues On-Demand.
     pub const ON_DEMAND_FALLBACK: &str = "OnDemandFallback";
+    /// `spec.budget`: a run was due but the budget is used up (or a run going was stopped).
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    /// `spec.budget.blackoutWindows`: a run was due inside a window.
+    pub const BLACKOUT_WINDOW: &str = "BlackoutWindow";
     pub const IDLE_INSTANCE_SCALED_IN: &str = "IdleInstanceScaledIn";
     pub const PROVISIONED: &str = "Provisioned";
     pub const REPAIRED: &str = "Repaired";

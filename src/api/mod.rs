@@ -253,6 +253,58 @@ pub struct EcsSelfTerminatingWorkerSpec {
     /// What deleting this object does to its AWS resources.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Bounds on what the worker may spend: instance-hours per day and windows in which no
+    /// run starts. No bound when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
+}
+
+/// A spend guardrail. When it is reached no run starts (the queue is left as it is), the
+/// `Degraded` condition says `BudgetExhausted` and when it resets, and `status.budget` shows
+/// the count.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Instance-hours the runs may use in any 24 hours (rolling, counted by the hour in which
+    /// each run ended): a run counts its instances times the time from its scale-up to its end,
+    /// and the run going counts what it has used so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_instance_hours_per_day: Option<i32>,
+    /// Windows (UTC) in which no run starts; a run already going is not stopped. At most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub blackout_windows: Vec<BlackoutWindow>,
+    /// What happens to a run going when the budget is used up: `Finish` (default) lets it end
+    /// on its own; `Stop` stops its tasks, whose workers return their messages to the queue.
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
+}
+
+/// A recurring window in which no run starts.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlackoutWindow {
+    /// When the window opens: a 5-field cron expression in UTC, e.g. `0 9 * * 1-5` (9:00 on
+    /// weekdays).
+    #[schemars(length(min = 9, max = 256))]
+    pub start: String,
+    /// How long the window stays open, in minutes (at most a week).
+    #[schemars(range(min = 1, max = 10_080))]
+    pub duration_minutes: i32,
+}
+
+/// What a run going does when the budget is used up.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum OnExhausted {
+    /// The run ends on its own.
+    #[default]
+    Finish,
+    /// The run's tasks are stopped (SIGTERM): the workers return their messages.
+    Stop,
 }
 
 fn default_max_instances() -> i32 {
@@ -916,6 +968,9 @@ pub struct EcsSelfTerminatingWorkerStatus {
     /// threshold on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failed_runs: i32,
+    /// `spec.budget.maxInstanceHoursPerDay`: what the last 24 hours used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -1015,6 +1070,36 @@ pub struct RunStatus {
     /// continues On-Demand.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_demand_fallback: bool,
+}
+
+/// What the runs of the last 24 hours used.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// Instance-seconds of the runs that ended in the rolling 24 hours (a run going counts on
+    /// top of it when the operator decides).
+    pub used_instance_seconds: i64,
+    /// The limit, in instance-seconds.
+    pub limit_instance_seconds: i64,
+    /// The budget is used up (the run going included): no run starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exhausted: bool,
+    /// When enough of the window will have passed for a run to start again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<Time>,
+    /// Instance-seconds of the runs that ended, by the hour they ended in (the last 24).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 25))]
+    pub hours: Vec<UsageHour>,
+}
+
+/// Instance-seconds of the runs that ended in one hour.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageHour {
+    /// The hour's start.
+    pub hour: Time,
+    pub instance_seconds: i64,
 }
 
 /// A finished run.

@@ -41,6 +41,14 @@ pub enum InvalidSpec {
         "spec.tags[{0:?}]: AWS accepts at most 40 such tags here, keys of 1 to 128 and values of at most 256 characters, of letters, digits, spaces and _ . : / = + - @, and no key starting with aws: or ecsworker.dev/"
     )]
     Tag(String),
+    #[error(
+        "spec.budget.blackoutWindows[{index}].start {text:?} is not a 5-field cron expression (minute hour day-of-month month day-of-week): {reason}"
+    )]
+    Blackout {
+        index: usize,
+        text: String,
+        reason: String,
+    },
     /// The message names the field and the fix (see [`crate::plan::network::check_cidr`]).
     #[error("{0}")]
     Network(String),
@@ -86,6 +94,18 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
                 instance_type: t.to_string(),
                 arm: spec.arm,
             });
+        }
+    }
+    if let Some(budget) = &spec.budget {
+        for (index, w) in budget.blackout_windows.iter().enumerate() {
+            Schedule::parse_cron(&w.start).map_err(|e| InvalidSpec::Blackout {
+                index,
+                text: w.start.clone(),
+                reason: match e {
+                    ScheduleError::BadCron { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+            })?;
         }
     }
     let ranges: [(&'static str, &'static str, i64, i64, i64); 9] = [

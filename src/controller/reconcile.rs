@@ -204,7 +204,8 @@ impl<'a> Pass<'a> {
     }
 
     /// Writes the status when it changed (server-side apply, one field manager); returns the
-    /// object's resource version afterwards.
+    /// object's resource version afterwards, or `None` when the written object shows a change
+    /// this pass did not see (its next watch event is then not an echo).
     async fn save(&mut self) -> Result<Option<String>> {
         self.status.observed_generation = self.generation();
         let generation = self.generation();
@@ -230,7 +231,14 @@ impl<'a> Pass<'a> {
                 &Patch::Apply(&patch),
             )
             .await?;
-        Ok(written.resource_version())
+        // The written object is this pass's echo only if nothing the pass reads changed
+        // meanwhile: a run-now annotation or spec change that landed between this pass's read
+        // and its write is in `written` too, and must wake the next pass.
+        let unchanged = written.metadata.generation == self.worker.metadata.generation
+            && written.metadata.deletion_timestamp == self.worker.metadata.deletion_timestamp
+            && written.annotations().get(TRIGGER_ANNOTATION)
+                == self.worker.annotations().get(TRIGGER_ANNOTATION);
+        Ok(written.resource_version().filter(|_| unchanged))
     }
 }
 

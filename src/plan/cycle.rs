@@ -13,9 +13,10 @@
 
 use crate::api::conditions::{event, reason};
 use crate::api::{
-    CapacityType, EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, Phase, QueueDepth,
-    RunOutcome, RunRecord, RunStatus,
+    BudgetStatus, CapacityType, EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus,
+    OnExhausted, Phase, QueueDepth, RunOutcome, RunRecord, RunStatus,
 };
+use crate::plan::budget;
 use crate::schedule::Schedule;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -380,6 +381,8 @@ pub struct Decision {
     pub consecutive_failed_runs: i32,
     /// The `Degraded` condition, set when a run ends; unchanged when `None`.
     pub degraded: Option<ConditionUpdate>,
+    /// `status.budget`: where `spec.budget.maxInstanceHoursPerDay` stands.
+    pub budget: Option<BudgetStatus>,
     /// When to reconcile again.
     pub requeue_after: Duration,
 }
@@ -394,6 +397,7 @@ impl Decision {
         status.next_run_time = self.next_run_time.map(Time);
         status.last_trigger = self.last_trigger.clone();
         status.consecutive_failed_runs = self.consecutive_failed_runs;
+        status.budget = self.budget.clone();
     }
 }
 
@@ -626,6 +630,7 @@ impl<'a> Cycle<'a> {
                     .or_else(|| status.last_trigger.clone()),
                 consecutive_failed_runs: status.consecutive_failed_runs,
                 degraded: None,
+                budget: None,
                 requeue_after: FAST_REQUEUE,
             },
         }
@@ -781,6 +786,16 @@ impl<'a> Cycle<'a> {
             };
             self.normal(event::TRIGGERED, message);
         }
+        if enough
+            && (self.tick_due || trigger.is_some() || desired > 0)
+            && let Some(why) = self.held_back()
+        {
+            self.ack_trigger(&why);
+            if desired > 0 {
+                self.scale_in_idle(why);
+            }
+            return;
+        }
         if enough && (self.tick_due || trigger.is_some() || desired > 0) {
             let run = self.start_run(visible, desired);
             // A run that fell back to On-Demand left the group so; the next one tries Spot
@@ -799,6 +814,85 @@ impl<'a> Cycle<'a> {
             self.scale_in_idle(format!(
                 "{visible} visible message(s), fewer than minMessages ({min})"
             ));
+        }
+    }
+
+    /// Why `spec.budget` keeps a due run from starting, with its Event (and, for a used-up
+    /// budget, the Degraded condition); the queue is left as it is.
+    fn held_back(&mut self) -> Option<String> {
+        let spec = self.spec().budget.as_ref()?;
+        let now = self.now();
+        if let Some(until) = budget::blackout_until(&spec.blackout_windows, now) {
+            let why = format!("spec.budget.blackoutWindows: no run starts until {until}");
+            self.normal(event::BLACKOUT_WINDOW, why.clone());
+            return Some(why);
+        }
+        let hours = self
+            .input
+            .status
+            .budget
+            .as_ref()
+            .map(|b| b.hours.clone())
+            .unwrap_or_default();
+        let standing = budget::standing(Some(spec), budget::account(&hours, None, now), None, now)?;
+        if !standing.exhausted {
+            return None;
+        }
+        let why = format!(
+            "spec.budget.maxInstanceHoursPerDay ({}) is used up: {:.1} instance-hours in the last 24 hours; no run starts until {}; the queue is left as it is",
+            standing.limit_instance_seconds / 3600,
+            standing.used_instance_seconds as f64 / 3600.0,
+            standing
+                .resets_at
+                .as_ref()
+                .map_or_else(|| "the count falls".to_string(), |t| t.0.to_string()),
+        );
+        self.warning(event::BUDGET_EXHAUSTED, why.clone());
+        self.out.degraded = Some(degraded(reason::BUDGET_EXHAUSTED, why.clone()));
+        Some(why)
+    }
+
+    /// `spec.budget.onExhausted: Stop`: the tasks of a run that used up the budget are stopped
+    /// (SIGTERM), so their workers return their messages to the queue.
+    fn stop_over_budget(&mut self, run: &RunStatus, tasks: &[&TaskState]) {
+        let Some(spec) = self.spec().budget.as_ref() else {
+            return;
+        };
+        if spec.on_exhausted != OnExhausted::Stop {
+            return;
+        }
+        let hours = self
+            .input
+            .status
+            .budget
+            .as_ref()
+            .map(|b| b.hours.clone())
+            .unwrap_or_default();
+        let now = self.now();
+        let Some(standing) = budget::standing(
+            Some(spec),
+            budget::account(&hours, None, now),
+            Some(run),
+            now,
+        ) else {
+            return;
+        };
+        if !standing.exhausted {
+            return;
+        }
+        for task in tasks.iter().filter(|t| t.is_active() && !t.stop_requested) {
+            let reason = "spec.budget.maxInstanceHoursPerDay is used up".to_string();
+            self.act(Action::StopTask {
+                task_arn: task.arn.clone(),
+                reason: reason.clone(),
+            });
+            self.warning(
+                event::BUDGET_EXHAUSTED,
+                format!(
+                    "run {}: {reason} (onExhausted: Stop): stopping task {} so that its worker returns its messages to the queue",
+                    run.id, task.arn
+                ),
+            );
         }
     }
 
@@ -1055,6 +1149,7 @@ impl<'a> Cycle<'a> {
             run.tasks_started_at = Some(Time(first.unwrap_or(now)));
         }
         if tasks.iter().any(|t| t.is_active()) {
+            self.stop_over_budget(&run, &tasks);
             self.stop_draining(&run, &tasks);
             self.terminate_finished(&run, &tasks);
             self.out.current_run = Some(run);
@@ -1266,6 +1361,7 @@ impl<'a> Cycle<'a> {
             }
         }
         let capacity_left = desired > 0 || !obs.group.instances.is_empty();
+        self.account_budget();
         self.out.phase = match &self.out.current_run {
             Some(run) if run.tasks_started_at.is_some() => Phase::Running,
             Some(_) => Phase::ScalingUp,
@@ -1283,6 +1379,49 @@ impl<'a> Cycle<'a> {
             None => MAX_REQUEUE,
         };
         self.out
+    }
+}
+
+impl Cycle<'_> {
+    /// `status.budget` after this decision: the run that ended (if one did) counted, hours
+    /// older than the window dropped. A budget available again clears its Degraded reason.
+    fn account_budget(&mut self) {
+        let status = self.input.status;
+        let now = self.now();
+        let ended = self
+            .out
+            .last_run
+            .as_ref()
+            .filter(|r| status.last_run.as_ref().map(|l| &l.id) != Some(&r.id));
+        let hours = status
+            .budget
+            .as_ref()
+            .map(|b| b.hours.as_slice())
+            .unwrap_or_default();
+        self.out.budget = budget::standing(
+            self.spec().budget.as_ref(),
+            budget::account(hours, ended, now),
+            self.out.current_run.as_ref(),
+            now,
+        );
+        // The status shows the runs that ended (stable between them); the run going counts on
+        // top in every decision.
+        if let Some(b) = self.out.budget.as_mut() {
+            b.used_instance_seconds = b.hours.iter().map(|h| h.instance_seconds).sum();
+        }
+        let available = self.out.budget.as_ref().is_none_or(|b| !b.exhausted);
+        let was_exhausted = status.conditions.iter().any(|c| {
+            c.type_ == crate::api::conditions::DEGRADED
+                && c.status == "True"
+                && c.reason == reason::BUDGET_EXHAUSTED
+        });
+        if available && was_exhausted && self.out.degraded.is_none() {
+            self.out.degraded = Some(ConditionUpdate {
+                status: false,
+                reason: reason::AS_EXPECTED,
+                message: "the budget allows runs again".to_string(),
+            });
+        }
     }
 }
 
@@ -2111,6 +2250,136 @@ mod tests {
                 Action::SetDesiredCapacity(1)
             ]
         );
+    }
+
+    fn budget(hours: i32, on_exhausted: OnExhausted) -> crate::api::BudgetSpec {
+        crate::api::BudgetSpec {
+            max_instance_hours_per_day: Some(hours),
+            on_exhausted,
+            ..Default::default()
+        }
+    }
+
+    /// The status of a worker whose runs used `seconds` instance-seconds an hour ago.
+    fn used(seconds: i64) -> impl FnOnce(&mut Status) {
+        move |s: &mut Status| {
+            s.budget = Some(BudgetStatus {
+                hours: vec![crate::api::UsageHour {
+                    hour: time((NOW - 3600).div_euclid(3600) * 3600),
+                    instance_seconds: seconds,
+                }],
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn a_used_up_budget_starts_no_run_says_when_it_resets_and_leaves_the_queue() {
+        let d = case()
+            .spec(|s| s.budget = Some(budget(2, OnExhausted::Finish)))
+            .status(used(2 * 3600))
+            .due()
+            .visible(9)
+            .decide();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(d.current_run.is_none());
+        assert_eq!(warnings(&d), vec![event::BUDGET_EXHAUSTED]);
+        let degraded = d.degraded.expect("degraded");
+        assert_eq!(degraded.reason, reason::BUDGET_EXHAUSTED);
+        let resets = (NOW - 3600).div_euclid(3600) * 3600 + budget::WINDOW;
+        assert!(
+            degraded.message.contains(&at(resets).to_string()),
+            "{}",
+            degraded.message
+        );
+        let b = d.budget.expect("budget status");
+        assert!(b.exhausted);
+        assert_eq!(b.resets_at, Some(time(resets)));
+
+        // Under the limit, the run starts, and a BudgetExhausted Degraded is cleared.
+        let d = case()
+            .spec(|s| s.budget = Some(budget(3, OnExhausted::Finish)))
+            .status(used(2 * 3600))
+            .status(|s| {
+                crate::api::conditions::set(
+                    &mut s.conditions,
+                    crate::api::conditions::DEGRADED,
+                    true,
+                    reason::BUDGET_EXHAUSTED,
+                    "used up",
+                    None,
+                    time(NOW - 60),
+                )
+            })
+            .due()
+            .visible(9)
+            .decide();
+        assert_eq!(d.actions, vec![Action::SetDesiredCapacity(1)]);
+        let cleared = d.degraded.expect("cleared");
+        assert!(!cleared.status);
+    }
+
+    #[test]
+    fn a_run_that_ends_is_counted_in_the_hour_it_ended() {
+        let d = case()
+            .spec(|s| s.budget = Some(budget(5, OnExhausted::Finish)))
+            .with_run(started(run(NOW - 600, 1), NOW - 500))
+            .joined("i-1")
+            .stopped(&format!("run-{}", NOW - 600), "i-1", Some(0))
+            .decide();
+        let record = d.last_run.clone().expect("ended");
+        let b = d.budget.expect("budget");
+        assert_eq!(
+            b.used_instance_seconds,
+            record.stopped_at.0.as_second() - (NOW - 600)
+        );
+        assert!(!b.exhausted);
+    }
+
+    #[test]
+    fn on_exhausted_stop_stops_the_run_going_and_finish_lets_it_run() {
+        let id = format!("run-{}", NOW - 1800);
+        let going = |on: OnExhausted| {
+            case()
+                .spec(move |s| s.budget = Some(budget(1, on)))
+                .status(used(3000))
+                .with_run(started(run(NOW - 1800, 1), NOW - 1700))
+                .desired(1)
+                .joined("i-1")
+                .running(&id, "i-1")
+                .decide()
+        };
+        let d = going(OnExhausted::Stop);
+        assert!(
+            matches!(&d.actions[..], [Action::StopTask { reason, .. }] if reason.contains("budget")),
+            "{:?}",
+            d.actions
+        );
+        assert_eq!(warnings(&d), vec![event::BUDGET_EXHAUSTED]);
+        let d = going(OnExhausted::Finish);
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert!(d.budget.expect("budget").exhausted);
+    }
+
+    #[test]
+    fn no_run_starts_in_a_blackout_window() {
+        // A window that opens every minute for 5 minutes is always open.
+        let d = case()
+            .spec(|s| {
+                s.budget = Some(crate::api::BudgetSpec {
+                    blackout_windows: vec![crate::api::BlackoutWindow {
+                        start: "* * * * *".into(),
+                        duration_minutes: 5,
+                    }],
+                    ..Default::default()
+                })
+            })
+            .due()
+            .visible(9)
+            .decide();
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(reasons(&d), vec![event::BLACKOUT_WINDOW]);
+        assert!(d.current_run.is_none());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`cycle`]: the run-cycle state machine (tick, scale up, wait for instances, run tasks,
 //!   record the run, scale to zero).
 //! - [`network`]: the VPC a worker asks the operator to create (CIDR rules, subnets, zones).
+//! - [`budget`]: the spend guardrail the cycle consults (instance-hours, blackout windows).
 
+pub mod budget;
 pub mod cycle;
 pub mod desired;
 pub mod network;

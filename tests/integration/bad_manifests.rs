@@ -192,6 +192,12 @@ fn terminal_cases() -> Vec<Case> {
             "spec.tags[\"owners\"]",
         ),
         terminal(
+            "t-blackout-minute-99",
+            json!({ "budget": { "blackoutWindows": [{ "start": "99 * * * *", "durationMinutes": 60 }] } }),
+            INVALID_SPEC,
+            "spec.budget.blackoutWindows[0].start",
+        ),
+        terminal(
             "t-env-duplicate",
             json!({ "env": dup_env }),
             INVALID_SPEC,
@@ -711,11 +717,7 @@ fn admission_cases() -> Vec<Case> {
             json!({ "instanceType": null, "capacity": { "instanceTypes": ["m6i.large", "m7g.large"] } }),
             "spec.arm",
         ),
-        refused(
-            "a-arm-on-an-x86-type",
-            json!({ "arm": true }),
-            "spec.arm",
-        ),
+        refused("a-arm-on-an-x86-type", json!({ "arm": true }), "spec.arm"),
         refused(
             "a-capacity-type-twice",
             json!({ "instanceType": null, "capacity": { "instanceTypes": ["m6i.large", "m6i.large"] } }),
@@ -750,6 +752,37 @@ fn admission_cases() -> Vec<Case> {
             "a-root-volume-past-gp3",
             json!({ "rootVolumeGiB": 20000 }),
             "spec.rootVolumeGiB",
+        ),
+        // Budget.
+        refused(
+            "a-budget-negative",
+            json!({ "budget": { "maxInstanceHoursPerDay": -1 } }),
+            "spec.budget.maxInstanceHoursPerDay",
+        ),
+        refused(
+            "a-budget-zero",
+            json!({ "budget": { "maxInstanceHoursPerDay": 0 } }),
+            "spec.budget.maxInstanceHoursPerDay",
+        ),
+        refused(
+            "a-blackout-no-length",
+            json!({ "budget": { "blackoutWindows": [{ "start": "0 9 * * 1-5", "durationMinutes": 0 }] } }),
+            "spec.budget.blackoutWindows[0].durationMinutes",
+        ),
+        refused(
+            "a-blackout-no-start",
+            json!({ "budget": { "blackoutWindows": [{ "durationMinutes": 60 }] } }),
+            "spec.budget.blackoutWindows[0].start",
+        ),
+        refused(
+            "a-blackout-too-short-to-be-cron",
+            json!({ "budget": { "blackoutWindows": [{ "start": "9am", "durationMinutes": 60 }] } }),
+            "spec.budget.blackoutWindows[0].start",
+        ),
+        refused(
+            "a-budget-on-exhausted-kill",
+            json!({ "budget": { "maxInstanceHoursPerDay": 5, "onExhausted": "Kill" } }),
+            "spec.budget.onExhausted",
         ),
         // Reserved tag keys.
         refused(

@@ -11,6 +11,7 @@ mod assume_role;
 mod aws_rules;
 mod aws_secrets;
 mod bad_manifests;
+mod budget;
 mod capacity;
 mod chaos;
 mod consistency;
