@@ -12,7 +12,10 @@
 //! traces and the boot times, default 1), `COST_BOOT_SECONDS` (mean time from launch until the
 //! instance joins the cluster, default 60), `COST_BOOT_JITTER_SECONDS` (boot times are uniform
 //! within this of the mean, default 10), `COST_TASK_START_SECONDS` (RunTask until the worker
-//! receives, default 10).
+//! receives, default 10). Spot: `COST_ON_DEMAND_PER_HOUR` (dollars per instance-hour, default
+//! 0.0416, a t3.medium in us-east-1), `COST_SPOT_PRICE_RATIO` (Spot price over On-Demand,
+//! default 0.35), `COST_SPOT_INTERRUPTIONS_PER_HOUR` (per Spot instance-hour, default 0.05),
+//! `COST_SPOT_SHORTAGE` (share of hours without Spot capacity, default 0.10).
 //!
 //! Run without `--bench` (as `cargo test` does) it runs its self-checks instead.
 //!
@@ -41,11 +44,12 @@ mod traces;
 mod worker;
 
 use anyhow::{Context, Result, bail, ensure};
+use ecs_worker_operator::api::CapacityType;
 use ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec;
 use ecs_worker_operator::plan::desired::{Names, TaskInputs, task_definition};
-use model::{Bill, Timings};
-use policies::{Lambda, Operator, simulate};
-use report::{SettingRow, TraceResult};
+use model::{Bill, Market, Timings};
+use policies::{Lambda, Operator, simulate, simulate_on};
+use report::{Prices, SettingRow, TraceResult};
 use std::time::Instant;
 use testbed::env_number;
 use traces::Trace;
@@ -79,6 +83,19 @@ fn main() -> Result<()> {
         task_start: env_number("COST_TASK_START_SECONDS", 10)?,
     };
     ensure!(days >= 1, "COST_DAYS must be at least 1");
+    let prices = Prices {
+        on_demand_per_hour: env_f64("COST_ON_DEMAND_PER_HOUR", 0.0416)?,
+        spot_ratio: env_f64("COST_SPOT_PRICE_RATIO", 0.35)?,
+    };
+    let interruptions_per_hour = env_f64("COST_SPOT_INTERRUPTIONS_PER_HOUR", 0.05)?;
+    let shortage = env_f64("COST_SPOT_SHORTAGE", 0.10)?;
+    ensure!(
+        prices.on_demand_per_hour > 0.0
+            && prices.spot_ratio > 0.0
+            && interruptions_per_hour >= 0.0
+            && (0.0..=1.0).contains(&shortage),
+        "prices must be positive, rates non-negative, the shortage a share"
+    );
     let started = Instant::now();
     let default_spec = spec(None)?;
     let defaults = behaviour_of(&default_spec)?;
@@ -105,7 +122,8 @@ fn main() -> Result<()> {
     let traces = traces::standard(days, u64::try_from(seed)?);
 
     let mut results = Vec::new();
-    for trace in &traces {
+    let mut spot_results = Vec::new();
+    for (n, trace) in traces.iter().enumerate() {
         let limit = limit::limit(&trace.messages, timings.start_overhead());
         let ours = settings
             .iter()
@@ -121,6 +139,32 @@ fn main() -> Result<()> {
         };
         let mut lambda = Lambda::new(60);
         let original = simulate(trace, timings, Behaviour::original(), &mut lambda)?;
+        let market = Market {
+            on_demand_percentage: 0,
+            interruptions_per_hour,
+            shortage,
+            seed: u64::try_from(seed)? * 1_000 + n as u64,
+        };
+        let on_spot = |capacity_type| -> Result<Bill> {
+            let mut spec = default_spec.clone();
+            spec.capacity.capacity_type = capacity_type;
+            let mut operator = Operator::new(spec)?;
+            simulate_on(trace, timings, market, defaults, &mut operator)
+                .with_context(|| format!("{}: {capacity_type:?}", trace.name))
+        };
+        spot_results.push(TraceResult {
+            trace,
+            limit: limit.clone(),
+            policies: vec![
+                ("original (On-Demand)".to_string(), original.clone()),
+                ("ours, OnDemand".to_string(), ours_with(default_setting)),
+                ("ours, Spot".to_string(), on_spot(CapacityType::Spot)?),
+                (
+                    "ours, SpotWithFallback".to_string(),
+                    on_spot(CapacityType::SpotWithFallback)?,
+                ),
+            ],
+        });
         results.push(TraceResult {
             trace,
             limit,
@@ -150,12 +194,36 @@ fn main() -> Result<()> {
         &results,
         &settings_rows,
     );
+    println!("\n### Spot\n");
+    println!(
+        "The defaults above on Spot: {:.2} $/instance-hour On-Demand, Spot at {:.0} % of it, \
+         {interruptions_per_hour} interruptions per Spot instance-hour (EC2's two-minute notice; \
+         the operator stops the worker, which returns its message), no Spot capacity in \
+         {:.0} % of the hours (the launch fails: `Spot` ends the run and tries again at the \
+         next tick, `SpotWithFallback` continues On-Demand). The original and the limit are \
+         priced On-Demand.\n",
+        prices.on_demand_per_hour,
+        prices.spot_ratio * 100.0,
+        shortage * 100.0,
+    );
+    println!("{}", report::spot_table(&spot_results, &prices));
     println!(
         "\n{} simulations in {:.1} s",
-        traces.len() * (settings.len() + 2),
+        traces.len() * (settings.len() + 4),
         elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// A decimal environment variable, or `default` when unset.
+fn env_f64(name: &str, default: f64) -> Result<f64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
 }
 
 /// Runs the operator's policy for `spec` over `trace`.

@@ -4,18 +4,19 @@
 //! out by hand. They take about a second.
 
 use crate::limit::{brute_force_billed, limit};
-use crate::model::{Queue, Timings, billed};
-use crate::policies::{Lambda, Operator, simulate};
+use crate::model::{Market, Queue, Timings, billed};
+use crate::policies::{Lambda, Operator, simulate, simulate_on};
 use crate::traces::{self, DAY, Handler, Message, Trace};
 use crate::worker::{Behaviour, Did, Termination, Worker};
 use anyhow::{Context, Result, ensure};
+use ecs_worker_operator::api::CapacityType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 type Check = fn() -> Result<()>;
 
 pub fn run() -> Result<()> {
-    let checks: [(&str, Check); 8] = [
+    let checks: [(&str, Check); 10] = [
         (
             "ec2_bills_at_least_60_seconds",
             ec2_bills_at_least_60_seconds,
@@ -35,6 +36,14 @@ pub fn run() -> Result<()> {
         (
             "every_policy_handles_every_message",
             every_policy_handles_every_message,
+        ),
+        (
+            "calm_spot_bills_like_on_demand",
+            calm_spot_bills_like_on_demand,
+        ),
+        (
+            "spot_interruptions_and_shortages_lose_no_message",
+            spot_interruptions_and_shortages_lose_no_message,
         ),
     ];
     for (name, check) in checks {
@@ -366,5 +375,78 @@ fn every_policy_handles_every_message() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The operator with `capacity.type` set.
+fn spot_operator(capacity_type: CapacityType) -> Result<Operator> {
+    let mut spec = crate::spec(None)?;
+    spec.capacity.capacity_type = capacity_type;
+    Operator::new(spec)
+}
+
+fn calm_spot_bills_like_on_demand() -> Result<()> {
+    // No interruption, no shortage: the same instance-seconds, all of them Spot.
+    let calm = Market {
+        on_demand_percentage: 0,
+        interruptions_per_hour: 0.0,
+        shortage: 0.0,
+        seed: 1,
+    };
+    for t in traces::standard(1, 2) {
+        let on_demand = simulate(&t, TIMINGS, ours_default(), &mut operator()?)?;
+        let spot = simulate_on(
+            &t,
+            TIMINGS,
+            calm,
+            ours_default(),
+            &mut spot_operator(CapacityType::Spot)?,
+        )?;
+        ensure!(
+            (spot.billed, spot.billed_spot, on_demand.billed_spot)
+                == (on_demand.billed, on_demand.billed, 0),
+            "{}: {spot:?} vs {on_demand:?}",
+            t.name
+        );
+        ensure!((spot.interruptions, spot.launch_failures) == (0, 0));
+    }
+    Ok(())
+}
+
+fn spot_interruptions_and_shortages_lose_no_message() -> Result<()> {
+    let rough = Market {
+        on_demand_percentage: 0,
+        interruptions_per_hour: 0.5,
+        shortage: 0.3,
+        seed: 7,
+    };
+    let mut interrupted = 0;
+    let mut failed = 0;
+    for t in traces::standard(1, 4) {
+        for capacity in [CapacityType::Spot, CapacityType::SpotWithFallback] {
+            // `bill` fails unless every message was handled (a message given up on SIGTERM is
+            // handled again); the simulation ends only with capacity back at zero.
+            let bill = simulate_on(
+                &t,
+                TIMINGS,
+                rough,
+                ours_default(),
+                &mut spot_operator(capacity)?,
+            )
+            .with_context(|| format!("{}: {capacity:?}", t.name))?;
+            ensure!(bill.latencies.len() == t.messages.len());
+            ensure!(bill.breakdown.total() == bill.billed);
+            if capacity == CapacityType::Spot {
+                ensure!(bill.billed_spot == bill.billed, "{}: {bill:?}", t.name);
+            }
+            interrupted += bill.interruptions;
+            failed += bill.launch_failures;
+        }
+    }
+    // The market was rough enough to exercise both paths.
+    ensure!(
+        interrupted > 0 && failed > 0,
+        "{interrupted} interruptions, {failed} failures"
+    );
     Ok(())
 }

@@ -49,6 +49,9 @@ pub fn limit(messages: &[Message], start_overhead: i64) -> Bill {
     }
     Bill {
         billed: total,
+        billed_spot: 0,
+        interruptions: 0,
+        launch_failures: 0,
         starts: sessions.len(),
         breakdown,
         latencies,

@@ -20,8 +20,8 @@ use crate::worker::{Behaviour, Did, Termination, Worker};
 use anyhow::{Result, bail, ensure};
 use ecs_worker_operator::api::QueueDepth;
 use ecs_worker_operator::plan::cycle::{
-    Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState, Lifecycle,
-    Observed, TaskState,
+    Action, ContainerInstanceState, ContainerInstanceStatus, GroupInstance, GroupState,
+    INTERRUPTED_EXIT_CODE, LaunchFailure, Lifecycle, Observed, TaskState,
 };
 use ecs_worker_operator::plan::desired::tail_environment;
 use jiff::Timestamp;
@@ -67,6 +67,39 @@ impl Timings {
     }
 }
 
+/// What EC2 offers the group: the purchase option it starts with, and how Spot behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Market {
+    /// `OnDemandPercentageAboveBaseCapacity` the group starts with: 100 On-Demand, 0 Spot.
+    pub on_demand_percentage: i32,
+    /// Spot interruptions per Spot instance-hour: EC2's two-minute notice (the container
+    /// instance drains), then termination.
+    pub interruptions_per_hour: f64,
+    /// Share of the hours in which no Spot capacity can be had: a Spot launch then fails with
+    /// a scaling activity, as on AWS.
+    pub shortage: f64,
+    /// Seeds the interruptions and the hours of shortage.
+    pub seed: u64,
+}
+
+impl Market {
+    /// On-Demand capacity, always there.
+    pub const ON_DEMAND: Market = Market {
+        on_demand_percentage: 100,
+        interruptions_per_hour: 0.0,
+        shortage: 0.0,
+        seed: 0,
+    };
+}
+
+/// EC2's notice before it reclaims a Spot Instance, seconds.
+/// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>
+pub const SPOT_NOTICE_SECONDS: i64 = 120;
+
+/// What Auto Scaling reports for a Spot launch without capacity.
+/// <https://docs.aws.amazon.com/autoscaling/ec2/userguide/ts-as-capacity.html>
+const NO_SPOT: &str = "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that matches your request. Launching EC2 instance failed.";
+
 /// Where billed instance-seconds went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Breakdown {
@@ -107,6 +140,12 @@ impl AddAssign for Breakdown {
 pub struct Bill {
     /// Billed instance-seconds.
     pub billed: i64,
+    /// Of which Spot.
+    pub billed_spot: i64,
+    /// Spot interruptions (notices) the instances got.
+    pub interruptions: usize,
+    /// Launches that failed for want of Spot capacity.
+    pub launch_failures: usize,
     /// Instances launched.
     pub starts: usize,
     pub breakdown: Breakdown,
@@ -139,6 +178,12 @@ impl Queue {
         self.in_flight -= 1;
     }
 
+    /// Makes a received message visible again at once (visibility timeout 0), first in line.
+    pub fn release(&mut self, message: usize) {
+        self.in_flight -= 1;
+        self.visible.push_front(message);
+    }
+
     pub fn visible(&self) -> usize {
         self.visible.len()
     }
@@ -152,6 +197,9 @@ impl Queue {
 #[derive(Debug)]
 struct Instance {
     id: String,
+    /// A Spot Instance; `interrupted_at`: when EC2's interruption notice comes.
+    spot: bool,
+    interrupted_at: Option<i64>,
     launched: i64,
     joins_at: i64,
     terminated: Option<i64>,
@@ -165,6 +213,11 @@ struct Instance {
 impl Instance {
     fn joined(&self, now: i64) -> bool {
         self.terminated.is_none() && self.joins_at <= now
+    }
+
+    /// Its interruption notice came: ECS drains its container instance.
+    fn draining(&self, now: i64) -> bool {
+        self.interrupted_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -193,6 +246,13 @@ pub struct World<'a> {
     messages: &'a [Message],
     timings: Timings,
     boots: StdRng,
+    market: Market,
+    interruptions: StdRng,
+    on_demand_percentage: i32,
+    /// Failed Spot launches: (when, Auto Scaling's message).
+    failures: Vec<(i64, &'static str)>,
+    /// The time of the last [`World::advance`].
+    clock: i64,
     behaviour: Behaviour,
     arrived: usize,
     queue: Queue,
@@ -211,7 +271,12 @@ pub struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    pub fn new(messages: &'a [Message], timings: Timings, behaviour: Behaviour) -> Result<Self> {
+    pub fn new(
+        messages: &'a [Message],
+        timings: Timings,
+        market: Market,
+        behaviour: Behaviour,
+    ) -> Result<Self> {
         ensure!(
             timings.boot_jitter >= 0
                 && timings.boot - timings.boot_jitter >= 1
@@ -227,6 +292,11 @@ impl<'a> World<'a> {
             messages,
             timings,
             boots: StdRng::seed_from_u64(timings.boot_seed),
+            market,
+            interruptions: StdRng::seed_from_u64(market.seed),
+            on_demand_percentage: market.on_demand_percentage,
+            failures: Vec::new(),
+            clock: 0,
             behaviour,
             arrived: 0,
             queue: Queue::default(),
@@ -251,6 +321,34 @@ impl<'a> World<'a> {
         {
             self.queue.send(self.arrived);
             self.arrived += 1;
+        }
+        self.clock = now;
+        // EC2 reclaims an interrupted Spot Instance two minutes after the notice. A worker
+        // still there (the operator had not stopped it) gets SIGTERM with the instance's
+        // shutdown and returns its message.
+        let reclaimed: Vec<usize> = self
+            .live
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.instances[i]
+                    .interrupted_at
+                    .is_some_and(|t| t + SPOT_NOTICE_SECONDS <= now)
+            })
+            .collect();
+        for i in reclaimed {
+            let on_it: Vec<usize> = self
+                .active
+                .iter()
+                .copied()
+                .filter(|&t| self.tasks[t].instance == i)
+                .collect();
+            for t in on_it {
+                self.sigterm(now, t, None);
+            }
+            self.terminate(now, i)?;
+            // The group replaces capacity it lost.
+            self.set_desired(now, self.desired)?;
         }
         let mut ended = Vec::new();
         for &t in &self.active {
@@ -283,9 +381,18 @@ impl<'a> World<'a> {
     }
 
     /// The next moment something happens without a control action: a message arrives, a
-    /// task's worker starts, a handler ends or a long poll returns empty.
+    /// task's worker starts, a handler ends, a long poll returns empty, or a Spot Instance gets
+    /// its notice or is reclaimed.
     pub fn next_event(&self) -> Option<i64> {
         let arrival = self.messages.get(self.arrived).map(|m| m.arrival);
+        let spot = self.live.iter().filter_map(|&i| {
+            let at = self.instances[i].interrupted_at?;
+            Some(if at > self.clock {
+                at
+            } else {
+                at + SPOT_NOTICE_SECONDS
+            })
+        });
         let tasks = self.active.iter().filter_map(|&t| {
             let task = &self.tasks[t];
             match &task.worker {
@@ -293,7 +400,7 @@ impl<'a> World<'a> {
                 Some(w) => w.next_wake(),
             }
         });
-        arrival.into_iter().chain(tasks).min()
+        arrival.into_iter().chain(tasks).chain(spot).min()
     }
 
     /// Every message was sent and handled, and no capacity is left.
@@ -329,12 +436,26 @@ impl<'a> World<'a> {
                         },
                     })
                     .collect(),
-                on_demand_percentage: None,
+                on_demand_percentage: Some(self.on_demand_percentage),
             },
             container_instances: Vec::new(),
             tasks: Vec::new(),
             launch_failures: Vec::new(),
         };
+        // Read only while a run waits with no instance, as the operator's AWS layer does.
+        if let Some(since) = current_run.and_then(run_started)
+            && self.live.is_empty()
+        {
+            observed.launch_failures = self
+                .failures
+                .iter()
+                .rev()
+                .filter(|(at, _)| *at >= since)
+                .map(|(_, message)| LaunchFailure {
+                    message: message.to_string(),
+                })
+                .collect();
+        }
         if self.desired == 0 && self.live.is_empty() && current_run.is_none() {
             return observed;
         }
@@ -345,7 +466,11 @@ impl<'a> World<'a> {
             .map(|&i| ContainerInstanceState {
                 arn: container_instance_arn(&self.instances[i].id),
                 ec2_instance_id: Some(self.instances[i].id.clone()),
-                status: ContainerInstanceStatus::Active,
+                status: if self.instances[i].draining(now) {
+                    ContainerInstanceStatus::Draining
+                } else {
+                    ContainerInstanceStatus::Active
+                },
                 running_tasks: self
                     .active
                     .iter()
@@ -391,17 +516,43 @@ impl<'a> World<'a> {
         observed
     }
 
+    /// SIGTERM to a task's worker (StopTask, or the instance going away): the handler running
+    /// is given up and its message returned; the container exits 4 (no code when the instance
+    /// went with it).
+    fn sigterm(&mut self, now: i64, t: usize, exit_code: Option<i32>) {
+        let instance = self.tasks[t].instance;
+        if let Some(worker) = self.tasks[t].worker.as_mut()
+            && let Some((_, unfinished)) = worker.stop(now, &mut self.queue)
+        {
+            let inst = &mut self.instances[instance];
+            inst.busy -= unfinished;
+            inst.last_handler_end = Some(now);
+        }
+        self.stop_task(now, t, exit_code);
+    }
+
     /// Executes one of the operator's actions (see `aws::cycle::execute`).
     pub fn execute(&mut self, now: i64, action: &Action) -> Result<()> {
         match action {
             Action::SetDesiredCapacity(n) => self.set_desired(now, *n),
-            // Every launch of the simulation succeeds, On-Demand.
-            Action::SetOnDemandPercentage { .. } => {
-                bail!("{action:?}: the simulation's launches never fail")
+            Action::SetOnDemandPercentage {
+                percentage,
+                desired,
+            } => {
+                self.on_demand_percentage = *percentage;
+                self.set_desired(now, *desired)
             }
-            // No instance of the simulation drains.
+            // The worker returns its message and exits 4 (`INTERRUPTED_EXIT_CODE`).
             Action::StopTask { task_arn, .. } => {
-                bail!("StopTask of {task_arn}: nothing drains here")
+                let Some(&t) = self
+                    .active
+                    .iter()
+                    .find(|&&t| self.tasks[t].arn == *task_arn)
+                else {
+                    bail!("StopTask of {task_arn}, which is not running");
+                };
+                self.sigterm(now, t, Some(INTERRUPTED_EXIT_CODE));
+                Ok(())
             }
             Action::TerminateInstance { instance_id } => {
                 let Some(&index) = self
@@ -441,10 +592,22 @@ impl<'a> World<'a> {
         self.desired = desired.max(0);
         let target = usize::try_from(self.desired).expect("non-negative");
         while self.live.len() < target {
+            let spot = self.on_demand_percentage < 100;
+            if spot && self.spot_short(now) {
+                // Auto Scaling retries later; here, at the next change of the capacity.
+                self.failures.push((now, NO_SPOT));
+                break;
+            }
+            let interrupted_at = (spot && self.market.interruptions_per_hour > 0.0).then(|| {
+                let u: f64 = self.interruptions.random_range(f64::EPSILON..1.0);
+                now + (-u.ln() / self.market.interruptions_per_hour * 3600.0).ceil() as i64
+            });
             let id = format!("i-{:05}", self.instances.len() + 1);
             let (boot, jitter) = (self.timings.boot, self.timings.boot_jitter);
             self.instances.push(Instance {
                 id,
+                spot,
+                interrupted_at,
                 launched: now,
                 joins_at: now + self.boots.random_range(boot - jitter..=boot + jitter),
                 terminated: None,
@@ -470,6 +633,13 @@ impl<'a> World<'a> {
         Ok(())
     }
 
+    /// Whether the hour of `now` is one without Spot capacity (seeded per hour).
+    fn spot_short(&self, now: i64) -> bool {
+        let hour = u64::try_from(now.div_euclid(3600)).unwrap_or(0);
+        let mut rng = StdRng::seed_from_u64(self.market.seed.wrapping_mul(0x9E37_79B9) ^ hour);
+        rng.random::<f64>() < self.market.shortage
+    }
+
     /// RunTask of `count` tasks without overrides: each goes to a free joined instance; the
     /// rest fail to place.
     pub fn run_tasks(&mut self, now: i64, started_by: Option<&str>, count: i32) {
@@ -488,7 +658,10 @@ impl<'a> World<'a> {
             .live
             .iter()
             .copied()
-            .filter(|&i| self.instances[i].joined(now) && !self.hosts_active_task(i))
+            .filter(|&i| {
+                let inst = &self.instances[i];
+                inst.joined(now) && !inst.draining(now) && !self.hosts_active_task(i)
+            })
             .take(usize::try_from(count).unwrap_or(0))
             .collect();
         for i in free {
@@ -584,6 +757,7 @@ impl<'a> World<'a> {
     pub fn bill(&self, end: i64) -> Result<Bill> {
         let mut breakdown = Breakdown::default();
         let mut total = 0;
+        let mut spot = 0;
         for inst in &self.instances {
             let stop = inst.terminated.unwrap_or(end);
             let up = stop - inst.launched;
@@ -614,6 +788,9 @@ impl<'a> World<'a> {
             );
             breakdown += b;
             total += billed(up);
+            if inst.spot {
+                spot += billed(up);
+            }
         }
         let latencies = self
             .messages
@@ -626,11 +803,27 @@ impl<'a> World<'a> {
         };
         Ok(Bill {
             billed: total,
+            billed_spot: spot,
+            interruptions: self
+                .instances
+                .iter()
+                .filter(|i| {
+                    i.interrupted_at
+                        .is_some_and(|t| t < i.terminated.unwrap_or(end))
+                })
+                .count(),
+            launch_failures: self.failures.len(),
             starts: self.instances.len(),
             breakdown,
             latencies,
         })
     }
+}
+
+/// The scale-up time of a run from its id (`run-<unix seconds>`), in simulation seconds.
+fn run_started(run_id: &str) -> Option<i64> {
+    let unix: i64 = run_id.strip_prefix("run-")?.parse().ok()?;
+    Some(unix - EPOCH)
 }
 
 fn container_instance_arn(instance_id: &str) -> String {

@@ -16,7 +16,7 @@
 //!   wait outlasts the rate, as Lambda allows; one that checks at the same second as a new tick
 //!   checks first.
 
-use crate::model::{Bill, Timings, World, timestamp};
+use crate::model::{Bill, Market, Timings, World, timestamp};
 use crate::traces::{DAY, Trace};
 use crate::worker::Behaviour;
 use anyhow::{Result, bail, ensure};
@@ -44,7 +44,18 @@ pub fn simulate(
     behaviour: Behaviour,
     control: &mut dyn Control,
 ) -> Result<Bill> {
-    let mut world = World::new(&trace.messages, timings, behaviour)?;
+    simulate_on(trace, timings, Market::ON_DEMAND, behaviour, control)
+}
+
+/// [`simulate`] with the group buying from `market` (Spot interruptions and shortages).
+pub fn simulate_on(
+    trace: &Trace,
+    timings: Timings,
+    market: Market,
+    behaviour: Behaviour,
+    control: &mut dyn Control,
+) -> Result<Bill> {
+    let mut world = World::new(&trace.messages, timings, market, behaviour)?;
     let last_arrival = trace.messages.last().map_or(0, |m| m.arrival);
     let horizon = last_arrival + DAY;
     let mut now = 0;
@@ -112,9 +123,13 @@ impl Control for Operator {
         if decision.last_run != self.status.last_run
             && let Some(run) = &decision.last_run
         {
-            // The model has no failing handler and no instance that fails to join.
+            // The model has no failing handler and no instance that fails to join; Spot
+            // interruptions and launches without Spot capacity are the market's.
             ensure!(
-                run.outcome == RunOutcome::Succeeded,
+                matches!(
+                    run.outcome,
+                    RunOutcome::Succeeded | RunOutcome::Interrupted | RunOutcome::LaunchFailed
+                ),
                 "run {} ended {:?}: {:?}",
                 run.id,
                 run.outcome,

@@ -134,3 +134,44 @@ pub fn settings_table(traces: &[&Trace], rows: &[SettingRow]) -> String {
     }
     out
 }
+
+/// EC2 prices: On-Demand per instance-hour, Spot as a share of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Prices {
+    pub on_demand_per_hour: f64,
+    pub spot_ratio: f64,
+}
+
+impl Prices {
+    /// The bill in dollars.
+    pub fn dollars(&self, bill: &Bill) -> f64 {
+        let on_demand = (bill.billed - bill.billed_spot) as f64;
+        let spot = bill.billed_spot as f64 * self.spot_ratio;
+        (on_demand + spot) / 3600.0 * self.on_demand_per_hour
+    }
+}
+
+/// Billed dollars by purchase option, next to the original and the limit (both On-Demand).
+pub fn spot_table(results: &[TraceResult], prices: &Prices) -> String {
+    let mut out = String::from(
+        "| trace | policy | billed instance-s | of which Spot | Spot interruptions | failed Spot launches | billed $ | × limit $ | first handling, mean |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let limit = prices.dollars(&r.limit);
+        for (policy, bill) in r.rows() {
+            let dollars = prices.dollars(bill);
+            out.push_str(&format!(
+                "| {} | {policy} | {} | {} | {} | {} | {dollars:.2} | {:.2} | {:.0} s |\n",
+                r.trace.name,
+                thousands(bill.billed),
+                thousands(bill.billed_spot),
+                bill.interruptions,
+                bill.launch_failures,
+                dollars / limit,
+                mean(&bill.latencies),
+            ));
+        }
+    }
+    out
+}

@@ -173,6 +173,21 @@ impl Worker {
         }
     }
 
+    /// SIGTERM (a Spot interruption): the worker gives up the handler running, returns its
+    /// message to the queue at once and ends. Returns that message and the handler seconds it
+    /// did not run.
+    pub fn stop(&mut self, now: i64, queue: &mut Queue) -> Option<(usize, i64)> {
+        let given_up = match self.state {
+            State::Handling { message, until } => {
+                queue.release(message);
+                Some((message, until - now))
+            }
+            _ => None,
+        };
+        self.state = State::Ended;
+        given_up
+    }
+
     /// A handler is running.
     pub fn is_handling(&self) -> bool {
         matches!(self.state, State::Handling { .. })
