@@ -196,7 +196,7 @@ fn main() -> Result<()> {
     );
     println!("\n### Spot\n");
     println!(
-        "The defaults above on Spot: {:.2} $/instance-hour On-Demand, Spot at {:.0} % of it, \
+        "The defaults above on Spot: {:.4} $/instance-hour On-Demand, Spot at {:.0} % of it, \
          {interruptions_per_hour} interruptions per Spot instance-hour (EC2's two-minute notice; \
          the operator stops the worker, which returns its message), no Spot capacity in \
          {:.0} % of the hours (the launch fails: `Spot` ends the run and tries again at the \
