@@ -284,7 +284,7 @@ impl Provisioner<'_> {
             ("Queue", &n.queue),
             ("DeadLetterQueue", &n.dead_letter_queue),
         ] {
-            if let Some(url) = self.queue_url(name).await? {
+            if let Some(url) = self.queue_url(name, None).await? {
                 let out = self
                     .aws
                     .sqs
@@ -495,7 +495,7 @@ impl Provisioner<'_> {
         let Some((account, name)) = desired::sqs_arn_account_and_name(arn) else {
             return Err(missing("not an SQS queue ARN".to_string()));
         };
-        let url = match self.queue_url_of(account, name).await {
+        let url = match self.queue_url(name, Some(account)).await {
             Ok(Some(url)) => url,
             Ok(None) => return Err(missing("no such queue".to_string())),
             Err(e) if e.is(ErrorKind::AccessDenied) => return Err(missing(e.to_string())),
@@ -525,7 +525,7 @@ impl Provisioner<'_> {
             .and_then(desired::sqs_arn_account_and_name)
         {
             // A dead-letter queue the operator may not look up is shown by its ARN only.
-            Some((account, name)) => self.queue_url_of(account, name).await.ok().flatten(),
+            Some((account, name)) => self.queue_url(name, Some(account)).await.ok().flatten(),
             None => None,
         };
         Ok(ExistingQueue {
@@ -536,31 +536,14 @@ impl Provisioner<'_> {
         })
     }
 
-    /// The URL of the queue `name` owned by `account`, when it exists.
-    async fn queue_url_of(&self, account: &str, name: &str) -> Result<Option<String>, AwsError> {
+    /// The URL of the queue `name` (in `owner`'s account when given), when it exists.
+    async fn queue_url(&self, name: &str, owner: Option<&str>) -> Result<Option<String>, AwsError> {
         match self
             .aws
             .sqs
             .get_queue_url()
             .queue_name(name)
-            .queue_owner_aws_account_id(account)
-            .send()
-            .await
-            .aws("sqs", "GetQueueUrl")
-        {
-            Ok(out) => Ok(out.queue_url().map(str::to_string)),
-            Err(e) if e.is(ErrorKind::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The URL of the queue `name`, when it exists.
-    async fn queue_url(&self, name: &str) -> Result<Option<String>, AwsError> {
-        match self
-            .aws
-            .sqs
-            .get_queue_url()
-            .queue_name(name)
+            .set_queue_owner_aws_account_id(owner.map(str::to_string))
             .send()
             .await
             .aws("sqs", "GetQueueUrl")
@@ -582,7 +565,7 @@ impl Provisioner<'_> {
     ) -> Result<(String, String), AwsError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = &self.aws.sqs;
-        let url = self.queue_url(name).await?;
+        let url = self.queue_url(name, None).await?;
         let url = match url {
             Some(url) => {
                 let observed = sqs
@@ -1701,7 +1684,7 @@ impl Provisioner<'_> {
     async fn delete_queue(&self, name: &str) -> Result<Option<String>, AwsError> {
         use aws_sdk_sqs::types::QueueAttributeName;
         let sqs = &self.aws.sqs;
-        let url = self.queue_url(name).await?;
+        let url = self.queue_url(name, None).await?;
         let Some(url) = url else { return Ok(None) };
         if self.spec.deletion_policy != DeletionPolicy::DeleteWithMessages {
             let out = sqs

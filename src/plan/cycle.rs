@@ -827,14 +827,7 @@ impl<'a> Cycle<'a> {
             self.normal(event::BLACKOUT_WINDOW, why.clone());
             return Some(why);
         }
-        let hours = self
-            .input
-            .status
-            .budget
-            .as_ref()
-            .map(|b| b.hours.clone())
-            .unwrap_or_default();
-        let standing = budget::standing(Some(spec), budget::account(&hours, None, now), None, now)?;
+        let standing = self.budget_before(None)?;
         if !standing.exhausted {
             return None;
         }
@@ -852,6 +845,24 @@ impl<'a> Cycle<'a> {
         Some(why)
     }
 
+    /// Where `spec.budget` stood before this decision, with `current` counted as going.
+    fn budget_before(&self, current: Option<&RunStatus>) -> Option<BudgetStatus> {
+        let now = self.now();
+        let hours = self
+            .input
+            .status
+            .budget
+            .as_ref()
+            .map(|b| b.hours.as_slice())
+            .unwrap_or_default();
+        budget::standing(
+            self.spec().budget.as_ref(),
+            budget::account(hours, None, now),
+            current,
+            now,
+        )
+    }
+
     /// `spec.budget.onExhausted: Stop`: the tasks of a run that used up the budget are stopped
     /// (SIGTERM), so their workers return their messages to the queue.
     fn stop_over_budget(&mut self, run: &RunStatus, tasks: &[&TaskState]) {
@@ -861,20 +872,7 @@ impl<'a> Cycle<'a> {
         if spec.on_exhausted != OnExhausted::Stop {
             return;
         }
-        let hours = self
-            .input
-            .status
-            .budget
-            .as_ref()
-            .map(|b| b.hours.clone())
-            .unwrap_or_default();
-        let now = self.now();
-        let Some(standing) = budget::standing(
-            Some(spec),
-            budget::account(&hours, None, now),
-            Some(run),
-            now,
-        ) else {
+        let Some(standing) = self.budget_before(Some(run)) else {
             return;
         };
         if !standing.exhausted {

@@ -4,14 +4,14 @@
 //! The hours already used are written into `status.budget` the way the operator records them,
 //! as if earlier runs had used them; moving them back past 24 hours is the passing of time.
 
-use crate::common::{Harness, trigger, worker_binary, worker_yaml};
-use ecs_worker_operator::api::{Phase, RunOutcome};
+use crate::common::{
+    FAST_DRAIN, Harness, next_run, real_worker, send_messages, trigger, worker_yaml,
+};
+use ecs_worker_operator::api::RunOutcome;
 use ecs_worker_operator::plan::desired::Names;
 use kube::api::{Patch, PatchParams};
 use std::time::Duration;
-use testbed::agent::{Agent, Play, Player};
-
-const FAST_DRAIN: &str = "queue:\n  receiveWaitTimeSeconds: 1\nworker:\n  emptyReceives: 1\n  handler: 'cat > /dev/null'";
+use testbed::agent::Agent;
 
 /// Writes `status.budget.hours`: `seconds` instance-seconds in the hour starting at `hour`.
 async fn used(h: &Harness, name: &str, hour: i64, seconds: i64) -> anyhow::Result<()> {
@@ -46,14 +46,8 @@ async fn the_budget_stops_scale_up_at_the_limit_says_when_it_resets_and_resumes_
         .status
         .and_then(|s| s.resources.queue_url)
         .unwrap_or_default();
+    send_messages(&h, &url, 3).await?;
     let sqs = aws_sdk_sqs::Client::new(&h.sdk);
-    for i in 0..3 {
-        sqs.send_message()
-            .queue_url(&url)
-            .message_body(format!("m{i}"))
-            .send()
-            .await?;
-    }
 
     // An hour of instance time used half an hour ago: the limit is reached.
     let now = jiff::Timestamp::now().as_second();
@@ -111,29 +105,11 @@ async fn the_budget_stops_scale_up_at_the_limit_says_when_it_resets_and_resumes_
     // A day later that hour has left the window: the next run-now starts a run, which drains
     // the queue, and the Degraded condition clears.
     used(&h, name, now - 86_400 - 3600, 3600).await?;
-    let _player = Player::start(
-        Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group),
-        Play::RealWorker {
-            binary: worker_binary()?,
-            endpoint: h.moto.endpoint().into(),
-            extra_env: Vec::new(),
-        },
-    );
+    let _player = real_worker(&h, &names)?;
     trigger(&h.api, name, "2").await?;
-    let w = h
-        .wait_for(
-            name,
-            Duration::from_secs(120),
-            "a run recorded, idle",
-            |w| {
-                w.status.as_ref().is_some_and(|s| {
-                    s.last_run.is_some() && s.current_run.is_none() && s.phase == Some(Phase::Idle)
-                })
-            },
-        )
-        .await?;
+    let run = next_run(&h, name, None).await?;
+    let w = h.api.get(name).await?;
     let status = w.status.clone().expect("status");
-    let run = status.last_run.expect("run");
     assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
     let budget = status.budget.expect("status.budget");
     assert!(!budget.exhausted);
@@ -163,12 +139,7 @@ async fn no_run_starts_inside_a_blackout_window() -> anyhow::Result<()> {
         .status
         .and_then(|s| s.resources.queue_url)
         .unwrap_or_default();
-    aws_sdk_sqs::Client::new(&h.sdk)
-        .send_message()
-        .queue_url(&url)
-        .message_body("m")
-        .send()
-        .await?;
+    send_messages(&h, &url, 1).await?;
     trigger(&h.api, name, "1").await?;
     let w = h
         .wait_for(name, Duration::from_secs(30), "run-now acknowledged", |w| {

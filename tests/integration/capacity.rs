@@ -3,14 +3,14 @@
 //! enforced, its Auto Scaling launches playing EC2's capacity (`moto_asg_capacity.py`), and the
 //! ECS agent played by the test support running the real worker binary.
 
-use crate::common::{Harness, trigger, worker_binary, worker_yaml};
+use crate::common::{
+    FAST_DRAIN, Harness, next_run, real_worker, send_messages, trigger, worker_yaml,
+};
 use aws_sdk_autoscaling::types::AutoScalingGroup;
-use ecs_worker_operator::api::{Phase, RunOutcome};
+use ecs_worker_operator::api::RunOutcome;
 use ecs_worker_operator::plan::desired::Names;
 use std::time::{Duration, SystemTime};
-use testbed::agent::{Agent, Play, Player};
-
-const FAST_DRAIN: &str = "queue:\n  receiveWaitTimeSeconds: 1\nworker:\n  emptyReceives: 1\n  handler: 'cat > /dev/null'";
+use testbed::agent::Agent;
 
 async fn group(h: &Harness, names: &Names) -> anyhow::Result<AutoScalingGroup> {
     let out = aws_sdk_autoscaling::Client::new(&h.sdk)
@@ -90,55 +90,6 @@ async fn launched(h: &Harness, names: &Names) -> anyhow::Result<Vec<(String, Opt
         .collect())
 }
 
-async fn send(h: &Harness, url: &str, n: usize) -> anyhow::Result<()> {
-    let sqs = aws_sdk_sqs::Client::new(&h.sdk);
-    for i in 0..n {
-        sqs.send_message()
-            .queue_url(url)
-            .message_body(format!("m{i}"))
-            .send()
-            .await?;
-    }
-    Ok(())
-}
-
-fn player(h: &Harness, names: &Names) -> anyhow::Result<Player> {
-    let agent = Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group);
-    Ok(Player::start(
-        agent,
-        Play::RealWorker {
-            binary: worker_binary()?,
-            endpoint: h.moto.endpoint().into(),
-            extra_env: Vec::new(),
-        },
-    ))
-}
-
-/// Waits until the worker records a run other than `previous` and is idle again.
-async fn next_run(
-    h: &Harness,
-    name: &str,
-    previous: Option<&str>,
-) -> anyhow::Result<ecs_worker_operator::api::RunRecord> {
-    let w = h
-        .wait_for(
-            name,
-            Duration::from_secs(120),
-            "a run recorded, idle",
-            |w| {
-                w.status.as_ref().is_some_and(|s| {
-                    s.last_run
-                        .as_ref()
-                        .is_some_and(|r| Some(r.id.as_str()) != previous)
-                        && s.current_run.is_none()
-                        && s.phase == Some(Phase::Idle)
-                })
-            },
-        )
-        .await?;
-    Ok(w.status.and_then(|s| s.last_run).expect("recorded"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spot_worker_over_three_instance_types_runs_a_full_cycle() -> anyhow::Result<()> {
     let mut h = Harness::strict("cap-spot").await?;
@@ -201,8 +152,8 @@ async fn a_spot_worker_over_three_instance_types_runs_a_full_cycle() -> anyhow::
             &[("t3.medium", "spot", "InsufficientInstanceCapacity")],
         )
         .await?;
-    send(&h, resources.queue_url.as_deref().unwrap_or_default(), 5).await?;
-    let _player = player(&h, &names)?;
+    send_messages(&h, resources.queue_url.as_deref().unwrap_or_default(), 5).await?;
+    let _player = real_worker(&h, &names)?;
     trigger(&h.api, name, "1").await?;
     let run = next_run(&h, name, None).await?;
     assert_eq!(run.outcome, RunOutcome::Succeeded, "{run:?}");
@@ -237,7 +188,7 @@ async fn insufficient_capacity_surfaces_within_5_seconds_and_capacity_goes_back_
             &[("t3.medium", "on-demand", "InsufficientInstanceCapacity")],
         )
         .await?;
-    send(&h, &url, 3).await?;
+    send_messages(&h, &url, 3).await?;
     trigger(&h.api, name, "1").await?;
 
     let w = h
@@ -316,8 +267,8 @@ async fn spot_with_fallback_completes_the_run_on_demand_and_the_next_run_tries_s
             ],
         )
         .await?;
-    send(&h, &url, 4).await?;
-    let _player = player(&h, &names)?;
+    send_messages(&h, &url, 4).await?;
+    let _player = real_worker(&h, &names)?;
     trigger(&h.api, name, "1").await?;
 
     let first = next_run(&h, name, None).await?;
@@ -341,7 +292,7 @@ async fn spot_with_fallback_completes_the_run_on_demand_and_the_next_run_tries_s
     h.moto
         .set_unavailable(&names.auto_scaling_group, &[])
         .await?;
-    send(&h, &url, 2).await?;
+    send_messages(&h, &url, 2).await?;
     trigger(&h.api, name, "2").await?;
     let second = next_run(&h, name, Some(first.id.as_str())).await?;
     assert_eq!(second.outcome, RunOutcome::Succeeded, "{second:?}");

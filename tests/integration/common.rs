@@ -380,3 +380,64 @@ pub async fn trigger(
     .await?;
     Ok(())
 }
+
+/// Worker settings that end a run within seconds of the queue going empty, with a handler
+/// that takes each message as it comes (for [`worker_yaml`]).
+pub const FAST_DRAIN: &str = "queue:\n  receiveWaitTimeSeconds: 1\nworker:\n  emptyReceives: 1\n  handler: 'cat > /dev/null'";
+
+/// Plays the ECS agent of worker `names` in the background, running the real worker binary.
+pub fn real_worker(
+    h: &Harness,
+    names: &ecs_worker_operator::plan::desired::Names,
+) -> anyhow::Result<testbed::agent::Player> {
+    use testbed::agent::{Agent, Play, Player};
+    Ok(Player::start(
+        Agent::new(&h.sdk, &names.cluster, &names.auto_scaling_group),
+        Play::RealWorker {
+            binary: worker_binary()?,
+            endpoint: h.moto.endpoint().into(),
+            extra_env: Vec::new(),
+        },
+    ))
+}
+
+/// Sends `n` messages (`m0`, `m1`, ...) to the queue at `url`.
+pub async fn send_messages(h: &Harness, url: &str, n: usize) -> anyhow::Result<()> {
+    let sqs = aws_sdk_sqs::Client::new(&h.sdk);
+    for i in 0..n {
+        sqs.send_message()
+            .queue_url(url)
+            .message_body(format!("m{i}"))
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Waits until worker `name` records a run other than `previous` and is idle again.
+pub async fn next_run(
+    h: &Harness,
+    name: &str,
+    previous: Option<&str>,
+) -> anyhow::Result<ecs_worker_operator::api::RunRecord> {
+    use ecs_worker_operator::api::Phase;
+    let w = h
+        .wait_for(
+            name,
+            Duration::from_secs(120),
+            "a run recorded, idle",
+            |w| {
+                w.status.as_ref().is_some_and(|s| {
+                    s.last_run
+                        .as_ref()
+                        .is_some_and(|r| Some(r.id.as_str()) != previous)
+                        && s.current_run.is_none()
+                        && s.phase == Some(Phase::Idle)
+                })
+            },
+        )
+        .await?;
+    w.status
+        .and_then(|s| s.last_run)
+        .ok_or_else(|| anyhow::anyhow!("no run recorded"))
+}
