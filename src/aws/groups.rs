@@ -71,31 +71,26 @@ async fn describe_managed(
     autoscaling: &aws_sdk_autoscaling::Client,
 ) -> Result<HashMap<String, GroupState>, AwsError> {
     let mut groups = HashMap::new();
-    let mut token = None;
-    loop {
-        let page = autoscaling
-            .describe_auto_scaling_groups()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{MANAGED_BY_TAG}"))
-                    .values(MANAGED_BY)
-                    .build(),
-            )
-            .max_records(PAGE)
-            .set_next_token(token)
-            .send()
-            .await
-            .aws("autoscaling", "DescribeAutoScalingGroups")?;
+    let mut pages = autoscaling
+        .describe_auto_scaling_groups()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{MANAGED_BY_TAG}"))
+                .values(MANAGED_BY)
+                .build(),
+        )
+        .max_records(PAGE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.aws("autoscaling", "DescribeAutoScalingGroups")?;
         for g in page.auto_scaling_groups() {
             if let Some(name) = g.auto_scaling_group_name() {
                 groups.insert(name.to_string(), group_state(g));
             }
         }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(groups);
-        }
     }
+    Ok(groups)
 }
 
 /// What the run cycle needs of a group.

@@ -5,7 +5,7 @@
 //! The same CIDR rules are admission rules in the CRD (CEL); [`check_cidr`] repeats them for
 //! the controller so an object admitted by an older API server still gets a clear message.
 
-use std::net::Ipv4Addr;
+use ipnet::Ipv4Net;
 
 /// The VPC CIDR used when `managedVpc.cidrBlock` is not set.
 pub const DEFAULT_CIDR: &str = "10.0.0.0/16";
@@ -28,99 +28,39 @@ pub mod role {
 }
 
 /// An IPv4 network, `address/prefix`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    fn mask(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix))
-        }
-    }
-
-    /// `self` lies entirely inside `other`.
-    pub fn within(&self, other: &Cidr) -> bool {
-        self.prefix >= other.prefix
-            && u32::from(self.address) & Cidr::mask(other.prefix) == u32::from(other.address)
-    }
-
-    /// The two halves of this network.
-    pub fn halves(&self) -> [Cidr; 2] {
-        let prefix = self.prefix + 1;
-        let base = u32::from(self.address);
-        let size = 1u32 << (32 - u32::from(prefix));
-        [
-            Cidr {
-                address: Ipv4Addr::from(base),
-                prefix,
-            },
-            Cidr {
-                address: Ipv4Addr::from(base + size),
-                prefix,
-            },
-        ]
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (address, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not an IPv4 CIDR such as {DEFAULT_CIDR}"))?;
-        let address: Ipv4Addr = address
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 CIDR such as {DEFAULT_CIDR}"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("{s:?} is not an IPv4 CIDR such as {DEFAULT_CIDR}"))?;
-        Ok(Cidr { address, prefix })
-    }
-}
+pub type Cidr = Ipv4Net;
 
 /// Checks a managed VPC CIDR: IPv4, host bits zero, /16 to /27 (two subnets of at least /28,
 /// AWS's smallest), inside a private range, clear of Docker's bridge. The message names the
 /// field and says what to write instead.
 pub fn check_cidr(s: &str) -> Result<Cidr, String> {
     let field = "spec.network.managedVpc.cidrBlock";
-    let cidr: Cidr = s.parse().map_err(|e| format!("{field}: {e}"))?;
-    if !(16..=27).contains(&cidr.prefix) {
+    let cidr: Cidr = s
+        .parse()
+        .map_err(|_| format!("{field}: {s:?} is not an IPv4 CIDR such as {DEFAULT_CIDR}"))?;
+    if !(16..=27).contains(&cidr.prefix_len()) {
         return Err(format!(
             "{field}: {s} has prefix /{}; use /16 to /27 (it is split into two subnets of at least /28)",
-            cidr.prefix
+            cidr.prefix_len()
         ));
     }
-    if u32::from(cidr.address) & !Cidr::mask(cidr.prefix) != 0 {
-        let network = Ipv4Addr::from(u32::from(cidr.address) & Cidr::mask(cidr.prefix));
+    if cidr != cidr.trunc() {
         return Err(format!(
-            "{field}: {s} has host bits set; write {network}/{}",
-            cidr.prefix
+            "{field}: {s} has host bits set; write {}",
+            cidr.trunc()
         ));
     }
     let private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
     if !private
         .iter()
-        .any(|p| cidr.within(&p.parse().expect("valid constant")))
+        .any(|p| p.parse::<Cidr>().expect("valid constant").contains(&cidr))
     {
         return Err(format!(
             "{field}: {s} is not in a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
         ));
     }
-    if cidr.within(&DOCKER_BRIDGE.parse().expect("valid constant")) {
+    let bridge: Cidr = DOCKER_BRIDGE.parse().expect("valid constant");
+    if bridge.contains(&cidr) || cidr.contains(&bridge) {
         return Err(format!(
             "{field}: {s} overlaps {DOCKER_BRIDGE}, Docker's bridge network on ECS instances; choose another range"
         ));
@@ -128,9 +68,13 @@ pub fn check_cidr(s: &str) -> Result<Cidr, String> {
     Ok(cidr)
 }
 
-/// The subnets' CIDRs: the two halves of the VPC.
+/// The subnets' CIDRs: the two halves of the VPC (a checked CIDR is at most /27).
 pub fn subnet_cidrs(vpc: &Cidr) -> [Cidr; SUBNET_COUNT] {
-    vpc.halves()
+    let halves: Vec<Cidr> = vpc
+        .subnets(vpc.prefix_len() + 1)
+        .map(|s| s.collect())
+        .unwrap_or_default();
+    [halves[0], halves[1]]
 }
 
 /// Availability Zones in the order subnets should use them: zones that offer the instance type
