@@ -117,7 +117,8 @@ impl Schedule {
         }
     }
 
-    /// The last tick at or before `now`.
+    /// The last tick at or before `now`: the tests' check of [`Schedule::next_after`].
+    #[cfg(test)]
     pub fn last_at_or_before(&self, now: Timestamp) -> Option<Timestamp> {
         match self {
             Schedule::Rate { seconds, .. } => {

@@ -18,8 +18,6 @@ use std::collections::BTreeMap;
 pub const FINALIZER: &str = "ecsworker.dev/cleanup";
 /// Annotation that runs the cycle now (any new value triggers once; see `status.lastTrigger`).
 pub const TRIGGER_ANNOTATION: &str = "ecsworker.dev/run-now";
-/// API group.
-pub const GROUP: &str = "ecsworker.dev";
 
 /// A queue-driven batch worker on AWS ECS-on-EC2 whose EC2 capacity is zero while there is no work.
 ///

@@ -23,12 +23,6 @@ pub struct Report {
     pub updated: Vec<&'static str>,
 }
 
-impl Report {
-    pub fn is_noop(&self) -> bool {
-        self.created.is_empty() && self.updated.is_empty()
-    }
-}
-
 /// Why provisioning cannot go on until something outside AWS errors changes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {

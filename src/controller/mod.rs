@@ -82,7 +82,6 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: Config,
     memory: Mutex<HashMap<ObjectRef<EcsSelfTerminatingWorker>, ObjectMemory>>,
-    clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
 impl Context {
@@ -103,14 +102,7 @@ impl Context {
             metrics,
             config,
             memory: Mutex::new(HashMap::new()),
-            clock: Box::new(Timestamp::now),
         }
-    }
-
-    /// Replaces the clock (simulations and tests).
-    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Context {
-        self.clock = Box::new(clock);
-        self
     }
 
     /// The owner of one object's AWS resources, in this cluster.
@@ -123,7 +115,7 @@ impl Context {
     }
 
     pub fn now(&self) -> Timestamp {
-        (self.clock)()
+        Timestamp::now()
     }
 
     fn memory<T>(

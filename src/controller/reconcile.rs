@@ -219,8 +219,8 @@ impl<'a> Pass<'a> {
             return Ok(self.worker.resource_version());
         }
         let patch = serde_json::json!({
-            "apiVersion": "ecsworker.dev/v1alpha1",
-            "kind": "EcsSelfTerminatingWorker",
+            "apiVersion": EcsSelfTerminatingWorker::api_version(&()),
+            "kind": EcsSelfTerminatingWorker::kind(&()),
             "status": self.status,
         });
         let written = self
