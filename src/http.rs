@@ -1,5 +1,6 @@
 //! HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process serves), `/readyz`
-//! (the controller is running — on a standby replica, ready means "ready to take over").
+//! (the watched workers could be listed: CRD installed, RBAC granted, API server reachable — on
+//! a standby replica, ready means "ready to take over").
 
 use crate::metrics::Metrics;
 use axum::Router;

@@ -201,7 +201,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    ready.store(true, Ordering::Relaxed);
+    // Ready once the watched workers can be listed; until then the error says why.
+    {
+        let (client, namespace, ready) = (client.clone(), args.namespace.clone(), ready.clone());
+        tokio::spawn(async move {
+            while let Err(e) = controller::list_once(&client, namespace.as_deref()).await {
+                tracing::warn!(error = %e, "not ready: cannot list EcsSelfTerminatingWorkers");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
     if args.leader_election {
         let lease_ns = args
             .lease_namespace

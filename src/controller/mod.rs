@@ -215,20 +215,34 @@ pub(crate) enum Wake {
     Changed,
 }
 
+/// The workers the controller watches: in `namespace`, or in every namespace.
+fn workers(client: &Client, namespace: Option<&str>) -> Api<EcsSelfTerminatingWorker> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One list of the watched workers: what readiness waits for (the CRD is installed, RBAC
+/// allows the watch, the API server answers), on the leader and on a standby alike.
+pub async fn list_once(client: &Client, namespace: Option<&str>) -> Result<(), kube::Error> {
+    workers(client, namespace)
+        .list(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<EcsSelfTerminatingWorker> = match &ctx.config.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let api = workers(&ctx.client, ctx.config.namespace.as_deref());
     let mut wc = watcher::Config::default().any_semantic();
     if let Some(selector) = &ctx.config.label_selector {
         wc = wc.labels(selector);
     }
-    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+    if let Err(e) = list_once(&ctx.client, ctx.config.namespace.as_deref()).await {
         tracing::error!(error = %e, "cannot list EcsSelfTerminatingWorkers: is the CRD installed (crds/) and RBAC granted (deploy/)?");
     }
     let metrics = ctx.metrics.clone();

@@ -146,6 +146,13 @@ async fn the_namespaced_install_provisions_its_namespace_and_is_refused_another(
         matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403),
         "{refused:?}"
     );
+    // Readiness waits for the same list: ready for the watched namespace, not for another.
+    controller::list_once(&operator_client, Some(&watched.name)).await?;
+    assert!(
+        controller::list_once(&operator_client, Some(&other.name))
+            .await
+            .is_err()
+    );
 
     let moto = Moto::start().await?;
     let metrics = Arc::new(Metrics::default());
