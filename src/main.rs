@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Runs queue-driven batch workers on AWS ECS-on-EC2 that cost nothing while there is no work.
 #[derive(Parser)]
@@ -187,20 +188,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         ready: ready.clone(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let shutdown = CancellationToken::new();
     let server = tokio::spawn(http::serve(
         args.metrics_addr,
         health,
-        stopped(stop_rx.clone()),
+        shutdown.clone().cancelled_owned(),
     ));
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
     // Ready once the watched workers can be listed; until then the error says why.
     {
         let (client, namespace, ready) = (client.clone(), args.namespace.clone(), ready.clone());
@@ -218,16 +219,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .or(args.namespace.clone())
             .unwrap_or_else(|| "default".into());
-        controller::leader::run_as_leader(
-            client,
-            &lease_ns,
-            &identity,
-            ctx,
-            stopped(stop_rx.clone()),
-        )
-        .await?;
+        controller::leader::run_as_leader(client, &lease_ns, &identity, ctx, shutdown).await?;
     } else {
-        controller::run(ctx, stopped(stop_rx.clone())).await;
+        controller::run(ctx, shutdown).await;
     }
     server.abort();
     Ok(())

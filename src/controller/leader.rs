@@ -6,6 +6,7 @@ use super::Context;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Name of the Lease.
 pub const LEASE_NAME: &str = "ecs-worker-operator-leader";
@@ -20,7 +21,7 @@ pub async fn run_as_leader(
     namespace: &str,
     identity: &str,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
         .with_namespace(namespace)
@@ -31,7 +32,6 @@ pub async fn run_as_leader(
         .build()
         .await?;
     let (mut leading, task) = manager.watch().await;
-    tokio::pin!(shutdown);
     tracing::info!(
         identity,
         namespace,
@@ -44,7 +44,7 @@ pub async fn run_as_leader(
         }
         tokio::select! {
             changed = leading.changed() => changed?,
-            _ = &mut shutdown => {
+            _ = shutdown.cancelled() => {
                 drop(leading);
                 let _ = task.await;
                 return Ok(());
@@ -52,15 +52,14 @@ pub async fn run_as_leader(
         }
     }
     tracing::info!(identity, "leading: reconciling");
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(super::run(ctx, async move {
-        let _ = lost_rx.await;
-    }));
+    // The controller stops on shutdown or when the Lease is lost.
+    let stop = shutdown.child_token();
+    let controller = tokio::spawn(super::run(ctx, stop.clone()));
     let lost = tokio::select! {
         _ = async { while leading.changed().await.is_ok() { if !*leading.borrow() { return; } } } => true,
-        _ = &mut shutdown => false,
+        _ = shutdown.cancelled() => false,
     };
-    let _ = lost_tx.send(());
+    stop.cancel();
     let _ = controller.await;
     drop(leading);
     // Dropping the channel ends the manager's task; release so a standby takes over at once.

@@ -24,6 +24,7 @@ use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Field manager of every status write (server-side apply).
 pub const MANAGER: &str = "ecs-worker-operator";
@@ -232,11 +233,8 @@ pub async fn list_once(client: &Client, namespace: Option<&str>) -> Result<(), k
         .map(|_| ())
 }
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api = workers(&ctx.client, ctx.config.namespace.as_deref());
     let mut wc = watcher::Config::default().any_semantic();
     if let Some(selector) = &ctx.config.label_selector {
@@ -249,7 +247,7 @@ pub async fn run(
     metrics.set_leader(true);
     Controller::new(api, wc)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use testbed::{Moto, TestNamespace};
+use tokio_util::sync::CancellationToken;
 
 pub struct Harness {
     pub ns: String,
@@ -26,7 +27,7 @@ pub struct Harness {
     pub sdk: aws_config::SdkConfig,
     pub metrics: Arc<Metrics>,
     pub api: Api<EcsSelfTerminatingWorker>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<CancellationToken>,
     controller: Option<tokio::task::JoinHandle<()>>,
     /// The test fails at its end if any request (operator, worker or the test's own) broke a
     /// rule AWS enforces (moto checks every request against AWS's models and documented
@@ -105,17 +106,15 @@ impl Harness {
             self.metrics.clone(),
             config,
         ));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        self.stop = Some(tx);
-        self.controller = Some(tokio::spawn(controller::run(ctx, async move {
-            let _ = rx.await;
-        })));
+        let stop = CancellationToken::new();
+        self.stop = Some(stop.clone());
+        self.controller = Some(tokio::spawn(controller::run(ctx, stop)));
     }
 
     /// Stops the controller and waits for it (a crash as far as AWS and status are concerned).
     pub async fn stop_controller(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        if let Some(stop) = self.stop.take() {
+            stop.cancel();
         }
         if let Some(h) = self.controller.take() {
             h.abort();
@@ -267,8 +266,8 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        if let Some(stop) = self.stop.take() {
+            stop.cancel();
         }
         if let Some(h) = self.controller.take() {
             h.abort();

@@ -32,7 +32,7 @@ const CONVERGED_WITHIN: Duration = Duration::from_secs(5);
 /// The in-process controller, sending its AWS calls to `endpoint` as the operator's principal
 /// (IAM is enforced: its only policy is the operator policy); stopped on drop.
 struct Operator {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio_util::sync::CancellationToken>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -60,12 +60,10 @@ impl Operator {
             h.metrics.clone(),
             config,
         ));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(ctx, async move {
-            let _ = rx.await;
-        }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(controller::run(ctx, stop.clone()));
         Operator {
-            stop: Some(tx),
+            stop: Some(stop),
             task,
         }
     }
@@ -73,8 +71,8 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        if let Some(stop) = self.stop.take() {
+            stop.cancel();
         }
         self.task.abort();
     }

@@ -348,13 +348,12 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
         metrics,
         config,
     ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = tokio_util::sync::CancellationToken::new();
     let leader_client = operator_client.clone();
+    let leader_stop = stop.clone();
     let operator = tokio::spawn(async move {
-        controller::leader::run_as_leader(leader_client, NAMESPACE, identity, ctx, async move {
-            let _ = stopped.await;
-        })
-        .await
+        controller::leader::run_as_leader(leader_client, NAMESPACE, identity, ctx, leader_stop)
+            .await
     });
 
     let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -581,7 +580,7 @@ async fn deploy_applies_and_its_service_account_provisions_a_worker_and_nothing_
     );
 
     // Stopping the leader releases the Lease (patch) for a standby.
-    let _ = stop.send(());
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), operator).await???;
     let holder = leases
         .get(LEASE)

@@ -165,10 +165,8 @@ async fn the_namespaced_install_provisions_its_namespace_and_is_refused_another(
         ..Config::default()
     };
     let ctx = Arc::new(Context::new(operator_client, factory, metrics, config));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(controller::run(ctx, async move {
-        let _ = stopped.await;
-    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let operator = tokio::spawn(controller::run(ctx, stop.clone()));
 
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -231,7 +229,7 @@ async fn the_namespaced_install_provisions_its_namespace_and_is_refused_another(
         "no queue for the watched namespace: {names:?}"
     );
 
-    let _ = stop.send(());
+    stop.cancel();
     let _ = operator.await;
     Ok(())
 }

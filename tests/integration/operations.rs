@@ -38,7 +38,8 @@ fn replica(h: &Harness, identity: &str) -> Replica {
     ));
     let (client, ns, identity) = (h.client.clone(), h.ns.clone(), identity.to_string());
     let task = tokio::spawn(async move {
-        leader::run_as_leader(client, &ns, &identity, ctx, std::future::pending()).await
+        let never = tokio_util::sync::CancellationToken::new();
+        leader::run_as_leader(client, &ns, &identity, ctx, never).await
     });
     Replica { metrics, task }
 }
