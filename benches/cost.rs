@@ -44,6 +44,7 @@ mod traces;
 mod worker;
 
 use anyhow::{Context, Result, bail, ensure};
+use ecs_worker_contract::{env, termination};
 use ecs_worker_operator::api::CapacityType;
 use ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec;
 use ecs_worker_operator::plan::desired::{Names, TaskInputs, task_definition};
@@ -276,16 +277,16 @@ fn behaviour_of(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Behaviour> {
             .with_context(|| format!("the task definition does not set {name}"))
     };
     ensure!(
-        var("WORKER_CONCURRENCY")? == "1",
+        var(env::CONCURRENCY)? == "1",
         "the worker model runs one handler at a time"
     );
-    let termination = match var("WORKER_TERMINATION")? {
-        "instance" => Termination::OwnInstance,
-        "group" => Termination::GroupToZero,
+    let termination = match var(env::TERMINATION)? {
+        termination::INSTANCE => Termination::OwnInstance,
+        termination::GROUP => Termination::GroupToZero,
         other => bail!("the model has no capacity step for WORKER_TERMINATION={other}"),
     };
     // The tail is read from the definition as from a RunTask override.
-    let tail = ["WORKER_EMPTY_RECEIVES", "WORKER_WAIT_SECONDS"]
+    let tail = [env::EMPTY_RECEIVES, env::WAIT_SECONDS]
         .into_iter()
         .map(|name| Ok((name.to_string(), var(name)?.to_string())))
         .collect::<Result<Vec<_>>>()?;

@@ -13,6 +13,7 @@
 use crate::model::Queue;
 use crate::traces::Message;
 use anyhow::{Result, bail, ensure};
+use ecs_worker_contract::env;
 
 /// What the worker does to its capacity when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +54,8 @@ impl Behaviour {
         let mut b = self;
         for (name, value) in environment {
             match name.as_str() {
-                "WORKER_EMPTY_RECEIVES" => b.empty_receives = value.parse()?,
-                "WORKER_WAIT_SECONDS" => b.wait = value.parse()?,
+                env::EMPTY_RECEIVES => b.empty_receives = value.parse()?,
+                env::WAIT_SECONDS => b.wait = value.parse()?,
                 other => bail!("the worker model does not read {other}"),
             }
         }

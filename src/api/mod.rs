@@ -773,39 +773,9 @@ impl Default for WorkerSettings {
     }
 }
 
-/// How the worker hands messages to the handler (`WORKER_HANDLER_MODE`). `command` (default):
-/// `handler` runs once per message, body on stdin, exit status 0 = done. `http`: each message
-/// is POSTed to a long-lived HTTP server in the container at `handlerUrl`, with the Elastic
-/// Beanstalk worker daemon's headers (X-Aws-Sqsd-Msgid, X-Aws-Sqsd-Receive-Count,
-/// X-Aws-Sqsd-Attr-*, ...); a 2xx answer = done. The worker first waits until the server
-/// answers its readiness probe, and starts and supervises `handler` as that server when it is
-/// set. `stdio`: `handler` is started once; one JSON line per message goes to its stdin and one
-/// JSON answer line comes back on its stdout. The long-lived modes load a model or open a pool
-/// once instead of once per message.
-#[derive(
-    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum HandlerMode {
-    /// The handler command runs once per message.
-    #[default]
-    Command,
-    /// Each message is POSTed to a long-lived HTTP server.
-    Http,
-    /// The handler command runs once; JSON lines on its stdin and stdout.
-    Stdio,
-}
-
-impl HandlerMode {
-    /// The value of `WORKER_HANDLER_MODE`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerMode::Command => "command",
-            HandlerMode::Http => "http",
-            HandlerMode::Stdio => "stdio",
-        }
-    }
-}
+/// How the worker hands messages to the handler (`WORKER_HANDLER_MODE`); shared with the
+/// worker.
+pub use ecs_worker_contract::HandlerMode;
 
 /// How a finished worker removes its capacity.
 #[derive(

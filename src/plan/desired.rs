@@ -6,6 +6,7 @@
 use crate::api::{AmiFamily, CapacityType, EcsSelfTerminatingWorkerSpec, TerminationMode};
 use crate::plan::cycle::Tail;
 use base64::Engine as _;
+use ecs_worker_contract::{env, termination};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -479,13 +480,10 @@ pub struct TaskInputs<'a> {
 pub fn tail_environment(tail: Tail) -> [(String, String); 2] {
     [
         (
-            "WORKER_EMPTY_RECEIVES".to_string(),
+            env::EMPTY_RECEIVES.to_string(),
             tail.empty_receives.to_string(),
         ),
-        (
-            "WORKER_WAIT_SECONDS".to_string(),
-            tail.wait_seconds.to_string(),
-        ),
+        (env::WAIT_SECONDS.to_string(), tail.wait_seconds.to_string()),
     ]
 }
 
@@ -497,47 +495,44 @@ pub fn task_definition(
 ) -> TaskDefinitionSpec {
     let w = &spec.worker;
     let termination = match w.termination {
-        TerminationMode::Instance => "instance",
-        TerminationMode::Group => "group",
-        TerminationMode::None => "none",
+        TerminationMode::Instance => termination::INSTANCE,
+        TerminationMode::Group => termination::GROUP,
+        TerminationMode::None => termination::NONE,
     };
     let [empty_receives, wait_seconds] = tail_environment(Tail::configured(spec));
     let mut environment = vec![
         ("AWS_REGION".to_string(), spec.region.clone()),
         ("AWS_DEFAULT_REGION".to_string(), spec.region.clone()),
-        ("WORKER_QUEUE_URL".to_string(), inputs.queue_url.to_string()),
-        ("WORKER_CLUSTER".to_string(), inputs.names.cluster.clone()),
+        (env::QUEUE_URL.to_string(), inputs.queue_url.to_string()),
+        (env::CLUSTER.to_string(), inputs.names.cluster.clone()),
         (
-            "WORKER_AUTOSCALING_GROUP".to_string(),
+            env::AUTOSCALING_GROUP.to_string(),
             inputs.names.auto_scaling_group.clone(),
         ),
-        ("WORKER_CONCURRENCY".to_string(), w.concurrency.to_string()),
+        (env::CONCURRENCY.to_string(), w.concurrency.to_string()),
         // No WORKER_PREFETCH: the worker's default (`auto`) holds ahead only what its handlers
         // start within a second at their measured pace, full receives of 10 for quick
         // messages and none ahead for long ones (worker/README.md, "Prefetch"); a worker image
         // older than that setting keeps running with this task definition.
         empty_receives,
         wait_seconds,
-        ("WORKER_TERMINATION".to_string(), termination.to_string()),
+        (env::TERMINATION.to_string(), termination.to_string()),
     ];
     if let Some(handler) = &w.handler {
-        environment.push(("WORKER_HANDLER".to_string(), handler.clone()));
+        environment.push((env::HANDLER.to_string(), handler.clone()));
     }
     // Only what the spec sets: an unchanged spec keeps its task definition.
     if let Some(mode) = w.handler_mode {
-        environment.push(("WORKER_HANDLER_MODE".to_string(), mode.as_str().to_string()));
+        environment.push((env::HANDLER_MODE.to_string(), mode.as_str().to_string()));
     }
     if let Some(url) = &w.handler_url {
-        environment.push(("WORKER_HANDLER_URL".to_string(), url.clone()));
+        environment.push((env::HANDLER_URL.to_string(), url.clone()));
     }
     if let Some(path) = &w.handler_ready_path {
-        environment.push(("WORKER_HANDLER_READY_PATH".to_string(), path.clone()));
+        environment.push((env::HANDLER_READY_PATH.to_string(), path.clone()));
     }
     if let Some(seconds) = w.handler_ready_timeout_seconds {
-        environment.push((
-            "WORKER_HANDLER_READY_TIMEOUT_SECONDS".to_string(),
-            seconds.to_string(),
-        ));
+        environment.push((env::HANDLER_READY_TIMEOUT.to_string(), seconds.to_string()));
     }
     environment.extend(spec.env.iter().map(|e| (e.name.clone(), e.value.clone())));
     TaskDefinitionSpec {
@@ -649,7 +644,7 @@ pub fn execution_policy(spec: &EcsSelfTerminatingWorkerSpec) -> Option<String> {
 
 /// Tag the worker puts on its own task with its outcome before it removes its capacity, so a
 /// drain that succeeded is known even when the instance goes before the agent reports.
-pub const OUTCOME_TAG: &str = "ecsworker.dev/outcome";
+pub use ecs_worker_contract::OUTCOME_TAG;
 
 /// Where the task role's statements point.
 pub struct TaskPolicyInputs<'a> {

@@ -1,59 +1,15 @@
-//! The worker's configuration: the environment contract the operator's task definition fills in,
-//! its defaults, and validation. Every variable name the worker reads lives here as a constant;
-//! `worker/README.md` documents the same table for people writing task definitions by hand.
+//! The worker's configuration: the environment the operator's task definition fills in, its
+//! defaults, and validation. The variable names and the handler modes are the contract shared
+//! with the operator (`worker/contract`, re-exported here); `worker/README.md` documents the same
+//! table for people writing task definitions by hand.
 //!
 //! Parsing is pure ([`Config::from_lookup`]) so it is unit-tested without touching the process
 //! environment.
 
 use std::time::Duration;
 
-/// URL of the SQS queue to drain. Required.
-pub const QUEUE_URL: &str = "WORKER_QUEUE_URL";
-/// ECS cluster the task runs in; used to find the container instance when the task metadata
-/// does not name the cluster.
-pub const CLUSTER: &str = "WORKER_CLUSTER";
-/// Auto Scaling group that owns the worker's capacity.
-pub const AUTOSCALING_GROUP: &str = "WORKER_AUTOSCALING_GROUP";
-/// Handler command line, run with `/bin/sh -c`.
-pub const HANDLER: &str = "WORKER_HANDLER";
-/// How the worker talks to the handler: `command` (a process per message, the default), `http`
-/// (POST each message to a long-lived server) or `stdio` (JSON lines with a long-lived process).
-pub const HANDLER_MODE: &str = "WORKER_HANDLER_MODE";
-/// `http` mode: where each message is POSTed.
-pub const HANDLER_URL: &str = "WORKER_HANDLER_URL";
-/// `http` mode: path answered with a 2xx once the handler is ready; unset = any HTTP answer at
-/// [`HANDLER_URL`] counts.
-pub const HANDLER_READY_PATH: &str = "WORKER_HANDLER_READY_PATH";
-/// `http` mode: how long the handler may take to become ready, seconds.
-pub const HANDLER_READY_TIMEOUT: &str = "WORKER_HANDLER_READY_TIMEOUT_SECONDS";
-/// Log format: `text` (default) or `json` (one JSON object per line).
-pub const LOG_FORMAT: &str = "WORKER_LOG_FORMAT";
-/// Handlers running in parallel.
-pub const CONCURRENCY: &str = "WORKER_CONCURRENCY";
-/// Messages the worker may hold beyond the running handlers: `auto` (the default; see
-/// [`Prefetch::Auto`]) or a fixed number.
-pub const PREFETCH: &str = "WORKER_PREFETCH";
-/// Consecutive empty long polls, with the queue showing nothing visible, in flight or delayed,
-/// before the worker decides the queue is drained.
-pub const EMPTY_RECEIVES: &str = "WORKER_EMPTY_RECEIVES";
-/// Long-poll wait of each receive, seconds (1–20).
-pub const WAIT_SECONDS: &str = "WORKER_WAIT_SECONDS";
-/// Visibility timeout the worker holds on each message it has, seconds; renewed every third.
-pub const VISIBILITY_TIMEOUT: &str = "WORKER_VISIBILITY_TIMEOUT";
-/// Longest a handler may run on one message, seconds; 0 = no limit.
-pub const HANDLER_TIMEOUT: &str = "WORKER_HANDLER_TIMEOUT";
-/// First retry delay after a failure, seconds; doubled per receive.
-pub const RETRY_BACKOFF: &str = "WORKER_RETRY_BACKOFF";
-/// Upper bound of the retry delay, seconds.
-pub const RETRY_BACKOFF_MAX: &str = "WORKER_RETRY_BACKOFF_MAX";
-/// Time running handlers get to finish after SIGTERM, seconds.
-pub const SHUTDOWN_GRACE: &str = "WORKER_SHUTDOWN_GRACE";
-/// What the worker does to its capacity once the queue is drained: `instance`, `group`, `none`.
-pub const TERMINATION: &str = "WORKER_TERMINATION";
-/// EC2 instance id to terminate, overriding discovery.
-pub const INSTANCE_ID: &str = "WORKER_INSTANCE_ID";
-/// Set by the ECS agent in every container: base URL of the task metadata endpoint v4.
-pub const ECS_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
+pub use ecs_worker_contract::HandlerMode;
+pub use ecs_worker_contract::env::*;
 
 /// How long `auto` prefetch lets a held message wait for a handler at most, by the handler
 /// durations measured so far (see [`Prefetch::Auto`]).
@@ -139,42 +95,6 @@ impl std::str::FromStr for TerminationMode {
 pub const DEFAULT_HANDLER_URL: &str = "http://127.0.0.1:8080/";
 /// Default of [`HANDLER_READY_TIMEOUT`], seconds: room for a large model to load.
 pub const DEFAULT_HANDLER_READY_TIMEOUT_SECONDS: u64 = 300;
-
-/// How the worker hands messages to the handler ([`HANDLER_MODE`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HandlerMode {
-    /// `WORKER_HANDLER` run once per message (body on stdin, exit status decides).
-    #[default]
-    Command,
-    /// Each message POSTed to a long-lived HTTP server at [`HANDLER_URL`] (2xx = done).
-    Http,
-    /// `WORKER_HANDLER` started once; one JSON line per message on its stdin, one back on stdout.
-    Stdio,
-}
-
-impl HandlerMode {
-    /// The value as written in [`HANDLER_MODE`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerMode::Command => "command",
-            HandlerMode::Http => "http",
-            HandlerMode::Stdio => "stdio",
-        }
-    }
-}
-
-impl std::str::FromStr for HandlerMode {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "command" => Ok(HandlerMode::Command),
-            "http" => Ok(HandlerMode::Http),
-            "stdio" => Ok(HandlerMode::Stdio),
-            _ => Err(()),
-        }
-    }
-}
 
 /// Log line format ([`LOG_FORMAT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -64,7 +64,7 @@ pub enum Exit {
     MessagesFailed = 3,
     /// Stopped by SIGTERM/SIGINT before the queue was drained; unfinished messages were made
     /// visible again. No message failed.
-    Interrupted = 4,
+    Interrupted = ecs_worker_contract::exit::INTERRUPTED as u8,
     /// Queue drained, but removing the capacity failed (it may still be running).
     TerminationFailed = 5,
 }

@@ -32,7 +32,7 @@ use crate::config::{Config, ECS_METADATA_URI_V4, INSTANCE_ID, TerminationMode};
 /// Tag the worker puts on its own ECS task before it removes its capacity: the exit code it is
 /// about to exit with (`0`, or `3` when a message failed). The operator reads it for a task that
 /// stopped without an exit code. The task role may write this tag key only.
-pub const OUTCOME_TAG: &str = "ecsworker.dev/outcome";
+pub use ecs_worker_contract::OUTCOME_TAG;
 
 /// What the termination step did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -37,8 +37,8 @@ pub const MAX_REQUEUE: Duration = Duration::from_secs(300);
 /// stay without a task once a run's tasks started.
 pub const RUN_TASK_GRACE: SignedDuration = SignedDuration::from_secs(15);
 /// The worker's exit code when it was stopped (SIGTERM) before the queue was drained, after
-/// returning its unfinished messages to the queue (`ecs_worker::Exit::Interrupted`).
-pub const INTERRUPTED_EXIT_CODE: i32 = 4;
+/// returning its unfinished messages to the queue.
+pub const INTERRUPTED_EXIT_CODE: i32 = ecs_worker_contract::exit::INTERRUPTED;
 /// Idle time before a run after which its workers get the [short tail](Tail::SHORT)
 /// (`worker.adaptiveTail`). Keeping an instance up for work that might come costs its length;
 /// a start costs about 70 s (boot and task start). With the previous message this long ago, the
