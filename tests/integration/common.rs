@@ -323,45 +323,24 @@ pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
     s
 }
 
-/// The worker binary (`target/<profile>/ecs-worker`), brought up to date on first use. It is
-/// built the way `make build` builds the workspace, so no dependency is rebuilt with other
-/// features.
-pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
-    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+/// A binary of this workspace in `target/debug`, built by `cargo build --workspace
+/// --all-targets` (`make test` builds before it tests; a test never runs cargo itself).
+pub fn workspace_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let binary = target.join("debug").join("ecs-worker");
-    if !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args(["build", "-q", "--workspace", "--all-targets"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // Cargo hands the test its own package's variables; build scripts that read them
-        // (ring's does) would see a changed environment and rebuild the SDK's TLS stack.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_BIN_",
-                "CARGO_CRATE_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-            ]
-            .iter()
-            .any(|prefix| key.starts_with(prefix))
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
-        let status = build.status()?;
-        anyhow::ensure!(status.success(), "building the worker failed");
-        *built = true;
-    }
-    Ok(binary)
+    let path = target.join("debug").join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --all-targets` (or `make test`) first",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The worker binary (`target/debug/ecs-worker`).
+pub fn worker_binary() -> anyhow::Result<std::path::PathBuf> {
+    workspace_binary("ecs-worker")
 }
 
 /// Sets the run-now annotation.

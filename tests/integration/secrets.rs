@@ -8,7 +8,7 @@
 //! The worker also names an SSM SecureString parameter in `spec.secrets`: its ARN reaches the
 //! task definition, its value (in any of the same forms) reaches none of those places.
 
-use crate::common::{Harness, trigger, worker_yaml};
+use crate::common::{Harness, trigger, worker_yaml, workspace_binary};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use ecs_worker_operator::api::conditions::{self, reason};
@@ -178,20 +178,6 @@ fn secret(keys: &Keys) -> Secret {
         },
     }))
     .expect("a Secret")
-}
-
-/// A binary of this workspace, built by `cargo build --workspace --all-targets`.
-fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join("debug").join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --all-targets` first",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// The operator binary as a child process, logs in files.

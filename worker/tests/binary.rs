@@ -154,7 +154,7 @@ async fn sigterm_lets_the_running_handler_finish_and_exits_4() {
     let dir = TempDir::new("sigterm");
     let handler = format!(
         "touch '{0}/started'; sleep 2; echo \"$WORKER_MESSAGE_ID\" >> '{0}/done'",
-        dir.0.display()
+        dir.root().display()
     );
     let mut vars = base_vars(&q.url, handler);
     vars.push(("WORKER_TERMINATION", "none".into()));

@@ -91,7 +91,7 @@ async fn a_handler_killed_mid_message_gets_the_message_again() {
     let command = format!(
         "if [ -e '{dir}/'\"$WORKER_MESSAGE_ID\" ]; then echo \"$WORKER_MESSAGE_ID $WORKER_RECEIVE_COUNT\" >> '{dir}/done'; \
          else touch '{dir}/'\"$WORKER_MESSAGE_ID\"; kill -9 $$; fi",
-        dir = dir.0.display()
+        dir = dir.root().display()
     );
     let report = Worker::new(
         env.config(&q.url),
@@ -282,7 +282,7 @@ async fn shutdown_grace_over_stops_the_handler_and_releases_its_message() {
     let dir = TempDir::new("grace");
     let command = format!(
         "touch '{0}/started'; sleep 30; touch '{0}/finished'",
-        dir.0.display()
+        dir.root().display()
     );
     let mut config = env.config(&q.url);
     config.shutdown_grace = Duration::from_secs(1);

@@ -156,7 +156,7 @@ async fn kill_9_until_drained_deletes_only_messages_whose_handler_completed() {
     let completed = dir.path("completed");
     let vars = [
         ("WORKER_QUEUE_URL", q.url.clone()),
-        ("WORKER_HANDLER", handler(&dir.0)),
+        ("WORKER_HANDLER", handler(dir.root())),
         ("WORKER_WAIT_SECONDS", "1".to_owned()),
         ("WORKER_RETRY_BACKOFF", "0".to_owned()),
         ("WORKER_TERMINATION", "none".to_owned()),
@@ -204,7 +204,7 @@ async fn kill_9_until_drained_deletes_only_messages_whose_handler_completed() {
                     check.violations.is_empty(),
                     "after kill {kills}: messages deleted without a completed handler run: {:?}\n{}",
                     check.violations,
-                    check.violations.iter().skip(1).take(3).map(|id| history(&dir.0, id)).collect::<Vec<_>>().join("\n")
+                    check.violations.iter().skip(1).take(3).map(|id| history(dir.root(), id)).collect::<Vec<_>>().join("\n")
                 );
                 checks_by_id += usize::from(check.by_id);
                 left_after_kill.push(check.left);

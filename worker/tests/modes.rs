@@ -175,7 +175,7 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#,
-            dir = dir.0.display().to_string()
+            dir = dir.root().display().to_string()
         ),
     );
     let port = free_port();
@@ -245,7 +245,7 @@ while True:
         f.write(m["id"] + "\n")
     print(json.dumps({{"id": m["id"], "ok": True}}), flush=True)
 "#,
-            dir = dir.0.display().to_string()
+            dir = dir.root().display().to_string()
         ),
     );
     let mut vars = base_vars(&q.url);

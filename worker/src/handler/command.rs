@@ -173,17 +173,17 @@ mod tests {
         }
     }
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ecs-worker-command-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ecs-worker-command-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn body_and_environment_reach_the_command() {
         let dir = temp_dir("env");
-        let out = dir.join("out");
+        let out = dir.path().join("out");
         let h = CommandHandler::new(format!(
             "cat > '{0}.body'; echo \"$WORKER_MESSAGE_ID $WORKER_RECEIVE_COUNT $WORKER_MESSAGE_ATTRIBUTES\" > '{0}'",
             out.display()
@@ -197,7 +197,6 @@ mod tests {
             std::fs::read_to_string(&out).unwrap(),
             "id-7 3 {\"kind\":\"test\"}\n"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
@@ -221,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_run_kills_the_whole_process_group() {
         let dir = temp_dir("group");
-        let marker = dir.join("survived");
+        let marker = dir.path().join("survived");
         // The shell starts a grandchild that would write the marker after a second.
         let h = CommandHandler::new(format!("(sleep 1; touch '{}') & wait", marker.display()));
         let run = h.handle(message("x"));
@@ -235,6 +234,5 @@ mod tests {
             !marker.exists(),
             "a process of the abandoned run kept going"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

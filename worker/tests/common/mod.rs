@@ -346,27 +346,26 @@ pub fn binary_command(env: &Env, vars: &[(&str, String)]) -> tokio::process::Com
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "ecs-worker-test-{}-{name}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        TempDir(
+            tempfile::Builder::new()
+                .prefix(&format!("ecs-worker-test-{name}-"))
+                .tempdir()
+                .expect("create temp dir"),
+        )
     }
 
+    /// The directory itself.
+    pub fn root(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// A file in it.
     pub fn path(&self, file: &str) -> std::path::PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(file)
     }
 }
 
