@@ -14,6 +14,7 @@ use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
 use crate::aws::{AwsClients, AwsError, ErrorKind};
 use crate::plan::cycle;
 use crate::plan::desired::Names;
+use crate::schedule::Schedule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -21,6 +22,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -265,170 +267,217 @@ fn aws_message(e: &AwsError) -> String {
     }
 }
 
-/// Makes AWS match the spec and advances the run cycle.
+/// Makes AWS match the spec and advances the run cycle: a pipeline of steps, each of which
+/// either hands the next one what it needs or ends the pass with the requeue it asks for.
 async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = worker.namespace().ok_or(Error::NoNamespace)?;
-    let name = worker.name_any();
-    let oref = ObjectRef::from(worker.as_ref());
-    // 0. The echo of this controller's own status write: nothing is new before the requeue
-    // the last pass asked for.
+    /// The value of a step, or the end of the pass.
+    macro_rules! step {
+        ($flow:expr) => {
+            match $flow {
+                ControlFlow::Continue(value) => value,
+                ControlFlow::Break(action) => return Ok(action),
+            }
+        };
+    }
     let began = std::time::Instant::now();
+    let ns = worker.namespace().ok_or(Error::NoNamespace)?;
+    let oref = ObjectRef::from(worker.as_ref());
+    // Step 0: the echo of this controller's own status write: nothing is new before the
+    // requeue the last pass asked for.
     let wake = ctx.wake(&oref, worker.resource_version().as_deref());
     if let Wake::Early(wait) = wake {
         return Ok(Action::requeue(wait));
     }
     let mut pass = Pass::new(&ctx, &worker, &ns);
-    let spec = &worker.spec;
+    let schedule = step!(check_spec(&mut pass).await?);
+    let aws = step!(connect(&mut pass).await?);
+    step!(provision(&mut pass, &aws).await?);
+    let decision = step!(advance_cycle(&mut pass, &aws, &schedule, wake).await?);
+    // Step 5: Ready, the status written, the next pass when the decision asks for it.
+    pass.condition(
+        conditions::READY,
+        true,
+        reason::PROVISIONED,
+        "provisioned; the run cycle follows the schedule",
+    );
+    let written = pass.save().await?;
+    // The decision's delay counts from the start of the pass; the requeue's from its end.
+    let requeue = decision.requeue_after.saturating_sub(began.elapsed());
+    ctx.settled(&oref, written, requeue);
+    Ok(Action::requeue(requeue))
+}
 
-    // 1. What only the controller can check. Invalid: terminal, zero AWS calls.
-    let schedule = match crate::api::validate::validate(spec) {
-        Ok(s) => s,
+/// Step 1 of [`apply`]: what only the controller can check. Invalid: terminal, zero AWS calls.
+async fn check_spec(pass: &mut Pass<'_>) -> Result<ControlFlow<Action, Schedule>> {
+    match crate::api::validate::validate(&pass.worker.spec) {
+        Ok(schedule) => {
+            pass.status.schedule = Some(schedule.to_string());
+            Ok(ControlFlow::Continue(schedule))
+        }
         Err(e) => {
             pass.problem(reason::INVALID_SPEC, e.to_string(), Phase::Failed)
                 .await;
             pass.save().await?;
-            return Ok(Action::await_change());
+            Ok(ControlFlow::Break(Action::await_change()))
         }
-    };
-    pass.status.schedule = Some(schedule.to_string());
+    }
+}
 
-    // 2. Credentials.
-    let identity = match credentials::load(&ctx.client, &ns, &name, spec.credentials.as_ref()).await
+/// Step 2: the AWS clients of the worker's identity (its Secret's keys, its role, or the
+/// operator's own).
+async fn connect(pass: &mut Pass<'_>) -> Result<ControlFlow<Action, AwsClients>> {
+    let (ctx, worker) = (pass.ctx, pass.worker);
+    let ns = worker.namespace().unwrap_or_default();
+    let spec = &worker.spec;
+    let identity = match credentials::load(
+        &ctx.client,
+        &ns,
+        &worker.name_any(),
+        spec.credentials.as_ref(),
+    )
+    .await
     {
-        Ok(k) => k,
+        Ok(identity) => identity,
         Err(e) => {
-            let r = e.reason();
-            pass.problem(r, e.to_string(), Phase::Failed).await;
+            pass.problem(e.reason(), e.to_string(), Phase::Failed).await;
             pass.save().await?;
             // Secrets are not watched: look again soon.
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            return Ok(ControlFlow::Break(Action::requeue(Duration::from_secs(30))));
         }
     };
-    let aws = match identity.clients(&ctx.aws, &spec.region).await {
-        Ok(aws) => aws,
+    match identity.clients(&ctx.aws, &spec.region).await {
+        Ok(aws) => Ok(ControlFlow::Continue(aws)),
         // A role the operator cannot assume: AccessDenied naming the role, no call made.
         Err(e) => {
             pass.status.phase = Some(Phase::Failed);
-            return fail(pass, e).await;
-        }
-    };
-    let names = Names::new(&ns, &name);
-
-    // 3. Provisioning, when the spec changed or the drift check is due.
-    let generation = worker.metadata.generation.unwrap_or(0);
-    let provisioned = conditions::is_true(&pass.status.conditions, conditions::PROVISIONED);
-    if !provisioned || ctx.ensure_due(&oref, generation) {
-        if !provisioned {
-            pass.status.phase = Some(Phase::Provisioning);
-        }
-        let owner = ctx.owner(&ns, &name);
-        let provisioner = Provisioner::new(&aws, &names, spec, &owner);
-        ctx.provisioning(&oref);
-        match provisioner.ensure_all(&mut pass.status.resources).await {
-            Ok(report) => {
-                ctx.ensured(&oref, generation);
-                if !provisioned {
-                    pass.event(
-                        false,
-                        event::PROVISIONED,
-                        "every AWS resource exists and is tagged".into(),
-                    )
-                    .await;
-                } else if !report.created.is_empty() {
-                    pass.event(
-                        true,
-                        event::REPAIRED,
-                        format!(
-                            "re-created resources deleted outside the operator: {}",
-                            report.created.join(", ")
-                        ),
-                    )
-                    .await;
-                } else if !report.updated.is_empty() {
-                    pass.event(
-                        false,
-                        event::PROVISIONED,
-                        format!("updated to match the spec: {}", report.updated.join(", ")),
-                    )
-                    .await;
-                }
-                pass.condition(
-                    conditions::PROVISIONED,
-                    true,
-                    reason::PROVISIONED,
-                    "every AWS resource exists and matches the spec",
-                );
-                // spec.queue.export: the queue's address in a ConfigMap for producers.
-                match super::export::sync(&ctx.client, &worker, &ns, &pass.status.resources).await?
-                {
-                    super::export::Outcome::Conflict(msg) => {
-                        pass.event(true, super::export::EXPORT_CONFLICT, msg).await;
-                    }
-                    outcome => tracing::debug!(?outcome, "queue ConfigMap"),
-                }
-            }
-            Err(ProvisionError::NoNetwork(region)) => {
-                let msg = ProvisionError::NoNetwork(region).to_string();
-                pass.condition(
-                    conditions::PROVISIONED,
-                    false,
-                    reason::NO_NETWORK,
-                    msg.clone(),
-                );
-                pass.problem(reason::NO_NETWORK, msg, Phase::Failed).await;
-                pass.save().await?;
-                return Ok(Action::await_change());
-            }
-            Err(e @ ProvisionError::NameConflict { .. }) => {
-                let msg = e.to_string();
-                pass.condition(
-                    conditions::PROVISIONED,
-                    false,
-                    reason::NAME_CONFLICT,
-                    msg.clone(),
-                );
-                pass.problem(reason::NAME_CONFLICT, msg, Phase::Failed)
-                    .await;
-                pass.save().await?;
-                // Someone may remove or retag the resource: look again now and then.
-                return Ok(Action::requeue(Duration::from_secs(300)));
-            }
-            Err(e @ ProvisionError::QueueNotFound { .. }) => {
-                let msg = e.to_string();
-                pass.condition(
-                    conditions::PROVISIONED,
-                    false,
-                    reason::QUEUE_NOT_FOUND,
-                    msg.clone(),
-                );
-                pass.problem(reason::QUEUE_NOT_FOUND, msg, Phase::Failed)
-                    .await;
-                pass.save().await?;
-                // The queue may be created later: look again now and then.
-                return Ok(Action::requeue(Duration::from_secs(300)));
-            }
-            Err(ProvisionError::Aws(e)) => return fail(pass, e).await,
+            fail(pass, e).await.map(ControlFlow::Break)
         }
     }
+}
 
-    // 4. The run cycle.
+/// Step 3: provisioning, when the spec changed or the drift check is due; then the queue's
+/// address for producers (`spec.queue.export`).
+async fn provision(pass: &mut Pass<'_>, aws: &AwsClients) -> Result<ControlFlow<Action>> {
+    let (ctx, worker) = (pass.ctx, pass.worker);
+    let ns = worker.namespace().unwrap_or_default();
+    let name = worker.name_any();
+    let oref = ObjectRef::from(worker);
+    let generation = worker.metadata.generation.unwrap_or(0);
+    let provisioned = conditions::is_true(&pass.status.conditions, conditions::PROVISIONED);
+    if provisioned && !ctx.ensure_due(&oref, generation) {
+        return Ok(ControlFlow::Continue(()));
+    }
+    if !provisioned {
+        pass.status.phase = Some(Phase::Provisioning);
+    }
+    let names = Names::new(&ns, &name);
+    let owner = ctx.owner(&ns, &name);
+    let provisioner = Provisioner::new(aws, &names, &worker.spec, &owner);
+    ctx.provisioning(&oref);
+    let (stalled, reason, retry) = match provisioner.ensure_all(&mut pass.status.resources).await {
+        Ok(report) => {
+            provisioned_ok(pass, &oref, generation, provisioned, report).await?;
+            return Ok(ControlFlow::Continue(()));
+        }
+        Err(ProvisionError::Aws(e)) => return fail(pass, e).await.map(ControlFlow::Break),
+        Err(e @ ProvisionError::NoNetwork(_)) => (e, reason::NO_NETWORK, None),
+        // Someone may remove or retag the resource: look again now and then.
+        Err(e @ ProvisionError::NameConflict { .. }) => (e, reason::NAME_CONFLICT, Some(300)),
+        // The queue may be created later: look again now and then.
+        Err(e @ ProvisionError::QueueNotFound { .. }) => (e, reason::QUEUE_NOT_FOUND, Some(300)),
+    };
+    let msg = stalled.to_string();
+    pass.condition(conditions::PROVISIONED, false, reason, msg.clone());
+    pass.problem(reason, msg, Phase::Failed).await;
+    pass.save().await?;
+    Ok(ControlFlow::Break(match retry {
+        Some(seconds) => Action::requeue(Duration::from_secs(seconds)),
+        None => Action::await_change(),
+    }))
+}
+
+/// A provisioning pass that succeeded: its Event (provisioned, repaired or updated), the
+/// Provisioned condition, and the queue's address for producers (`spec.queue.export`).
+async fn provisioned_ok(
+    pass: &mut Pass<'_>,
+    oref: &ObjectRef<EcsSelfTerminatingWorker>,
+    generation: i64,
+    provisioned: bool,
+    report: crate::aws::provision::Report,
+) -> Result<()> {
+    let (ctx, worker) = (pass.ctx, pass.worker);
+    ctx.ensured(oref, generation);
+    if !provisioned {
+        pass.event(
+            false,
+            event::PROVISIONED,
+            "every AWS resource exists and is tagged".into(),
+        )
+        .await;
+    } else if !report.created.is_empty() {
+        pass.event(
+            true,
+            event::REPAIRED,
+            format!(
+                "re-created resources deleted outside the operator: {}",
+                report.created.join(", ")
+            ),
+        )
+        .await;
+    } else if !report.updated.is_empty() {
+        pass.event(
+            false,
+            event::PROVISIONED,
+            format!("updated to match the spec: {}", report.updated.join(", ")),
+        )
+        .await;
+    }
+    pass.condition(
+        conditions::PROVISIONED,
+        true,
+        reason::PROVISIONED,
+        "every AWS resource exists and matches the spec",
+    );
+    let ns = worker.namespace().unwrap_or_default();
+    match super::export::sync(&ctx.client, worker, &ns, &pass.status.resources).await? {
+        super::export::Outcome::Conflict(msg) => {
+            pass.event(true, super::export::EXPORT_CONFLICT, msg).await;
+        }
+        outcome => tracing::debug!(?outcome, "queue ConfigMap"),
+    }
+    Ok(())
+}
+
+/// Step 4: the run cycle. Observe, decide, execute; the decision's Events, metrics, status
+/// fields and Degraded condition recorded.
+async fn advance_cycle(
+    pass: &mut Pass<'_>,
+    aws: &AwsClients,
+    schedule: &Schedule,
+    wake: Wake,
+) -> Result<ControlFlow<Action, cycle::Decision>> {
+    let (ctx, worker) = (pass.ctx, pass.worker);
+    let ns = worker.namespace().unwrap_or_default();
+    let name = worker.name_any();
+    let oref = ObjectRef::from(worker);
+    let names = Names::new(&ns, &name);
+    let spec = &worker.spec;
+    let scheduled = wake == Wake::Scheduled;
     let observed =
-        match crate::aws::cycle::observe(&aws, &names, spec, &pass.status, wake == Wake::Scheduled)
-            .await
-        {
+        match crate::aws::cycle::observe(aws, &names, spec, &pass.status, scheduled).await {
             Ok(o) => o,
             Err(e) => {
                 // Something owned vanished mid-cycle: check everything on the next pass.
                 if e.is(ErrorKind::NotFound) {
                     ctx.forget_ensured(&oref);
                 }
-                return fail(pass, e).await;
+                return fail(pass, e).await.map(ControlFlow::Break);
             }
         };
     let trigger = worker.annotations().get(TRIGGER_ANNOTATION).cloned();
     let decision = cycle::decide(&cycle::Input {
         spec,
-        schedule: &schedule,
+        schedule,
         status: &pass.status,
         observed: &observed,
         trigger: trigger.as_deref(),
@@ -445,64 +494,54 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
     }
     // Status may run ahead of AWS (an action that failed is re-issued by the next decision),
     // so the decision is recorded even when executing it fails.
-    let executed = crate::aws::cycle::execute(&aws, &names, &decision.actions).await;
+    let executed = crate::aws::cycle::execute(aws, &names, &decision.actions).await;
     for ev in &decision.events {
         pass.event(ev.warning, ev.reason, ev.message.clone()).await;
     }
-    record_run_metrics(&ctx, &ns, &name, &pass.status, &decision);
-    let period = crate::metrics::schedule_period(&schedule, pass.now.0);
+    record_run_metrics(ctx, &ns, &name, &pass.status, &decision);
+    let period = crate::metrics::schedule_period(schedule, pass.now.0);
     ctx.metrics
         .observe_cycle(&ns, &name, &observed.queue, period);
     pass.status.queue = Some(observed.queue);
     decision.write_to(&mut pass.status);
-    match &decision.degraded {
-        Some(update) => pass.condition(
+    record_degraded(pass, &decision);
+    match executed {
+        Ok(()) => Ok(ControlFlow::Continue(decision)),
+        Err(e) => fail(pass, e).await.map(ControlFlow::Break),
+    }
+}
+
+/// The Degraded condition after a decision: the decision's, or "no problem seen" once the
+/// provisioning and spec problems that set it are resolved (reaching the cycle means they are).
+fn record_degraded(pass: &mut Pass<'_>, decision: &cycle::Decision) {
+    if let Some(update) = &decision.degraded {
+        pass.condition(
             conditions::DEGRADED,
             update.status,
             update.reason,
             update.message.clone(),
-        ),
-        None => {
-            // Provisioning and spec problems are resolved once we get here.
-            let stale = pass.status.conditions.iter().any(|c| {
-                c.type_ == conditions::DEGRADED
-                    && c.status == "True"
-                    && !reason::RUN_CYCLE.contains(&c.reason.as_str())
-            });
-            if stale
-                || !pass
-                    .status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == conditions::DEGRADED)
-            {
-                pass.condition(
-                    conditions::DEGRADED,
-                    false,
-                    reason::AS_EXPECTED,
-                    "no problem seen",
-                );
-            }
-        }
+        );
+        return;
     }
-    if let Err(e) = executed {
-        return fail(pass, e).await;
+    let degraded = pass
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::DEGRADED);
+    let stale = degraded
+        .is_some_and(|c| c.status == "True" && !reason::RUN_CYCLE.contains(&c.reason.as_str()));
+    if stale || degraded.is_none() {
+        pass.condition(
+            conditions::DEGRADED,
+            false,
+            reason::AS_EXPECTED,
+            "no problem seen",
+        );
     }
-    pass.condition(
-        conditions::READY,
-        true,
-        reason::PROVISIONED,
-        "provisioned; the run cycle follows the schedule",
-    );
-    let written = pass.save().await?;
-    // The decision's delay counts from the start of the pass; the requeue's from its end.
-    let requeue = decision.requeue_after.saturating_sub(began.elapsed());
-    ctx.settled(&oref, written, requeue);
-    Ok(Action::requeue(requeue))
 }
 
 /// Records an AWS failure as a condition and an Event; retryable ones go to the backoff.
-async fn fail(mut pass: Pass<'_>, e: AwsError) -> Result<Action> {
+async fn fail(pass: &mut Pass<'_>, e: AwsError) -> Result<Action> {
     if e.is(ErrorKind::Propagating) {
         // AWS's eventual consistency right after a create: nobody needs to act.
         pass.condition(conditions::READY, false, reason::PROPAGATING, e.to_string());
@@ -543,7 +582,6 @@ fn record_run_metrics(
         .record_run(namespace, name, run.outcome, seconds, run.instances);
 }
 
-/// The finalizer: removes everything the worker owns, then lets the object go.
 /// How long after a provisioning pass deletion waits: about the time IAM and EC2 changes take
 /// to propagate.
 /// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>
@@ -551,6 +589,7 @@ const DELETE_SETTLE: Duration = Duration::from_secs(15);
 /// How often deletion looks again while AWS terminates instances or deletes a group.
 const DELETION_POLL: Duration = Duration::from_secs(10);
 
+/// The finalizer: removes everything the worker owns, then lets the object go.
 async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Result<Action> {
     let ns = worker.namespace().ok_or(Error::NoNamespace)?;
     let name = worker.name_any();
