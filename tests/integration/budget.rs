@@ -4,9 +4,7 @@
 //! The hours already used are written into `status.budget` the way the operator records them,
 //! as if earlier runs had used them; moving them back past 24 hours is the passing of time.
 
-use crate::common::{
-    FAST_DRAIN, Harness, next_run, real_worker, send_messages, trigger, worker_yaml,
-};
+use crate::common::{FAST_DRAIN, Harness, depth, next_run, real_worker, send_messages, trigger};
 use ecs_worker_operator::api::RunOutcome;
 use ecs_worker_operator::plan::desired::Names;
 use kube::api::{Patch, PatchParams};
@@ -39,13 +37,8 @@ async fn the_budget_stops_scale_up_at_the_limit_says_when_it_resets_and_resumes_
     h.start_controller(Duration::from_secs(300));
     let name = "budget";
     let spec = format!("budget:\n  maxInstanceHoursPerDay: 1\n{FAST_DRAIN}");
-    h.apply_yaml(&worker_yaml(name, &spec)).await?;
-    let w = h.wait_ready(name).await?;
-    let names = Names::new(&h.ns, name);
-    let url = w
-        .status
-        .and_then(|s| s.resources.queue_url)
-        .unwrap_or_default();
+    let (names, resources) = h.apply_ready(name, &spec).await?;
+    let url = resources.queue_url.unwrap_or_default();
     send_messages(&h, &url, 3).await?;
     let sqs = aws_sdk_sqs::Client::new(&h.sdk);
 
@@ -86,21 +79,7 @@ async fn the_budget_stops_scale_up_at_the_limit_says_when_it_resets_and_resumes_
         "{events:?}"
     );
     // The queue is intact.
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await?;
-    assert_eq!(
-        attrs
-            .attributes()
-            .and_then(
-                |a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            )
-            .map(String::as_str),
-        Some("3")
-    );
+    assert_eq!(depth(&sqs, &url).await?.0, 3);
 
     // A day later that hour has left the window: the next run-now starts a run, which drains
     // the queue, and the Degraded condition clears.
@@ -132,13 +111,8 @@ async fn no_run_starts_inside_a_blackout_window() -> anyhow::Result<()> {
     let spec = format!(
         "budget:\n  blackoutWindows:\n    - start: '* * * * *'\n      durationMinutes: 10\n{FAST_DRAIN}"
     );
-    h.apply_yaml(&worker_yaml(name, &spec)).await?;
-    let w = h.wait_ready(name).await?;
-    let names = Names::new(&h.ns, name);
-    let url = w
-        .status
-        .and_then(|s| s.resources.queue_url)
-        .unwrap_or_default();
+    let (names, resources) = h.apply_ready(name, &spec).await?;
+    let url = resources.queue_url.unwrap_or_default();
     send_messages(&h, &url, 1).await?;
     trigger(&h.api, name, "1").await?;
     let w = h

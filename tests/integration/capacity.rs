@@ -3,9 +3,7 @@
 //! enforced, its Auto Scaling launches playing EC2's capacity (`moto_asg_capacity.py`), and the
 //! ECS agent played by the test support running the real worker binary.
 
-use crate::common::{
-    FAST_DRAIN, Harness, next_run, real_worker, send_messages, trigger, worker_yaml,
-};
+use crate::common::{FAST_DRAIN, Harness, next_run, real_worker, send_messages, trigger};
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use ecs_worker_operator::api::RunOutcome;
 use ecs_worker_operator::plan::desired::Names;
@@ -98,10 +96,7 @@ async fn a_spot_worker_over_three_instance_types_runs_a_full_cycle() -> anyhow::
     let spec = format!(
         "capacity:\n  type: Spot\n  instanceTypes: [t3.medium, t3a.medium, m6i.large]\nrootVolumeGiB: 100\n{FAST_DRAIN}"
     );
-    h.apply_yaml(&worker_yaml(name, &spec)).await?;
-    let w = h.wait_ready(name).await?;
-    let names = Names::new(&h.ns, name);
-    let resources = w.status.map(|s| s.resources).unwrap_or_default();
+    let (names, resources) = h.apply_ready(name, &spec).await?;
 
     // The group launches from a mixed instances policy: the three types in order, all Spot,
     // price-capacity-optimized, Capacity Rebalancing on.
@@ -175,13 +170,8 @@ async fn insufficient_capacity_surfaces_within_5_seconds_and_capacity_goes_back_
     let name = "ice";
     // The join timeout (300 s) is far beyond what the test waits: only the activity can end
     // the run in time.
-    h.apply_yaml(&worker_yaml(name, FAST_DRAIN)).await?;
-    let w = h.wait_ready(name).await?;
-    let names = Names::new(&h.ns, name);
-    let url = w
-        .status
-        .and_then(|s| s.resources.queue_url)
-        .unwrap_or_default();
+    let (names, resources) = h.apply_ready(name, FAST_DRAIN).await?;
+    let url = resources.queue_url.unwrap_or_default();
     h.moto
         .set_unavailable(
             &names.auto_scaling_group,
@@ -251,13 +241,8 @@ async fn spot_with_fallback_completes_the_run_on_demand_and_the_next_run_tries_s
     let spec = format!(
         "capacity:\n  type: SpotWithFallback\n  instanceTypes: [t3.medium, t3a.medium]\n{FAST_DRAIN}"
     );
-    h.apply_yaml(&worker_yaml(name, &spec)).await?;
-    let w = h.wait_ready(name).await?;
-    let names = Names::new(&h.ns, name);
-    let url = w
-        .status
-        .and_then(|s| s.resources.queue_url)
-        .unwrap_or_default();
+    let (names, resources) = h.apply_ready(name, &spec).await?;
+    let url = resources.queue_url.unwrap_or_default();
     h.moto
         .set_unavailable(
             &names.auto_scaling_group,

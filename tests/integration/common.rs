@@ -136,6 +136,24 @@ impl Harness {
             .await?)
     }
 
+    /// Applies worker `name` ([`worker_yaml`] with `extra_spec`), waits until it is Ready, and
+    /// returns its AWS names and the resources its status records.
+    pub async fn apply_ready(
+        &self,
+        name: &str,
+        extra_spec: &str,
+    ) -> anyhow::Result<(
+        ecs_worker_operator::plan::desired::Names,
+        ecs_worker_operator::api::AwsResources,
+    )> {
+        self.apply_yaml(&worker_yaml(name, extra_spec)).await?;
+        let w = self.wait_ready(name).await?;
+        Ok((
+            ecs_worker_operator::plan::desired::Names::new(&self.ns, name),
+            w.status.map(|s| s.resources).unwrap_or_default(),
+        ))
+    }
+
     /// Waits until `pred` holds for the named worker.
     pub async fn wait_for(
         &self,
@@ -418,4 +436,26 @@ pub async fn next_run(
     w.status
         .and_then(|s| s.last_run)
         .ok_or_else(|| anyhow::anyhow!("no run recorded"))
+}
+
+/// The queue's (visible, in flight) counts; -1 for a count SQS did not return.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<(i64, i64)> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let get = |k: A| {
+        out.attributes()
+            .and_then(|a| a.get(&k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    };
+    Ok((
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    ))
 }

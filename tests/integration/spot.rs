@@ -9,7 +9,7 @@
 //! Interrupted, the instance goes, and the next run finishes the queue.
 //! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
 
-use crate::common::{Harness, trigger, worker_binary, worker_yaml};
+use crate::common::{Harness, depth, trigger, worker_binary, worker_yaml};
 use ecs_worker_operator::api::{Phase, RunOutcome};
 use ecs_worker_operator::plan::desired::Names;
 use std::collections::BTreeSet;
@@ -26,27 +26,6 @@ fn lines(path: &std::path::Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<(i64, i64)> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await?;
-    let get = |k: A| {
-        out.attributes()
-            .and_then(|a| a.get(&k))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1)
-    };
-    Ok((
-        get(A::ApproximateNumberOfMessages),
-        get(A::ApproximateNumberOfMessagesNotVisible),
-    ))
 }
 
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
