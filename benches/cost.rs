@@ -5,28 +5,9 @@
 //! `make bench`, or `cargo bench --workspace --bench cost`. Nothing sleeps and nothing talks to
 //! a network: a simulated clock drives the operator's real, pure decision
 //! (`plan::cycle::decide`, with `schedule::Schedule`) against a model of EC2, ECS, SQS and the
-//! worker. The worker settings are the ones the operator's task definition passes for the
-//! spec (`plan::desired::task_definition`), so the defaults are the crate's own.
-//!
-//! Environment: `COST_DAYS` (simulated days per trace, default 7), `COST_SEED` (seed of the
-//! traces and the boot times, default 1), `COST_BOOT_SECONDS` (mean time from launch until the
-//! instance joins the cluster, default 60), `COST_BOOT_JITTER_SECONDS` (boot times are uniform
-//! within this of the mean, default 10), `COST_TASK_START_SECONDS` (RunTask until the worker
-//! receives, default 10). Spot: `COST_ON_DEMAND_PER_HOUR` (dollars per instance-hour, default
-//! 0.0416, a t3.medium in us-east-1), `COST_SPOT_PRICE_RATIO` (Spot price over On-Demand,
-//! default 0.35), `COST_SPOT_INTERRUPTIONS_PER_HOUR` (per Spot instance-hour, default 0.05),
-//! `COST_SPOT_SHORTAGE` (share of hours without Spot capacity, default 0.10).
-//!
-//! Run without `--bench` (as `cargo test` does) it runs its self-checks instead.
-//!
-//! - `traces`: the seeded arrival traces;
-//! - `model`: the simulated account (queue, group, instances, tasks) and the EC2 bill;
-//! - `worker`: the worker process of both designs;
-//! - `policies`: the operator's reconcile loop, the original's scheduled function, the
-//!   simulation loop;
-//! - `limit`: the physical limit;
-//! - `report`: the markdown tables;
-//! - `checks`: the self-checks.
+//! worker, whose settings are the ones the operator's task definition passes
+//! (`plan::desired::task_definition`), so the defaults are the crate's own. Method and results:
+//! `docs/benchmarks.md`.
 
 #[path = "cost/checks.rs"]
 mod checks;
@@ -71,6 +52,17 @@ const SETTINGS: [(i64, u32); 8] = [
     (1, 1),
 ];
 
+/// Simulates every trace and prints the report; without `--bench` (as `cargo test` runs it),
+/// runs the self-checks instead.
+///
+/// Environment: `COST_DAYS` (simulated days per trace), `COST_SEED` (seed of the traces and
+/// the boot times), `COST_BOOT_SECONDS` (mean time from launch until the instance joins the
+/// cluster), `COST_BOOT_JITTER_SECONDS` (boot times are uniform within this of the mean),
+/// `COST_TASK_START_SECONDS` (RunTask until the worker receives). Spot:
+/// `COST_ON_DEMAND_PER_HOUR` (dollars per instance-hour; the default is a t3.medium in
+/// us-east-1), `COST_SPOT_PRICE_RATIO` (Spot price over On-Demand),
+/// `COST_SPOT_INTERRUPTIONS_PER_HOUR` (per Spot instance-hour), `COST_SPOT_SHORTAGE` (share of
+/// hours without Spot capacity).
 fn main() -> Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return checks::run();
@@ -238,13 +230,10 @@ fn run_ours(trace: &Trace, timings: Timings, spec: &EcsSelfTerminatingWorkerSpec
 /// A worker spec with every default and a 1-minute schedule; `worker` overrides
 /// (`spec.queue.receiveWaitTimeSeconds`, `spec.worker.emptyReceives`).
 fn spec(worker: Option<(i64, u32)>) -> Result<EcsSelfTerminatingWorkerSpec> {
-    let mut spec: EcsSelfTerminatingWorkerSpec = serde_json::from_value(serde_json::json!({
-        "instanceType": "t3.medium",
+    let mut spec = ecs_worker_operator::api::testing::spec_with(serde_json::json!({
         "memoryLimitMiB": 3072,
-        "region": "us-east-1",
-        "image": "ghcr.io/example/worker:1.0",
         "cronRate": "1_MINUTE",
-    }))?;
+    }));
     if let Some((wait, empty)) = worker {
         spec.queue.receive_wait_time_seconds = i32::try_from(wait)?;
         spec.worker.empty_receives = i32::try_from(empty)?;

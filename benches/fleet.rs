@@ -1,23 +1,12 @@
 //! Fleet scale: many provisioned, idle workers on a 1-minute schedule, against the real
 //! kube-apiserver + etcd and moto, with the operator running as its own process.
 //!
-//! `make bench`, or `cargo bench --workspace --bench fleet`. Environment: `FLEET_WORKERS`
-//! (default 1000), `FLEET_IDLE_SECONDS` (the measured idle window, default 300),
-//! `FLEET_CREATES_IN_FLIGHT` (concurrent creates while applying, default 32).
-//!
-//! Printed, measured in one run:
-//! - the time for the freshly applied workers to all become Ready (every AWS resource of every
-//!   worker created in moto);
-//! - the operator's peak resident memory (`VmHWM`, the whole run) and its largest resident
-//!   memory during the idle window;
-//! - its average CPU over the idle window, as a share of one core;
-//! - the AWS calls of the idle window, counted by a recording proxy between the operator and
-//!   moto: how many of the ticks due ran a pass (each pass reads the queue depth once), the
-//!   reads and writes per pass, and the calls by operation.
-//!
-//! The operator's full check of every owned resource runs hourly by default (and as each
-//! run starts), so a default window holds none; a shorter `--drift-interval-seconds` would show its
-//! reads here, by operation.
+//! `make bench`, or `cargo bench --workspace --bench fleet`; `FLEET_WORKERS` (default 1000),
+//! `FLEET_IDLE_SECONDS` (the measured idle window, default 300) and `FLEET_CREATES_IN_FLIGHT`
+//! (concurrent creates while applying, default 32) change the run. It prints the time until
+//! every applied worker is Ready, the operator's memory and CPU, and the AWS calls of the idle
+//! window, counted by a recording proxy between the operator and moto. What each figure means,
+//! and the results: `docs/benchmarks.md` (Fleet scale).
 
 use anyhow::{Context, Result, ensure};
 use ecs_worker_operator::api::EcsSelfTerminatingWorker;
@@ -41,12 +30,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// One idle worker with a 1-minute schedule.
-fn worker(i: usize) -> Result<EcsSelfTerminatingWorker> {
-    Ok(serde_yaml::from_str(&format!(
-        "apiVersion: ecsworker.dev/v1alpha1\nkind: EcsSelfTerminatingWorker\nmetadata:\n  \
-         name: w{i:04}\nspec:\n  instanceType: t3.medium\n  memoryLimitMiB: 512\n  region: \
-         us-east-1\n  image: worker:bench\n  cronRate: 1_MINUTE\n"
-    ))?)
+fn worker(i: usize) -> EcsSelfTerminatingWorker {
+    let mut worker = ecs_worker_operator::api::testing::minimal_worker(&format!("w{i:04}"));
+    worker.spec.cron_rate = Some("1_MINUTE".into());
+    worker
 }
 
 /// CPU time (user + system) and resident memory of a process, from `/proc`.
@@ -110,6 +97,10 @@ async fn ready_count(api: &Api<EcsSelfTerminatingWorker>) -> Result<usize> {
         .count())
 }
 
+/// The idle window's calls are counted per pass of the run cycle: each pass reads the queue
+/// depth once. The operator's full check of every owned resource runs hourly by default (and as
+/// each run starts), so a default window holds none; a shorter `--drift-interval-seconds` would
+/// show its reads here, by operation.
 #[tokio::main]
 async fn main() -> Result<()> {
     testbed::control_plane::install_crypto_provider();
@@ -134,14 +125,15 @@ async fn main() -> Result<()> {
 
     let log = cp.kubeconfig_path().with_file_name("fleet-operator.log");
     let binary = Path::new(env!("CARGO_BIN_EXE_ecs-worker-operator"));
-    let command = testbed::operator::command(binary, &cp, NS, proxy.endpoint(), &log)?;
+    let command =
+        testbed::operator::command(binary, &cp.kubeconfig_path(), NS, proxy.endpoint(), &log)?;
     let mut operator = testbed::process::spawn("operator", command)?;
     let pid = operator.pid();
 
     // Apply the fleet and wait until every worker is Ready.
     let api: Api<EcsSelfTerminatingWorker> = Api::namespaced(client, NS);
     let applied = Instant::now();
-    let manifests = (0..workers).map(worker).collect::<Result<Vec<_>>>()?;
+    let manifests: Vec<_> = (0..workers).map(worker).collect();
     stream::iter(manifests)
         .map(|w| {
             let api = api.clone();

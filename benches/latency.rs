@@ -1,32 +1,12 @@
 //! Reaction latency: how fast the operator acts at each step of the run cycle.
 //!
-//! `make bench`, or `cargo bench --workspace --bench latency` (about 2 minutes once built).
-//! The operator binary of the same build runs as its own process against a real
-//! kube-apiserver + etcd and moto, with every AWS call it makes going through the recording
-//! proxy of the test bed, which notes when each request arrives. The bench plays the ECS agent
-//! and the worker (directly against moto, so the proxy sees only the operator) and measures,
-//! per cycle of one worker:
-//!
-//! 1. **tick -> scale-up**: from the worker's `status.nextRunTime` (a message already queued)
-//!    to the operator's `SetDesiredCapacity`; on alternate cycles instead from the run-now
-//!    annotation's patch to it;
-//! 2. **instance joined -> RunTask**: from the return of the agent's
-//!    `RegisterContainerInstance` to the operator's `RunTask`;
-//! 3. **task stopped -> capacity 0**: from the return of the agent's report that the task
-//!    exited (the worker drained the queue but could not remove its own instance) to the
-//!    operator's request that brings capacity to 0 (`SetDesiredCapacity` 0,
-//!    `UpdateAutoScalingGroup` or `TerminateInstanceInAutoScalingGroup`).
-//!
-//! The operator waits for a tick exactly, but it notices a joined instance or a stopped task
-//! by polling; the agent therefore registers the instance (and the task exits) at a seeded
-//! random point 0.5–2.5 s after the scale-up call (after RunTask), as a real instance joins
-//! about a minute after launch, at no particular point of the operator's polling.
-//!
-//! Environment: `LATENCY_CYCLES` (default 12, alternating tick and run-now), `LATENCY_SEED`
-//! (seed of the agent's delays, default 1). Prints min / median / max per step against the
-//! 2 s target with the operator's AWS calls on the way, and the polling period behind the
-//! polled steps; asserts only what cannot be noisy (each cycle scaled up, ran one task,
-//! recorded a succeeded run and returned to zero).
+//! `make bench`, or `cargo bench --workspace --bench latency`; `LATENCY_CYCLES` and
+//! `LATENCY_SEED` change the run. The operator binary of the same build runs against a real
+//! kube-apiserver + etcd and moto, every AWS call it makes through the test bed's recording
+//! proxy; the bench plays the ECS agent and the worker directly against moto, so the proxy sees
+//! only the operator. Each step (tick or run-now -> scale-up, instance joined -> RunTask, task
+//! stopped -> capacity 0) is timed from its event to the arrival of the operator's call, and
+//! printed, not asserted. Method and results: `docs/benchmarks.md` (Reaction latency).
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aws_sdk_sqs::Client as Sqs;
@@ -128,7 +108,13 @@ async fn run() -> Result<()> {
     let proxy = Proxy::start(moto.endpoint(), Faults::none())?;
     let log = dir.path().join("operator.log");
     let binary = Path::new(env!("CARGO_BIN_EXE_ecs-worker-operator"));
-    let command = testbed::operator::command(binary, cp, &ns.name, proxy.endpoint(), &log)?;
+    let command = testbed::operator::command(
+        binary,
+        &cp.kubeconfig_path(),
+        &ns.name,
+        proxy.endpoint(),
+        &log,
+    )?;
     // The operator binary of this build; every AWS call it makes goes through the proxy.
     let operator = testbed::process::spawn("operator", command)?;
 

@@ -1,21 +1,12 @@
 //! The physical limit: the cheapest bill of any policy that handles every message as soon as
 //! the worker is free, on one instance running one handler at a time.
 //!
-//! Such a policy knows every arrival in advance, so its instance is ready the moment a message
-//! arrives; the handlers then run first come, first served, and form *busy periods*. What it
-//! cannot avoid:
-//! - the handlers' own seconds;
-//! - for every instance start, the start overhead: the boot until the instance joins the
-//!   cluster plus the task's start until the worker receives;
-//! - EC2's billing: from launch to termination, at least 60 s per instance;
-//! - between two busy periods, either the idle gap (the instance stays up) or another start
-//!   (it is terminated and a new one launched in time) — whichever is cheaper.
-//!
-//! The limit is the minimum over all ways of grouping consecutive busy periods into instance
-//! sessions, found exactly by dynamic programming. It has no tick wait, no polling delay and no
-//! empty-receive tail: those are what a policy adds because it does not know the future. A
-//! policy that delays work can bill less than this limit (it may merge work into fewer starts),
-//! and then pays in time to first handling; that is why the report shows both.
+//! Such a policy knows every arrival in advance, so its handlers run first come, first served,
+//! in *busy periods*. It pays only the handlers, a start overhead (boot plus task start) per
+//! instance start, and EC2's billing (launch to termination, at least 60 s per instance); between
+//! two busy periods it keeps the instance up or starts a new one, whichever is cheaper. The limit
+//! is the minimum over every grouping of busy periods into instance sessions, found exactly by
+//! dynamic programming.
 
 use crate::model::{Bill, Breakdown, EC2_MINIMUM_SECONDS, billed};
 use crate::traces::Message;
@@ -30,6 +21,11 @@ struct BusyPeriod {
 }
 
 /// The limit for `messages` (sorted by arrival) with the given start overhead.
+///
+/// It has no tick wait, no polling delay and no empty-receive tail: those are what a policy
+/// adds because it does not know the future. A policy that delays work can bill less than this
+/// limit (it may merge work into fewer starts), and then pays in time to first handling; that
+/// is why the report shows both.
 pub fn limit(messages: &[Message], start_overhead: i64) -> Bill {
     let (periods, latencies) = busy_periods(messages);
     let sessions = cheapest_sessions(&periods, start_overhead);

@@ -1,19 +1,15 @@
 //! The simulated AWS account of one worker: its SQS queue, its Auto Scaling group of EC2
 //! instances, its ECS cluster running worker tasks, and the EC2 bill.
 //!
-//! This module owns the rules every policy is subject to:
-//! - an instance joins the cluster (`InService` and an `ACTIVE` container instance) a boot
-//!   time after its launch, drawn uniformly from `boot ± boot_jitter` (seeded);
-//! - RunTask places a task only on a joined instance that runs no task (the worker reserves the
-//!   instance's memory), and the task's worker runs `task_start` seconds later (image pull and
-//!   container start on a fresh instance);
-//! - the group launches and terminates instances at once to match its desired capacity,
-//!   terminating idle and not yet joined instances first;
-//! - EC2 bills each instance per second from launch to termination, at least 60 s.
-//!
-//! Time is whole seconds since the start of the simulation; AWS calls take no time. The
-//! [`World`] reads and acts like the operator's AWS layer (`src/aws/cycle.rs`): it fills
-//! `plan::cycle::Observed` and executes `plan::cycle::Action`s.
+//! It owns the rules every policy is subject to: an instance joins the cluster a seeded boot
+//! time after its launch ([`Timings`]); RunTask places a task only on a joined instance that
+//! runs none; the group launches and terminates at once to match its desired capacity
+//! ([`World::set_desired`]); EC2 bills each instance per second, at least 60 s ([`billed`]).
+//! Time is whole seconds and AWS calls take none. [`World`] reads and acts like the operator's
+//! AWS layer (`src/aws/cycle.rs`): it fills `plan::cycle::Observed` and executes
+//! `plan::cycle::Action`s. The cycle's crash tests keep their own, smaller world (one change
+//! per step, injected faults; see `src/plan/cycle/tests.rs`): this one's timing and market
+//! would blur the step a crash lands on.
 
 use crate::traces::Message;
 use crate::worker::{Behaviour, Did, Termination, Worker};
@@ -647,6 +643,10 @@ impl<'a> World<'a> {
     }
 
     /// RunTask of `count` tasks whose workers behave as `behaviour`.
+    ///
+    /// A task goes only to a joined instance that runs no task (the worker reserves the
+    /// instance's memory), and its worker runs [`Timings::task_start`] later (image pull and
+    /// container start on a fresh instance).
     fn place_tasks(
         &mut self,
         now: i64,

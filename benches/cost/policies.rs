@@ -1,30 +1,20 @@
 //! The two control loops that decide when capacity starts, and the simulation that runs one of
-//! them against the simulated account.
+//! them against the simulated account ([`simulate`]).
 //!
-//! - [`Operator`]: this project's reconcile loop around the real, pure
-//!   `plan::cycle::decide`. Each reconcile observes the account, decides, executes the actions,
-//!   writes the status fields the controller writes, and comes back after the decision's
-//!   requeue delay. Reconciles take no time; the extra reconcile the controller's watch makes
-//!   after its own status patch is left out (it decides the same and only shifts the 2 s
-//!   polling by the reconcile's latency).
-//! - [`Lambda`]: the original's function on a fixed rate. At each tick, if the queue shows a
-//!   message, no task runs and no container instance is registered, it sets the desired
-//!   capacity to 1, checks every 10 s for a registered container instance and calls RunTask
-//!   once when it sees one, or after 300 s whether or not one registered (a RunTask that cannot
-//!   place its task fails, and the failure is ignored). If a message shows, no task runs but an
-//!   instance is registered, it sets the desired capacity to 0. Invocations overlap when the
-//!   wait outlasts the rate, as Lambda allows; one that checks at the same second as a new tick
-//!   checks first.
+//! - [`Operator`]: this project's reconcile loop around the real, pure `plan::cycle::decide`;
+//! - [`Lambda`]: the original's function on a fixed rate.
+//!
+//! Both see and change the account only through [`World`]'s AWS-like calls.
 
 use crate::model::{Bill, Market, Timings, World, timestamp};
 use crate::traces::{DAY, Trace};
 use crate::worker::Behaviour;
 use anyhow::{Result, bail, ensure};
+use ecs_worker_operator::api::validate::validate;
 use ecs_worker_operator::api::{
     EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus, RunOutcome,
 };
 use ecs_worker_operator::plan::cycle::{Input, decide};
-use ecs_worker_operator::schedule::Schedule;
 
 /// A control loop acting on the simulated account.
 pub trait Control {
@@ -80,9 +70,13 @@ pub fn simulate_on(
 }
 
 /// This project's operator, reconciling one worker.
+///
+/// Each reconcile observes the account, decides, executes the actions, writes the status fields
+/// the controller writes, and comes back after the decision's requeue delay. Reconciles take no
+/// time; the extra reconcile the controller's watch makes after its own status patch is left
+/// out (it decides the same and only shifts the 2 s polling by the reconcile's latency).
 pub struct Operator {
     spec: EcsSelfTerminatingWorkerSpec,
-    schedule: Schedule,
     status: EcsSelfTerminatingWorkerStatus,
     next_reconcile: i64,
     /// Runs recorded in `status.lastRun`.
@@ -91,10 +85,9 @@ pub struct Operator {
 
 impl Operator {
     pub fn new(spec: EcsSelfTerminatingWorkerSpec) -> Result<Operator> {
-        let schedule = Schedule::from_spec(spec.cron_rate.as_deref(), spec.schedule.as_deref())?;
+        validate(&spec)?;
         Ok(Operator {
             spec,
-            schedule,
             status: EcsSelfTerminatingWorkerStatus::default(),
             next_reconcile: 0,
             runs: 0,
@@ -110,8 +103,7 @@ impl Control for Operator {
         let current_run = self.status.current_run.as_ref().map(|r| r.id.clone());
         let observed = world.observe(now, current_run.as_deref());
         let decision = decide(&Input {
-            spec: &self.spec,
-            schedule: &self.schedule,
+            spec: &validate(&self.spec)?,
             status: &self.status,
             observed: &observed,
             trigger: None,
@@ -160,6 +152,14 @@ const LAMBDA_CHECK_EVERY: i64 = 10;
 const LAMBDA_WAIT_AT_MOST: i64 = 300;
 
 /// The original's scheduled function.
+///
+/// At each tick, if the queue shows a message, no task runs and no container instance is
+/// registered, it sets the desired capacity to 1, checks every 10 s for a registered container
+/// instance and calls RunTask once when it sees one, or after 300 s whether or not one
+/// registered (a RunTask that cannot place its task fails, and the failure is ignored). If a
+/// message shows, no task runs but an instance is registered, it sets the desired capacity to
+/// 0. Invocations overlap when the wait outlasts the rate, as Lambda allows; one that checks at
+/// the same second as a new tick checks first.
 pub struct Lambda {
     rate: i64,
     next_tick: i64,

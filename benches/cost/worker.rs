@@ -1,14 +1,8 @@
 //! The process inside a worker task: how it receives, when it handles, and when it ends.
 //!
-//! Two behaviours, one state machine:
-//! - this project's worker (`worker/src/drain.rs`) with concurrency 1 and no prefetch: long polls
-//!   of `WORKER_WAIT_SECONDS`, which return as soon as a message is visible; it ends after
-//!   `WORKER_EMPTY_RECEIVES` consecutive empty polls, each followed by the queue reporting
-//!   nothing visible and nothing in flight, and then terminates its own instance;
-//! - the original's worker: short polls for one message, and on the first empty receive it sets
-//!   the group's desired capacity to 0.
-//!
-//! SQS calls take no time; a handler starts the moment its message is received.
+//! One state machine plays both designs' workers: this project's ([`Behaviour::ours`]) and the
+//! original's ([`Behaviour::original`]). SQS calls take no time; a handler starts the moment
+//! its message is received.
 
 use crate::model::Queue;
 use crate::traces::Message;
@@ -39,6 +33,12 @@ pub struct Behaviour {
 
 impl Behaviour {
     /// This project's worker.
+    ///
+    /// The worker of `worker/src/drain.rs` with concurrency 1 and no prefetch: long polls of
+    /// `WORKER_WAIT_SECONDS`, which return as soon as a message is visible; it ends after
+    /// `WORKER_EMPTY_RECEIVES` consecutive empty polls, each followed by the queue reporting
+    /// nothing visible and nothing in flight, and then removes capacity as `termination` says
+    /// (by default its own instance).
     pub fn ours(wait: i64, empty_receives: u32, termination: Termination) -> Behaviour {
         Behaviour {
             wait,
@@ -67,6 +67,9 @@ impl Behaviour {
     }
 
     /// The original's worker.
+    ///
+    /// Short polls for one message, and on the first empty receive it sets the group's desired
+    /// capacity to 0.
     pub fn original() -> Behaviour {
         Behaviour {
             wait: 0,

@@ -7,6 +7,9 @@
 //! check is in [`validate`].
 
 pub mod conditions;
+pub mod limits;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod validate;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -116,7 +119,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
         rename = "rootVolumeGiB",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 30, max = 16384))]
+    #[schemars(range(min = limits::ROOT_VOLUME_GIB.min, max = limits::ROOT_VOLUME_GIB.max))]
     pub root_volume_gib: Option<i32>,
 
     /// Run on GPU instances: selects the GPU (NVIDIA) ECS-optimized AMI and reserves one GPU for
@@ -133,7 +136,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
     /// `ECS_TASK_DEFINITION_MEMORY_LIMIT`). Set it close to the instance's memory to run one
     /// task per instance.
     #[serde(rename = "memoryLimitMiB")]
-    #[schemars(range(min = 1, max = 4_194_304))]
+    #[schemars(range(min = limits::MEMORY_LIMIT_MIB.min, max = limits::MEMORY_LIMIT_MIB.max))]
     pub memory_limit_mib: i32,
 
     /// AWS region of every resource, e.g. `us-east-1` (the original's `AWS_DEFAULT_REGION`).
@@ -213,7 +216,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
 
     /// The most instances one run may start (the original: 1).
     #[serde(default = "default_max_instances")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = limits::MAX_INSTANCES.min, max = limits::MAX_INSTANCES.max))]
     pub max_instances: i32,
 
     /// Settings the worker process inside the task receives.
@@ -244,7 +247,7 @@ pub struct EcsSelfTerminatingWorkerSpec {
     /// or `ecsworker.dev/` are reserved.
     /// <https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html#tag-conventions>
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 40), inner(length(max = 256)))]
+    #[schemars(inner(length(max = 256)), extend("maxProperties" = limits::MAX_TAGS))]
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecsworker.dev/') && size(k) <= 128)").message("spec.tags: keys must not start with aws: or ecsworker.dev/ and are at most 128 characters"))]
     pub tags: BTreeMap<String, String>,
 
@@ -268,7 +271,7 @@ pub struct BudgetSpec {
     /// each run ended): a run counts its instances times the time from its scale-up to its end,
     /// and the run going counts what it has used so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100_000))]
+    #[schemars(range(min = limits::MAX_INSTANCE_HOURS_PER_DAY.min, max = limits::MAX_INSTANCE_HOURS_PER_DAY.max))]
     pub max_instance_hours_per_day: Option<i32>,
     /// Windows (UTC) in which no run starts; a run already going is not stopped. At most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -289,7 +292,7 @@ pub struct BlackoutWindow {
     #[schemars(length(min = 9, max = 256))]
     pub start: String,
     /// How long the window stays open, in minutes (at most a week).
-    #[schemars(range(min = 1, max = 10_080))]
+    #[schemars(range(min = limits::BLACKOUT_DURATION_MINUTES.min, max = limits::BLACKOUT_DURATION_MINUTES.max))]
     pub duration_minutes: i32,
 }
 
@@ -345,7 +348,7 @@ pub struct CredentialsSpec {
     /// one hour, when unset). It must not exceed the role's maximum session duration. Sessions
     /// are renewed before they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 900, max = 43200))]
+    #[schemars(range(min = limits::SESSION_DURATION_SECONDS.min, max = limits::SESSION_DURATION_SECONDS.max))]
     pub session_duration_seconds: Option<i32>,
 }
 
@@ -400,16 +403,16 @@ pub struct QueueSpec {
     /// Seconds a received message stays invisible to other receivers (the original: 2 h). The
     /// worker extends it while a handler runs.
     #[serde(default = "default_visibility")]
-    #[schemars(range(min = 0, max = 43200))]
+    #[schemars(range(min = limits::VISIBILITY_TIMEOUT_SECONDS.min, max = limits::VISIBILITY_TIMEOUT_SECONDS.max))]
     pub visibility_timeout_seconds: i32,
     /// Seconds a message is kept (the original: 1 day).
     #[serde(default = "default_retention")]
-    #[schemars(range(min = 60, max = 1_209_600))]
+    #[schemars(range(min = limits::MESSAGE_RETENTION_SECONDS.min, max = limits::MESSAGE_RETENTION_SECONDS.max))]
     pub message_retention_seconds: i32,
     /// Long-poll wait of the worker's receives, in seconds (at least 1: the worker never
     /// short-polls, which can come back empty while messages remain).
     #[serde(default = "default_wait")]
-    #[schemars(range(min = 1, max = 20))]
+    #[schemars(range(min = limits::RECEIVE_WAIT_TIME_SECONDS.min, max = limits::RECEIVE_WAIT_TIME_SECONDS.max))]
     pub receive_wait_time_seconds: i32,
     /// Dead-letter queue for messages that keep failing.
     #[serde(default)]
@@ -522,7 +525,7 @@ pub struct DeadLetterSpec {
     pub enabled: bool,
     /// Receives after which a message moves to the dead-letter queue.
     #[serde(default = "default_max_receive")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = limits::MAX_RECEIVE_COUNT.min, max = limits::MAX_RECEIVE_COUNT.max))]
     pub max_receive_count: i32,
 }
 
@@ -558,7 +561,7 @@ pub struct CapacitySpec {
     /// strategy. All must match `spec.arm`. At most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
-        length(max = 20),
+        length(max = limits::MAX_INSTANCE_TYPES),
         inner(
             length(min = 3, max = 64),
             regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
@@ -661,16 +664,16 @@ impl EcsSelfTerminatingWorkerSpec {
 pub struct ScalingSpec {
     /// Visible messages needed at a tick to start a run.
     #[serde(default = "default_min_messages")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = limits::MIN_MESSAGES.min, max = limits::MIN_MESSAGES.max))]
     pub min_messages: i32,
     /// One instance per this many visible messages, up to `maxInstances`.
     #[serde(default = "default_messages_per_instance")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = limits::MESSAGES_PER_INSTANCE.min, max = limits::MESSAGES_PER_INSTANCE.max))]
     pub messages_per_instance: i32,
     /// Seconds to wait for instances to join the ECS cluster before scaling back to zero
     /// (the original: 300).
     #[serde(default = "default_join_timeout")]
-    #[schemars(range(min = 30, max = 3600))]
+    #[schemars(range(min = limits::JOIN_TIMEOUT_SECONDS.min, max = limits::JOIN_TIMEOUT_SECONDS.max))]
     pub join_timeout_seconds: i32,
 }
 
@@ -727,15 +730,15 @@ pub struct WorkerSettings {
     /// (`WORKER_HANDLER_READY_TIMEOUT_SECONDS`); default 300. A handler that never becomes
     /// ready stops the worker with exit code 1, and its capacity is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = limits::HANDLER_READY_TIMEOUT_SECONDS.min, max = limits::HANDLER_READY_TIMEOUT_SECONDS.max))]
     pub handler_ready_timeout_seconds: Option<i32>,
     /// Messages handled in parallel by one worker.
     #[serde(default = "default_concurrency")]
-    #[schemars(range(min = 1, max = 256))]
+    #[schemars(range(min = limits::CONCURRENCY.min, max = limits::CONCURRENCY.max))]
     pub concurrency: i32,
     /// Consecutive empty long polls (with nothing in flight) before the worker exits.
     #[serde(default = "default_empty_receives")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = limits::EMPTY_RECEIVES.min, max = limits::EMPTY_RECEIVES.max))]
     pub empty_receives: i32,
     /// Shorten the tail of a run that follows a long idle spell: when a run starts more than
     /// 10 minutes after the previous one ended (or is the first), its workers exit after one

@@ -3,6 +3,7 @@
 //! until the spec changes.
 
 use super::EcsSelfTerminatingWorkerSpec;
+use super::limits::{MAX_INSTANCE_TYPES, MAX_TAGS, OutOfRange};
 use crate::schedule::{Schedule, ScheduleError};
 
 /// Why a spec cannot be reconciled; the message names the field to fix.
@@ -27,12 +28,8 @@ pub enum InvalidSpec {
         if *arm { "not a Graviton (arm64) type" } else { "a Graviton (arm64) type" }
     )]
     Architecture { instance_type: String, arm: bool },
-    #[error("spec.{field} must be {rule} (got {value})")]
-    OutOfRange {
-        field: &'static str,
-        rule: &'static str,
-        value: i64,
-    },
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
     #[error(
         "spec.env[{index}].name {name:?} is reserved for the operator (WORKER_*, AWS_*, ECS_*) or repeated"
     )]
@@ -70,8 +67,31 @@ fn instance_type_shape_ok(t: &str) -> bool {
         })
 }
 
-/// Validates a spec and returns its parsed schedule.
-pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, InvalidSpec> {
+/// A spec that passed [`validate`]: every bound of [`super::limits`] holds, the instance types
+/// match the architecture, and the schedule is parsed. The run cycle takes only this.
+#[derive(Clone, Debug)]
+pub struct ValidatedSpec<'a> {
+    spec: &'a EcsSelfTerminatingWorkerSpec,
+    schedule: Schedule,
+}
+
+impl ValidatedSpec<'_> {
+    /// When the cycle runs.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+}
+
+impl std::ops::Deref for ValidatedSpec<'_> {
+    type Target = EcsSelfTerminatingWorkerSpec;
+
+    fn deref(&self) -> &EcsSelfTerminatingWorkerSpec {
+        self.spec
+    }
+}
+
+/// Checks what the schema cannot, and parses the schedule.
+pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<ValidatedSpec<'_>, InvalidSpec> {
     if spec.gpu && spec.arm {
         return Err(InvalidSpec::GpuAndArm);
     }
@@ -82,7 +102,7 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
         (None, None) => false,
         _ => true,
     };
-    if !consistent || types.is_empty() || listed.len() > 20 {
+    if !consistent || types.is_empty() || listed.len() > MAX_INSTANCE_TYPES {
         return Err(InvalidSpec::InstanceTypes);
     }
     for (i, t) in types.iter().enumerate() {
@@ -108,76 +128,7 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
             })?;
         }
     }
-    let ranges: [(&'static str, &'static str, i64, i64, i64); 9] = [
-        (
-            "memoryLimitMiB",
-            "between 1 and 4194304",
-            spec.memory_limit_mib.into(),
-            1,
-            4_194_304,
-        ),
-        (
-            "maxInstances",
-            "between 1 and 100",
-            spec.max_instances.into(),
-            1,
-            100,
-        ),
-        (
-            "queue.visibilityTimeoutSeconds",
-            "between 0 and 43200",
-            spec.queue.visibility_timeout_seconds.into(),
-            0,
-            43200,
-        ),
-        (
-            "queue.messageRetentionSeconds",
-            "between 60 and 1209600",
-            spec.queue.message_retention_seconds.into(),
-            60,
-            1_209_600,
-        ),
-        (
-            "queue.receiveWaitTimeSeconds",
-            "between 1 and 20",
-            spec.queue.receive_wait_time_seconds.into(),
-            1,
-            20,
-        ),
-        (
-            "queue.deadLetter.maxReceiveCount",
-            "between 1 and 1000",
-            spec.queue.dead_letter.max_receive_count.into(),
-            1,
-            1000,
-        ),
-        (
-            "scaling.minMessages",
-            "at least 1",
-            spec.scaling.min_messages.into(),
-            1,
-            1_000_000,
-        ),
-        (
-            "scaling.messagesPerInstance",
-            "at least 1",
-            spec.scaling.messages_per_instance.into(),
-            1,
-            1_000_000,
-        ),
-        (
-            "worker.concurrency",
-            "between 1 and 256",
-            spec.worker.concurrency.into(),
-            1,
-            256,
-        ),
-    ];
-    for (field, rule, value, min, max) in ranges {
-        if value < min || value > max {
-            return Err(InvalidSpec::OutOfRange { field, rule, value });
-        }
-    }
+    super::limits::check(spec)?;
     let mut seen = std::collections::BTreeSet::new();
     for (index, e) in spec.env.iter().enumerate() {
         let reserved = ["WORKER_", "AWS_", "ECS_"]
@@ -197,7 +148,7 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
             .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
     };
     if let Some((key, _)) = spec.tags.iter().enumerate().find_map(|(i, (k, v))| {
-        let bad = i >= 40
+        let bad = i >= MAX_TAGS
             || k.is_empty()
             || k.chars().count() > 128
             || v.chars().count() > 256
@@ -224,30 +175,15 @@ pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<Schedule, Invalid
             ));
         }
     }
-    Ok(Schedule::from_spec(
-        spec.cron_rate.as_deref(),
-        spec.schedule.as_deref(),
-    )?)
+    let schedule = Schedule::from_spec(spec.cron_rate.as_deref(), spec.schedule.as_deref())?;
+    Ok(ValidatedSpec { spec, schedule })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::EnvVar;
-
-    fn spec() -> EcsSelfTerminatingWorkerSpec {
-        serde_json::from_value(serde_json::json!({
-            "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
-            "image": "worker:1", "cronRate": "1_MINUTE"
-        }))
-        .expect("valid spec")
-    }
-
-    fn spec_with(tags: serde_json::Value) -> EcsSelfTerminatingWorkerSpec {
-        let mut s = spec();
-        s.tags = serde_json::from_value(tags["tags"].clone()).expect("tags");
-        s
-    }
+    use crate::api::testing::{minimal_spec as spec, spec_with};
 
     #[test]
     fn tags_aws_would_refuse_are_invalid() {
@@ -682,7 +618,8 @@ mod fuzz {
                 .expect("its own serialization deserializes");
         prop_assert_eq!(&again, &spec);
         match validate(&spec) {
-            Ok(schedule) => {
+            Ok(valid) => {
+                let schedule = valid.schedule();
                 prop_assert!(!(spec.gpu && spec.arm));
                 prop_assert!(spec.instance_types().iter().all(|t| t.contains('.')));
                 prop_assert!(

@@ -6,6 +6,7 @@
 
 use super::{Context, MANAGER, Wake, credentials};
 use crate::api::conditions::{self, event, reason};
+use crate::api::validate::ValidatedSpec;
 use crate::api::{
     DeletionPolicy, EcsSelfTerminatingWorker, EcsSelfTerminatingWorkerStatus, FINALIZER, Phase,
     TRIGGER_ANNOTATION,
@@ -14,7 +15,6 @@ use crate::aws::provision::{Deletion, ProvisionError, Provisioner};
 use crate::aws::{AwsClients, AwsError, ErrorKind};
 use crate::plan::cycle;
 use crate::plan::desired::Names;
-use crate::schedule::Schedule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -289,10 +289,10 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
         return Ok(Action::requeue(wait));
     }
     let mut pass = Pass::new(&ctx, &worker, &ns);
-    let schedule = step!(check_spec(&mut pass).await?);
+    let spec = step!(check_spec(&mut pass).await?);
     let aws = step!(connect(&mut pass).await?);
     step!(provision(&mut pass, &aws).await?);
-    let decision = step!(advance_cycle(&mut pass, &aws, &schedule, wake).await?);
+    let decision = step!(advance_cycle(&mut pass, &aws, &spec, wake).await?);
     // Step 5: Ready, the status written, the next pass when the decision asks for it.
     pass.condition(
         conditions::READY,
@@ -308,11 +308,12 @@ async fn apply(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Resu
 }
 
 /// Step 1 of [`apply`]: what only the controller can check. Invalid: terminal, zero AWS calls.
-async fn check_spec(pass: &mut Pass<'_>) -> Result<ControlFlow<Action, Schedule>> {
-    match crate::api::validate::validate(&pass.worker.spec) {
-        Ok(schedule) => {
-            pass.status.schedule = Some(schedule.to_string());
-            Ok(ControlFlow::Continue(schedule))
+async fn check_spec<'a>(pass: &mut Pass<'a>) -> Result<ControlFlow<Action, ValidatedSpec<'a>>> {
+    let worker = pass.worker;
+    match crate::api::validate::validate(&worker.spec) {
+        Ok(spec) => {
+            pass.status.schedule = Some(spec.schedule().to_string());
+            Ok(ControlFlow::Continue(spec))
         }
         Err(e) => {
             pass.problem(reason::INVALID_SPEC, e.to_string(), Phase::Failed)
@@ -323,32 +324,39 @@ async fn check_spec(pass: &mut Pass<'_>) -> Result<ControlFlow<Action, Schedule>
     }
 }
 
-/// Step 2: the AWS clients of the worker's identity (its Secret's keys, its role, or the
-/// operator's own).
+/// Why the worker's AWS identity cannot be used.
+enum NoClients {
+    Credentials(credentials::CredentialsError),
+    Aws(AwsError),
+}
+
+/// The AWS clients of the worker's identity: its Secret's keys, its role, or the operator's
+/// own. Used by [`connect`] and [`cleanup`].
+async fn worker_clients(
+    ctx: &Context,
+    worker: &EcsSelfTerminatingWorker,
+) -> std::result::Result<AwsClients, NoClients> {
+    let (ns, spec) = (worker.namespace().unwrap_or_default(), &worker.spec);
+    let credentials = spec.credentials.as_ref();
+    let identity = credentials::load(&ctx.client, &ns, &worker.name_any(), credentials)
+        .await
+        .map_err(NoClients::Credentials)?;
+    let clients = identity.clients(&ctx.aws, &spec.region).await;
+    clients.map_err(NoClients::Aws)
+}
+
+/// Step 2: the AWS clients of the worker's identity.
 async fn connect(pass: &mut Pass<'_>) -> Result<ControlFlow<Action, AwsClients>> {
-    let (ctx, worker) = (pass.ctx, pass.worker);
-    let ns = worker.namespace().unwrap_or_default();
-    let spec = &worker.spec;
-    let identity = match credentials::load(
-        &ctx.client,
-        &ns,
-        &worker.name_any(),
-        spec.credentials.as_ref(),
-    )
-    .await
-    {
-        Ok(identity) => identity,
-        Err(e) => {
+    match worker_clients(pass.ctx, pass.worker).await {
+        Ok(aws) => Ok(ControlFlow::Continue(aws)),
+        Err(NoClients::Credentials(e)) => {
             pass.problem(e.reason(), e.to_string(), Phase::Failed).await;
             pass.save().await?;
             // Secrets are not watched: look again soon.
-            return Ok(ControlFlow::Break(Action::requeue(Duration::from_secs(30))));
+            Ok(ControlFlow::Break(Action::requeue(Duration::from_secs(30))))
         }
-    };
-    match identity.clients(&ctx.aws, &spec.region).await {
-        Ok(aws) => Ok(ControlFlow::Continue(aws)),
         // A role the operator cannot assume: AccessDenied naming the role, no call made.
-        Err(e) => {
+        Err(NoClients::Aws(e)) => {
             pass.status.phase = Some(Phase::Failed);
             fail(pass, e).await.map(ControlFlow::Break)
         }
@@ -453,7 +461,7 @@ async fn provisioned_ok(
 async fn advance_cycle(
     pass: &mut Pass<'_>,
     aws: &AwsClients,
-    schedule: &Schedule,
+    spec: &ValidatedSpec<'_>,
     wake: Wake,
 ) -> Result<ControlFlow<Action, cycle::Decision>> {
     let (ctx, worker) = (pass.ctx, pass.worker);
@@ -461,7 +469,6 @@ async fn advance_cycle(
     let name = worker.name_any();
     let oref = ObjectRef::from(worker);
     let names = Names::new(&ns, &name);
-    let spec = &worker.spec;
     let scheduled = wake == Wake::Scheduled;
     let observed =
         match crate::aws::cycle::observe(aws, &names, spec, &pass.status, scheduled).await {
@@ -477,7 +484,6 @@ async fn advance_cycle(
     let trigger = worker.annotations().get(TRIGGER_ANNOTATION).cloned();
     let decision = cycle::decide(&cycle::Input {
         spec,
-        schedule,
         status: &pass.status,
         observed: &observed,
         trigger: trigger.as_deref(),
@@ -499,7 +505,7 @@ async fn advance_cycle(
         pass.event(ev.warning, ev.reason, ev.message.clone()).await;
     }
     record_run_metrics(ctx, &ns, &name, &pass.status, &decision);
-    let period = crate::metrics::schedule_period(schedule, pass.now.0);
+    let period = crate::metrics::schedule_period(spec.schedule(), pass.now.0);
     ctx.metrics
         .observe_cycle(&ns, &name, &observed.queue, period);
     pass.status.queue = Some(observed.queue);
@@ -599,23 +605,15 @@ async fn cleanup(worker: Arc<EcsSelfTerminatingWorker>, ctx: Arc<Context>) -> Re
     if crate::api::validate::validate(spec).is_err() {
         return Ok(Action::await_change());
     }
-    let identity = match credentials::load(&ctx.client, &ns, &name, spec.credentials.as_ref()).await
-    {
-        Ok(k) => k,
-        Err(e) => {
-            let r = e.reason();
-            let msg = format!("cannot delete AWS resources: {e}");
-            pass.problem(r, msg.clone(), Phase::Deleting).await;
-            pass.save().await?;
-            return Err(Error::DeletionBlocked(msg));
-        }
-    };
-    let aws: AwsClients = match identity.clients(&ctx.aws, &spec.region).await {
+    let aws = match worker_clients(&ctx, &worker).await {
         Ok(aws) => aws,
         Err(e) => {
-            let msg = format!("cannot delete AWS resources: {}", aws_message(&e));
-            pass.problem(aws_reason(&e), msg.clone(), Phase::Deleting)
-                .await;
+            let (r, why) = match &e {
+                NoClients::Credentials(e) => (e.reason(), e.to_string()),
+                NoClients::Aws(e) => (aws_reason(e), aws_message(e)),
+            };
+            let msg = format!("cannot delete AWS resources: {why}");
+            pass.problem(r, msg.clone(), Phase::Deleting).await;
             pass.save().await?;
             return Err(Error::DeletionBlocked(msg));
         }

@@ -700,16 +700,7 @@ pub fn same_policy(observed: &str, desired: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn spec(extra: serde_json::Value) -> EcsSelfTerminatingWorkerSpec {
-        let mut v = serde_json::json!({
-            "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
-            "image": "worker:1", "cronRate": "1_MINUTE"
-        });
-        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-            o.extend(e.clone());
-        }
-        serde_json::from_value(v).expect("valid spec")
-    }
+    use crate::api::testing::spec_with as spec;
 
     #[test]
     fn names_fit_aws_limits_and_are_unique() {

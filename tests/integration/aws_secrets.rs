@@ -309,10 +309,7 @@ async fn the_documented_example_is_admitted_and_granted_as_described() -> anyhow
         .and_then(|rest| rest.split("```").next())
         .ok_or_else(|| anyhow::anyhow!("docs/secrets.md has no yaml example"))?;
     let example: serde_json::Value = serde_yaml::from_str(block)?;
-    let mut spec = serde_json::json!({
-        "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
-        "image": "worker:test", "cronRate": "1_HOUR",
-    });
+    let mut spec = ecs_worker_operator::api::testing::minimal_spec_json();
     for (k, v) in example["spec"]
         .as_object()
         .ok_or_else(|| anyhow::anyhow!("the example has no spec"))?

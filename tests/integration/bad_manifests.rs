@@ -6,7 +6,9 @@
 
 use crate::common::Harness;
 use ecs_worker_operator::api::conditions::{self, reason};
-use ecs_worker_operator::api::{EcsSelfTerminatingWorker, Phase};
+use ecs_worker_operator::api::{EcsSelfTerminatingWorker, Phase, limits};
+// A valid spec; every case breaks it in one way.
+use ecs_worker_operator::api::testing::minimal_spec_json as base_spec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
@@ -64,17 +66,6 @@ fn terminal(name: &'static str, spec: Value, reason: &'static str, needle: &'sta
         via: Via::Create,
         expect: Expect::Terminal { reason, needle },
     }
-}
-
-/// A valid spec; every case breaks it in one way.
-fn base_spec() -> Value {
-    json!({
-        "instanceType": "t3.medium",
-        "memoryLimitMiB": 512,
-        "region": "us-east-1",
-        "image": "worker:test",
-        "cronRate": "1_HOUR",
-    })
 }
 
 /// JSON merge patch (RFC 7386).
@@ -627,6 +618,13 @@ fn admission_cases() -> Vec<Case> {
         refused(
             "a-tag-key-129-chars",
             json!({ "tags": { long(129): "x" } }),
+            "spec.tags",
+        ),
+        refused(
+            "a-41st-tag",
+            json!({ "tags": (0..=limits::MAX_TAGS)
+                .map(|i| (format!("k{i}"), json!("v")))
+                .collect::<serde_json::Map<_, _>>() }),
             "spec.tags",
         ),
         refused(

@@ -17,10 +17,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use testbed::agent::Agent;
+use testbed::agent::{Agent, Ended, MetadataEndpoint, Play, Playing};
 use testbed::process::Guard;
 use testbed::proxy::{Faults, Proxy, seed_from_env};
 use testbed::{ControlPlane, Moto, TestNamespace};
@@ -33,15 +33,18 @@ const QUICK: &str = "queue:\n  receiveWaitTimeSeconds: 1\n  visibilityTimeoutSec
 /// The operator binary running as a child process; killed and reaped on drop.
 struct Operator {
     guard: Option<Guard>,
-    args: Vec<String>,
+    kubeconfig: PathBuf,
+    namespace: String,
+    aws_endpoint: String,
     log: PathBuf,
     starts: u32,
     kills: u32,
 }
 
 impl Operator {
-    /// Starts `ecs-worker-operator run` against `kubeconfig`, watching `namespace` only, with
-    /// every AWS call sent to `aws_endpoint`; the log goes to `target/tmp/chaos-<name>.log`.
+    /// Starts the operator ([`testbed::operator::command`]) against `kubeconfig`, watching
+    /// `namespace` only, with every AWS call sent to `aws_endpoint`; the log goes to
+    /// `target/tmp/chaos-<name>.log`.
     fn start(
         name: &str,
         kubeconfig: &Path,
@@ -51,23 +54,11 @@ impl Operator {
         let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{name}.log"));
         std::fs::write(&log, "")?;
         println!("operator log: {}", log.display());
-        let args = [
-            "run",
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--namespace",
-            namespace,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", testbed::free_port()),
-            "--aws-endpoint",
-            aws_endpoint,
-            "--emulator-credentials",
-        ]
-        .map(str::to_string)
-        .to_vec();
         let mut op = Operator {
             guard: None,
-            args,
+            kubeconfig: kubeconfig.to_path_buf(),
+            namespace: namespace.to_string(),
+            aws_endpoint: aws_endpoint.to_string(),
             log,
             starts: 0,
             kills: 0,
@@ -78,16 +69,16 @@ impl Operator {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         use std::io::Write as _;
-        let mut log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
         self.starts += 1;
+        let mut log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
         writeln!(log, "---- operator start {} ----", self.starts)?;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ecs-worker-operator"));
-        cmd.args(&self.args)
-            .env("NO_COLOR", "1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        let cmd = testbed::operator::command(
+            Path::new(env!("CARGO_BIN_EXE_ecs-worker-operator")),
+            &self.kubeconfig,
+            &self.namespace,
+            &self.aws_endpoint,
+            &self.log,
+        )?;
         self.guard = Some(testbed::process::spawn("ecs-worker-operator", cmd)?);
         Ok(())
     }
@@ -362,23 +353,17 @@ struct Played {
     agent: Agent,
     /// Container instances still registered after the last round.
     registered: bool,
-    /// Tasks a worker process was started for.
-    started: BTreeSet<String>,
-    running: Vec<(String, tokio::process::Child)>,
-    /// Exited worker processes whose task is not ended yet: (task, exit code).
-    exited: Vec<(String, i32)>,
-    /// Tasks ended: (task, exit code).
-    ended: Vec<(String, i32)>,
+    playing: Playing,
+    ended: std::sync::Mutex<Vec<Ended>>,
 }
 
 /// Plays the ECS agent for many workers against moto directly. Each round reads every Auto
-/// Scaling group once and steps [`testbed::agent::Agent`] only for the workers whose group has
-/// instances, whose instances are still registered or whose worker process runs: register
-/// and deregister instances, start the real worker binary for each task that starts (with the
-/// task's environment), end the task with the worker's exit code.
+/// Scaling group once and takes an [`Agent::step`] (the one [`testbed::agent::Player`] takes)
+/// only for the workers whose group has instances, whose instances are still registered or
+/// whose worker process runs.
 struct Fleet {
     stop: tokio::sync::oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<Vec<Played>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<Vec<Played>>>,
 }
 
 impl Fleet {
@@ -394,17 +379,20 @@ impl Fleet {
             .map(|n| Played {
                 agent: Agent::new(sdk, &n.cluster, &n.auto_scaling_group),
                 registered: false,
-                started: BTreeSet::new(),
-                running: Vec::new(),
-                exited: Vec::new(),
-                ended: Vec::new(),
+                playing: Playing::default(),
+                ended: Default::default(),
             })
             .collect();
-        let endpoint = endpoint.to_string();
+        let play = Play::RealWorker {
+            binary,
+            endpoint: endpoint.to_string(),
+            extra_env: Vec::new(),
+        };
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
+            let metadata = MetadataEndpoint::start()?;
             loop {
-                if let Err(e) = round(&asg, &mut played, &binary, &endpoint).await {
+                if let Err(e) = round(&asg, &mut played, &play, &metadata).await {
                     tracing::debug!(error = %e, "fleet round failed");
                 }
                 tokio::select! {
@@ -413,20 +401,23 @@ impl Fleet {
                 }
             }
             for p in &mut played {
-                for (_, child) in &mut p.running {
-                    let _ = child.kill().await;
-                }
+                p.playing.kill_all().await;
             }
-            played
+            Ok(played)
         });
         Fleet { stop, handle }
     }
 
-    /// Stops playing; kills and reaps worker processes still running. Returns every task ended.
+    /// Stops playing; kills and reaps worker processes still running. Returns every task ended,
+    /// with its exit code.
     async fn stop(self) -> anyhow::Result<Vec<(String, i32)>> {
         let _ = self.stop.send(());
-        let played = self.handle.await?;
-        Ok(played.into_iter().flat_map(|p| p.ended).collect())
+        let played = self.handle.await??;
+        let ended = played.into_iter().flat_map(|p| {
+            let ended = p.ended.into_inner().unwrap_or_else(|e| e.into_inner());
+            ended.into_iter().map(|e| (e.task_arn, e.exit_code))
+        });
+        Ok(ended.collect())
     }
 }
 
@@ -447,8 +438,8 @@ async fn group_sizes(asg: &aws_sdk_autoscaling::Client) -> anyhow::Result<BTreeM
 async fn round(
     asg: &aws_sdk_autoscaling::Client,
     played: &mut [Played],
-    binary: &Path,
-    endpoint: &str,
+    play: &Play,
+    metadata: &MetadataEndpoint,
 ) -> anyhow::Result<()> {
     use futures::StreamExt as _;
     let sizes = group_sizes(asg).await?;
@@ -456,83 +447,22 @@ async fn round(
         .filter(|p| {
             let active = sizes.get(&p.agent.group).copied().unwrap_or(0) > 0
                 || p.registered
-                || !p.running.is_empty()
-                || !p.exited.is_empty();
+                || p.playing.has_workers();
             std::future::ready(active)
         })
         .for_each_concurrent(8, |p| async move {
-            if let Err(e) = step(p, binary, endpoint).await {
+            let stepped = async {
+                p.agent
+                    .step(play, metadata, &mut p.playing, &p.ended)
+                    .await?;
+                p.registered = !p.agent.registered().await?.is_empty();
+                anyhow::Ok(())
+            };
+            if let Err(e) = stepped.await {
                 tracing::debug!(error = %e, group = p.agent.group, "agent step failed");
             }
         })
         .await;
-    Ok(())
-}
-
-async fn step(p: &mut Played, binary: &Path, endpoint: &str) -> anyhow::Result<()> {
-    let mut still = Vec::new();
-    for (arn, mut child) in p.running.drain(..) {
-        match child.try_wait()? {
-            Some(status) => p.exited.push((arn, status.code().unwrap_or(137))),
-            None => still.push((arn, child)),
-        }
-    }
-    p.running = still;
-    while let Some((arn, code)) = p.exited.last().cloned() {
-        p.agent
-            .end_task(&arn, code, "Essential container in task exited")
-            .await?;
-        p.exited.pop();
-        p.ended.push((arn, code));
-    }
-    p.agent.sync().await?;
-    let registered = p.agent.registered().await?;
-    p.registered = !registered.is_empty();
-    if registered.is_empty() {
-        return Ok(());
-    }
-    for task in p.agent.tasks("RUNNING").await? {
-        let Some(arn) = task.task_arn().map(str::to_string) else {
-            continue;
-        };
-        if task.last_status() != Some("RUNNING") || p.started.contains(&arn) {
-            continue;
-        }
-        let instance_id = registered
-            .iter()
-            .find(|r| Some(r.container_instance_arn.as_str()) == task.container_instance_arn())
-            .map(|r| r.instance_id.clone())
-            .unwrap_or_default();
-        let def = p
-            .agent
-            .ecs
-            .describe_task_definition()
-            .task_definition(task.task_definition_arn().unwrap_or_default())
-            .send()
-            .await?;
-        let mut cmd = tokio::process::Command::new(binary);
-        cmd.kill_on_drop(true)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let environment = def
-            .task_definition()
-            .and_then(|d| d.container_definitions().first())
-            .map(|c| c.environment().to_vec())
-            .unwrap_or_default();
-        for kv in &environment {
-            if let (Some(k), Some(v)) = (kv.name(), kv.value()) {
-                cmd.env(k, v);
-            }
-        }
-        cmd.env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("WORKER_INSTANCE_ID", &instance_id);
-        p.running.push((arn.clone(), cmd.spawn()?));
-        p.started.insert(arn);
-    }
     Ok(())
 }
 

@@ -325,20 +325,25 @@ impl Drop for Harness {
     }
 }
 
-/// The example worker, in this test's namespace, with a given name and extra spec YAML lines.
+/// A worker named `name`: the minimal spec with 6000 MiB, plus `extra_spec` (YAML of spec
+/// fields; a `schedule` replaces the default `cronRate`).
 pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
-    let mut s = format!(
-        "apiVersion: ecsworker.dev/v1alpha1\nkind: EcsSelfTerminatingWorker\nmetadata:\n  name: {name}\nspec:\n  instanceType: t3.medium\n  memoryLimitMiB: 6000\n  region: us-east-1\n  image: worker:test\n"
-    );
-    if !extra_spec.contains("cronRate") && !extra_spec.contains("schedule:") {
-        s.push_str("  cronRate: 1_HOUR\n");
+    let mut spec = ecs_worker_operator::api::testing::minimal_spec_json();
+    spec["memoryLimitMiB"] = 6000.into();
+    let extra: serde_json::Value = serde_yaml::from_str(extra_spec).expect("spec YAML");
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        if extra.contains_key("schedule") {
+            spec.remove("cronRate");
+        }
+        spec.extend(extra.clone());
     }
-    for line in extra_spec.lines() {
-        s.push_str("  ");
-        s.push_str(line);
-        s.push('\n');
-    }
-    s
+    serde_yaml::to_string(&serde_json::json!({
+        "apiVersion": "ecsworker.dev/v1alpha1",
+        "kind": "EcsSelfTerminatingWorker",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("serializes")
 }
 
 /// A binary of this workspace in `target/debug`, built by `cargo build --workspace

@@ -707,9 +707,7 @@ fn iam_policy_allows_every_aws_call_the_operator_makes_and_nothing_else() -> any
             ["arn:aws:ssm:*:*:parameter/aws/service/ecs/optimized-ami/*"]
         );
     }
-    let spec: ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec = serde_json::from_value(
-        serde_json::json!({"instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1", "image": "w:1", "cronRate": "1_HOUR"}),
-    )?;
+    let spec = ecs_worker_operator::api::testing::minimal_spec();
     assert!(
         ecs_worker_operator::plan::desired::ami_parameter(&spec)
             .starts_with("/aws/service/ecs/optimized-ami/")

@@ -82,16 +82,13 @@ fn readme_lists_every_permission_of_each_principal() -> anyhow::Result<()> {
     );
 
     // The execution role's inline policy, with every kind of secret and a key.
-    let with_secrets: ecs_worker_operator::api::EcsSelfTerminatingWorkerSpec =
-        serde_json::from_value(serde_json::json!({
-            "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
-            "image": "worker:1", "cronRate": "1_HOUR",
-            "secrets": [
-                {"name": "A", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
-                {"name": "B", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/b"},
-            ],
-            "secretsKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k",
-        }))?;
+    let with_secrets = ecs_worker_operator::api::testing::spec_with(serde_json::json!({
+        "secrets": [
+            {"name": "A", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
+            {"name": "B", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/b"},
+        ],
+        "secretsKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k",
+    }));
     let execution: serde_json::Value = serde_json::from_str(
         &desired::execution_policy(&with_secrets).expect("a policy with secrets"),
     )?;

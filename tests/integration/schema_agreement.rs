@@ -97,10 +97,8 @@ fn generate<S: Strategy>(strategy: S, runner: &mut TestRunner, n: usize) -> Vec<
 
 /// Whether the API server admits a worker whose spec has `field: value` (dry run).
 async fn admitted(api: &Api<DynamicObject>, i: usize, field: &str, value: &str) -> bool {
-    let mut spec = serde_json::json!({
-        "instanceType": "t3.medium", "memoryLimitMiB": 512, "region": "us-east-1",
-        "image": "worker:test",
-    });
+    let mut spec = ecs_worker_operator::api::testing::minimal_spec_json();
+    spec.as_object_mut().map(|s| s.remove("cronRate"));
     spec[field] = serde_json::json!(value);
     let obj: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "ecsworker.dev/v1alpha1", "kind": "EcsSelfTerminatingWorker",

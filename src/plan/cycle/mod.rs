@@ -1,7 +1,7 @@
 //! The run cycle as one pure function.
 //!
-//! [`decide`] takes what one reconcile knows — the spec, the parsed schedule, the status written
-//! last time, what the AWS layer just [`Observed`], the run-now annotation and the time — and
+//! [`decide`] takes what one reconcile knows — the validated spec (with its parsed schedule),
+//! the status written last time, what the AWS layer just [`Observed`], the run-now annotation and the time — and
 //! returns a [`Decision`]: the AWS [`Action`]s to execute, the Events to record and the cycle's
 //! status fields (phase, current and last run, next tick, handled trigger, Degraded condition,
 //! requeue delay).
@@ -14,12 +14,12 @@
 //! `tests.rs`.
 
 use crate::api::conditions::{event, reason};
+use crate::api::validate::ValidatedSpec;
 use crate::api::{
     BudgetStatus, CapacityType, EcsSelfTerminatingWorkerSpec, EcsSelfTerminatingWorkerStatus,
     OnExhausted, Phase, RunOutcome, RunRecord, RunStatus,
 };
 use crate::plan::budget;
-use crate::schedule::Schedule;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
@@ -55,8 +55,7 @@ pub use observed::*;
 /// Everything one decision depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
-    pub spec: &'a EcsSelfTerminatingWorkerSpec,
-    pub schedule: &'a Schedule,
+    pub spec: &'a ValidatedSpec<'a>,
     pub status: &'a EcsSelfTerminatingWorkerStatus,
     pub observed: &'a Observed,
     /// Value of the run-now annotation, when present.
@@ -404,7 +403,7 @@ impl<'a> Cycle<'a> {
     fn new(input: &'a Input<'a>) -> Cycle<'a> {
         let status = input.status;
         let stored = status.next_run_time.as_ref().map(|t| t.0);
-        let next = input.schedule.next_after(input.now);
+        let next = input.spec.schedule().next_after(input.now);
         let mut next_run_time = stored;
         // A due tick is consumed; a future tick the schedule would not produce means the
         // schedule changed.
@@ -438,7 +437,7 @@ impl<'a> Cycle<'a> {
         }
     }
 
-    fn spec(&self) -> &'a EcsSelfTerminatingWorkerSpec {
+    fn spec(&self) -> &'a ValidatedSpec<'a> {
         self.input.spec
     }
 
@@ -455,11 +454,11 @@ impl<'a> Cycle<'a> {
     }
 
     fn max_instances(&self) -> i32 {
-        self.spec().max_instances.max(1)
+        self.spec().max_instances
     }
 
     fn join_timeout(&self) -> SignedDuration {
-        SignedDuration::from_secs(i64::from(self.spec().scaling.join_timeout_seconds.max(0)))
+        SignedDuration::from_secs(i64::from(self.spec().scaling.join_timeout_seconds))
     }
 
     fn tasks_of(&self, run_id: &str) -> Vec<&'a TaskState> {
@@ -707,7 +706,7 @@ impl<'a> Cycle<'a> {
     }
 
     fn start_run(&mut self, visible: i64, desired: i32) -> RunStatus {
-        let per = i64::from(self.spec().scaling.messages_per_instance.max(1));
+        let per = i64::from(self.spec().scaling.messages_per_instance);
         let needed = visible / per + i64::from(visible % per != 0);
         let instances = i32::try_from(needed.max(i64::from(desired)))
             .unwrap_or(i32::MAX)

@@ -20,18 +20,12 @@ fn time(secs: i64) -> Time {
 }
 
 fn base_spec() -> Spec {
-    serde_json::from_value(serde_json::json!({
-        "instanceType": "t3.micro",
-        "memoryLimitMiB": 512,
-        "region": "us-east-1",
-        "image": "worker:latest",
-        "cronRate": "1_MINUTE",
-    }))
-    .expect("valid spec")
+    crate::api::testing::spec_with(serde_json::json!({ "cronRate": "1_MINUTE" }))
 }
 
-fn schedule() -> Schedule {
-    Schedule::parse_rate("1_MINUTE").expect("valid rate")
+/// `spec` as the controller hands it to the cycle.
+fn valid(spec: &Spec) -> ValidatedSpec<'_> {
+    crate::api::validate::validate(spec).expect("a valid spec")
 }
 
 /// A run as the status records it: scaled up at `scale_up_at`, no task started yet.
@@ -156,10 +150,8 @@ impl Case {
         self.task(Some(run_id), on, "STOPPED", exit)
     }
     fn decide(&self) -> Decision {
-        let schedule = schedule();
         decide(&Input {
-            spec: &self.spec,
-            schedule: &schedule,
+            spec: &valid(&self.spec),
             status: &self.status,
             observed: &self.obs,
             trigger: self.trigger.as_deref(),
@@ -1703,10 +1695,8 @@ fn requeue_is_bounded() {
     let far = case()
         .status(|s| s.next_run_time = None)
         .spec(|s| s.cron_rate = Some("1_DAY".into()));
-    let schedule = Schedule::parse_rate("1_DAY").expect("valid");
     let d = decide(&Input {
-        spec: &far.spec,
-        schedule: &schedule,
+        spec: &valid(&far.spec),
         status: &far.status,
         observed: &far.obs,
         trigger: None,
@@ -1762,7 +1752,12 @@ enum Crash {
     Behind,
 }
 
-/// Auto Scaling, ECS and the worker, one 2-second step at a time.
+/// Auto Scaling, ECS and the worker, one 2-second step at a time, each change in one step, so
+/// a crash can be placed before and after every action of a run. The cost simulator's model
+/// (`benches/cost/model.rs`) is a different tool: seconds, boot times, billing, a Spot market
+/// and the worker's per-message drain, all seeded. Both speak the cycle's own contract
+/// ([`Observed`] in, [`Action`] out) and moto checks the real AWS layer against it; one shared
+/// model would make these tests depend on the bench's timing and the bench on these faults.
 struct World {
     obs: Observed,
     launched: usize,
@@ -1967,14 +1962,13 @@ impl World {
 
 /// Runs the cycle until it is idle again, crashing the operator once at `crash`.
 fn simulate(world: &mut World, spec: &Spec, crash: Option<(usize, Crash)>) -> (Status, Vec<Phase>) {
-    let schedule = schedule();
+    let spec = valid(spec);
     let mut status = Status::default();
     let mut phases = Vec::new();
     for step in 0..400_i64 {
         let now = at(NOW + 2 * step);
         let d = decide(&Input {
-            spec,
-            schedule: &schedule,
+            spec: &spec,
             status: &status,
             observed: &world.obs,
             trigger: None,

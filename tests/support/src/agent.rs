@@ -1,47 +1,12 @@
 //! Plays the ECS container agent against moto, which has none.
 //!
-//! On real EC2 the agent on each instance registers it with the cluster, serves its tasks'
-//! containers the task metadata endpoint, reports task exits and disappears with the instance.
-//! Here a test does the same through the API: [`Agent::sync`] registers the group's InService
-//! instances and deregisters those that left it; [`Agent::end_task`] stops a task with a
-//! container exit code (moto extension call); [`Player`] runs the real worker binary for each
-//! task with `ECS_CONTAINER_METADATA_URI_V4` pointing at a task metadata endpoint v4 it serves
-//! on 127.0.0.1 (`/v4/<task id>/task`: `Cluster`, `TaskARN`, ... as the agent answers).
-//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4.html>
-//!
-//! When a worker exits after its host went away (its EC2 instance is no longer pending or
-//! running: the worker terminated it, or the group did), the agent on that host cannot report
-//! the exit any more: ECS itself stops the task, with no container exit code and the stopped
-//! reason "Host EC2 (instance i-...) terminated." ([`Agent::host_terminated`], moto extension
-//! `moto_ecs_host_stop.py`). Only while the instance is still up is the exit code reported.
-//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/stopped-task-errors.html>
-//!
-//! A stop ECS asks for (StopTask: the task's `desiredStatus` goes to STOPPED while it still
-//! runs) reaches the worker process as `docker stop` reaches a container: SIGTERM, then SIGKILL
-//! once the container's `stopTimeout` (30 s unless set) has passed; the exit code (128 + the
-//! signal when one ended it) is then reported and the task keeps StopTask's stop code and
-//! reason. The play tells the emulator which tasks it runs a process for, so StopTask only asks
-//! for their stop (moto extension `moto_ecs_agent_stop.py`).
-//! <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html>
-//!
-//! A Spot interruption ([`Agent::spot_interruption`]): with Spot Instance draining on (the
-//! operator's user data sets `ECS_ENABLE_SPOT_INSTANCE_DRAINING=true`), ECS receives EC2's
-//! two-minute interruption notice and sets the instance's container instance to DRAINING. ECS
-//! places nothing new there, and leaves standalone tasks (RunTask's) running: stopping them is
-//! up to whoever started them, here the operator's run cycle. [`Agent::reclaim`] is EC2
-//! reclaiming the instance at the end of the notice.
-//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
-//! <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_UpdateContainerInstancesState.html>
-//!
-//! On a server with IAM enforced ([`crate::iam`]) the calls the real ECS agent makes
-//! (RegisterContainerInstance, DeregisterContainerInstance, SubmitTaskStateChange) sign as the
-//! instance role (the role of the instance profile the group's launch template names, assumed
-//! as EC2 assumes it), a worker process gets its task role's credentials as ECS gives them,
-//! and what only the test reads (groups, instances, container instances, tasks, definitions)
-//! signs as the test's admin user (the configuration the agent was made with). What ECS and EC2
-//! do on their own (stopping the tasks of a host that went away, draining an instance on a Spot
-//! interruption notice, reclaiming a Spot instance) is no API call of a principal: the play
-//! makes those changes as the admin user.
+//! What the agent on a real instance does, a test does through the API: [`Agent::sync`]
+//! registers the group's InService instances and deregisters those that left it, and [`Player`]
+//! runs the real worker binary for each task, with a task metadata endpoint v4, and delivers the
+//! stops ECS asks for. A worker's exit is reported with its exit code while its host is up
+//! ([`Agent::end_task`]); once the host is gone, ECS stops the task without one
+//! ([`Agent::host_terminated`]). With IAM enforced ([`crate::iam`]), each call signs as the
+//! principal that makes it on AWS ([`Agent`]).
 
 use crate::iam::Principals;
 use aws_sdk_autoscaling::Client as AutoScaling;
@@ -53,6 +18,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// The agent of every instance of one Auto Scaling group in one ECS cluster.
+///
+/// On a server with IAM enforced ([`crate::iam`]), the calls the real ECS agent makes
+/// (RegisterContainerInstance, DeregisterContainerInstance, SubmitTaskStateChange) sign as the
+/// instance role (the role of the instance profile the group's launch template names, assumed
+/// as EC2 assumes it), and a worker process gets its task role's credentials as ECS gives them.
+/// What only the test reads (groups, instances, container instances, tasks, definitions) signs
+/// as the test's admin user (the configuration the agent was made with). What ECS and EC2 do on
+/// their own (stopping the tasks of a host that went away, draining an instance on a Spot
+/// interruption notice, reclaiming a Spot instance) is no API call of a principal: the play
+/// makes those changes as the admin user.
 #[derive(Clone)]
 pub struct Agent {
     pub ecs: Ecs,
@@ -378,6 +353,12 @@ impl Agent {
     /// `UpdateContainerInstancesState` sets). Tasks keep running: ECS stops only service
     /// tasks of a draining instance. Returns the container instance's ARN.
     /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/spot-instance-draining-linux-container.html>
+    ///
+    /// The operator's user data turns Spot Instance draining on
+    /// (`ECS_ENABLE_SPOT_INSTANCE_DRAINING=true`). ECS places nothing new on a draining
+    /// instance, and leaves standalone tasks (RunTask's) running: stopping them is up to
+    /// whoever started them, here the operator's run cycle.
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_UpdateContainerInstancesState.html>
     pub async fn spot_interruption(&self, instance_id: &str) -> anyhow::Result<String> {
         let registered = self
             .registered()
@@ -541,6 +522,14 @@ pub struct Ended {
 }
 
 /// Plays the agent continuously in the background until dropped.
+///
+/// A stop ECS asks for (StopTask: the task's `desiredStatus` goes to STOPPED while it still
+/// runs) reaches the worker process as `docker stop` reaches a container: SIGTERM, then SIGKILL
+/// once the container's `stopTimeout` ([`DEFAULT_STOP_TIMEOUT`] unless set) has passed; the
+/// exit code (128 + the signal when one ended it) is then reported and the task keeps
+/// StopTask's stop code and reason. The play tells the emulator which tasks it runs a process
+/// for, so StopTask only asks for their stop (moto extension `moto_ecs_agent_stop.py`).
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html>
 pub struct Player {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -565,13 +554,9 @@ impl Player {
                     return;
                 }
             };
-            let mut started: BTreeSet<String> = BTreeSet::new();
-            let mut running: Vec<Worker> = Vec::new();
+            let mut playing = Playing::default();
             loop {
-                if let Err(e) = agent
-                    .step(&play, &metadata, &mut started, &mut running, &ended2)
-                    .await
-                {
+                if let Err(e) = agent.step(&play, &metadata, &mut playing, &ended2).await {
                     tracing::debug!(error = %e, "agent step failed");
                 }
                 tokio::select! {
@@ -579,9 +564,7 @@ impl Player {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
                 }
             }
-            for mut worker in running {
-                let _ = worker.child.kill().await;
-            }
+            playing.kill_all().await;
         });
         Player {
             stop: Some(stop),
@@ -605,6 +588,28 @@ impl Drop for Player {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+        }
+    }
+}
+
+/// What one agent has going: the tasks it started a worker process for, and those processes
+/// until their exit is reported.
+#[derive(Default)]
+pub struct Playing {
+    started: BTreeSet<String>,
+    running: Vec<Worker>,
+}
+
+impl Playing {
+    /// Whether a worker process runs or its exit is not reported yet.
+    pub fn has_workers(&self) -> bool {
+        !self.running.is_empty()
+    }
+
+    /// Kills and reaps every worker process.
+    pub async fn kill_all(&mut self) {
+        for mut worker in self.running.drain(..) {
+            let _ = worker.child.kill().await;
         }
     }
 }
@@ -640,14 +645,17 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 impl Agent {
-    async fn step(
+    /// One step of the play ([`Player`] takes one every 250 ms): report the exits of the
+    /// workers that ended, deliver the stops ECS asks for, [`Agent::sync`] the instances and,
+    /// with [`Play::RealWorker`], start a worker process for each task that starts.
+    pub async fn step(
         &self,
         play: &Play,
         metadata: &MetadataEndpoint,
-        started: &mut BTreeSet<String>,
-        running: &mut Vec<Worker>,
+        playing: &mut Playing,
         ended: &Mutex<Vec<Ended>>,
     ) -> anyhow::Result<()> {
+        let Playing { started, running } = playing;
         // Workers that exited: report their exit like the agent (or, with the host gone, ECS)
         // does. One that cannot be reported now is tried again at the next step.
         for worker in running.iter_mut().filter(|w| w.exit.is_none()) {
@@ -863,13 +871,21 @@ pub fn serve_task_metadata(metadata: serde_json::Value) -> anyhow::Result<String
 /// The task metadata endpoint v4 of the play's tasks, on 127.0.0.1: `GET /v4/<task id>/task`
 /// answers the task's metadata, `GET /v4/<task id>` its (first) container's, anything else
 /// 404. Stops serving when dropped.
-struct MetadataEndpoint {
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4.html>
+pub struct MetadataEndpoint {
     base: String,
     tasks: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl MetadataEndpoint {
+    /// Serves on a free loopback port (inside a Tokio runtime).
+    pub fn start() -> anyhow::Result<MetadataEndpoint> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        MetadataEndpoint::serve(listener)
+    }
+
     fn serve(listener: std::net::TcpListener) -> anyhow::Result<MetadataEndpoint> {
         let addr = listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -1,14 +1,12 @@
 //! A real Kubernetes control plane: etcd + kube-apiserver on free loopback ports.
 //!
-//! Binaries come from `hack/k8s-tools.sh` (built once from Go modules, cached by version).
-//! Certificates are generated with `openssl`: one CA, a serving certificate for
-//! localhost/127.0.0.1 and an admin client certificate in `system:masters`. There is no
-//! controller-manager and no kubelet: namespaces never finish terminating, no Pod runs, no
-//! default ServiceAccount exists. Tests use a fresh namespace each ([`TestNamespace`]).
-//!
-//! For outage tests a private control plane can stop and start kube-apiserver alone, on the
-//! same port, while etcd keeps its data ([`ControlPlane::restart_apiserver`]), and run a second
-//! kube-apiserver on the same etcd ([`ControlPlane::replica_apiserver`]), as an HA replica would.
+//! Binaries come from `hack/k8s-tools.sh` (built once from Go modules, cached by version);
+//! `openssl` makes one CA, a serving certificate for localhost/127.0.0.1 and an admin client
+//! certificate in `system:masters`. There is no controller-manager and no kubelet: namespaces
+//! never finish terminating, no Pod runs, no default ServiceAccount exists, so each test uses a
+//! fresh namespace ([`TestNamespace`]). Outage tests start a private control plane to restart
+//! kube-apiserver alone while etcd keeps its data ([`ControlPlane::restart_apiserver`]), or to
+//! add a replica on the same etcd ([`ControlPlane::replica_apiserver`]).
 
 use crate::process::{self, Guard};
 use anyhow::Context as _;

@@ -1,23 +1,13 @@
 //! IAM enforced in the emulator, for every principal of a test (`python/moto_iam.py` evaluates
 //! the policies; it documents what is and is not evaluated).
 //!
-//! [`Principals::enforce`] creates, while the server still lets everything through, an
-//! `ecs-worker-operator` user whose only policy is `deploy/aws/operator-policy.json` (read from
-//! the repository at test time) and a `testbed-admin` user allowed everything (the test's own
-//! calls: sending messages, reading state, the EC2 side of the ECS agent play), then turns
-//! authentication on: from then on every request must be signed by a known principal and is
-//! authorized against its policies. Roles the operator created are used the way AWS uses them:
-//! [`Principals::task_role`] gives a task role's credentials as ECS gives them to a task (the
-//! role is assumed as `ecs-tasks.amazonaws.com`, so its trust policy must allow that), and
-//! [`Principals::instance_profile_role`] an instance profile's role as EC2 gives it to an
-//! instance (moto does not apply a launch template's profile to instances, so the test bed
-//! reads the profile from the launch template and assumes its role as `ec2.amazonaws.com`).
-//!
-//! Every refused request is recorded by the server; [`Principals::denials`] lists them with
-//! principal, action and resource.
-//!
-//! Servers without [`Principals::enforce`] keep moto's default: no authentication at all, any
-//! signature accepted.
+//! [`Principals::enforce`] creates the operator's user ([`OPERATOR_USER`], whose only policy is
+//! `deploy/aws/operator-policy.json`) and the test's admin user ([`ADMIN_USER`]), then turns
+//! authentication on: every later request must be signed by a known principal and is authorized
+//! against its policies; [`Principals::denials`] lists the refused ones. Roles the operator
+//! created are assumed as ECS and EC2 assume them ([`Principals::task_role`],
+//! [`Principals::instance_profile_role`]). Servers without [`Principals::enforce`] keep moto's
+//! default: no authentication at all, any signature accepted.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
@@ -26,8 +16,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The operator's IAM user.
+///
+/// Its only policy is `deploy/aws/operator-policy.json`, read from the repository at test time.
 pub const OPERATOR_USER: &str = "ecs-worker-operator";
 /// The test's own IAM user.
+///
+/// Allowed everything: the test's own calls (sending messages, reading state, the EC2 side of
+/// the ECS agent play).
 pub const ADMIN_USER: &str = "testbed-admin";
 /// The service principal ECS assumes task roles as.
 pub const TASKS_SERVICE: &str = "ecs-tasks.amazonaws.com";
@@ -356,6 +351,10 @@ impl Principals {
     /// The instance profile the instances of an Auto Scaling group get: the one its launch
     /// template version names (read as admin). `None` when the group, its template or the
     /// profile is not there.
+    ///
+    /// moto does not apply a launch template's profile to instances, so the test bed reads the
+    /// profile from the launch template and assumes its role as `ec2.amazonaws.com`
+    /// ([`Principals::instance_profile_role`]).
     pub async fn group_instance_profile(&self, group: &str) -> anyhow::Result<Option<String>> {
         let sdk = self.admin_sdk();
         let asg = aws_sdk_autoscaling::Client::new(&sdk);

@@ -1,21 +1,10 @@
 //! Test support for ecs-worker-operator: real local components, no mocks.
 //!
-//! - [`control_plane`]: a real kube-apiserver + etcd (built from Go modules by
-//!   `hack/k8s-tools.sh`, cached by version), started once per test binary on free loopback
-//!   ports, with generated certificates and an admin kubeconfig.
-//! - [`moto`]: the moto AWS emulator in server mode from the project's venv, with the test-only
-//!   extension in `python/moto_ext.py`.
-//! - [`agent`]: plays the ECS agent against moto (register instances, serve each task's
-//!   metadata endpoint v4, end tasks with an exit code — or, when the worker removed its own
-//!   host first, without one, as ECS does — and deregister instances that left their group).
-//! - [`iam`]: IAM enforced in moto for every principal: the operator's user (its only policy
-//!   is `deploy/aws/operator-policy.json`), the test's admin user, and the roles the operator
-//!   created, assumed as ECS and EC2 assume them; refused requests listed.
-//! - [`proxy`]: a fault-injecting proxy in front of moto (throttling errors in each AWS
-//!   protocol's shape, HTTP 500s, connection resets, latency; seeded, so a run replays; and
-//!   AWS's eventual consistency right after a create) that records every AWS call.
-//! - [`crd`]: installs a CustomResourceDefinition and waits until it is served.
-//! - [`operator`]: the operator binary's command line against these components.
+//! A real kube-apiserver + etcd ([`control_plane`]) and the moto AWS emulator ([`moto`]), held
+//! to AWS's IAM rules for every principal ([`iam`]) and, through a fault-injecting, recording
+//! proxy ([`proxy`]), to its failures and eventual consistency; [`agent`] plays the ECS agent,
+//! and [`crd`] and [`operator`] install the CRD and run the operator binary against them.
+//! `docs/testing.md` describes the test bed as a whole.
 //!
 //! Every process started here is killed when the test binary exits (normally, by panic, or by
 //! signal: children get `PR_SET_PDEATHSIG`), and temporary directories are removed.

@@ -1,81 +1,16 @@
-//! A fault-injecting HTTP proxy in front of moto, and the record of every AWS call through it.
+//! A fault-injecting HTTP proxy in front of moto, and the record of every AWS call through it
+//! ([`Proxy::requests`]).
 //!
-//! [`Proxy::start`] listens on a free loopback port and forwards each request to an upstream
-//! (a moto server). A configurable share of the signed AWS requests ([`Faults`]) is answered by
-//! the proxy itself instead:
-//! - [`Fault::Throttle`]: the throttling error in the shape of the request's protocol, which the
-//!   AWS SDK's retry classifier reads as throttling — awsJson (`X-Amz-Target`; ECS, SSM,
-//!   CloudWatch Logs, and SQS, whose JSON protocol is query-compatible and takes its error code
-//!   from the `x-amzn-query-error` header), EC2's `<Response><Errors>` XML with
-//!   `RequestLimitExceeded`, and the query XML `<ErrorResponse>` of Auto Scaling and IAM;
-//! - [`Fault::ServerError`]: HTTP 500 `InternalFailure` (EC2: `InternalError`) in the same shapes;
-//! - [`Fault::Reset`]: the connection is reset (RST) without an answer; the request never
-//!   reaches the upstream;
-//! - [`Fault::Delay`]: the request is forwarded after [`Faults::delay`];
-//! - [`Fault::NotYetVisible`] ([`Faults::eventual_consistency`]): for a window after each
-//!   successful create, a request that uses the new resource fails the way AWS fails it while
-//!   the resource has not propagated (see [eventual consistency](#eventual-consistency)).
-//!
-//! Which request gets which fault is a pure function of the seed and the request's sequence
-//! number, so the same seed and the same request sequence give the same faults: a failing run is
-//! replayed with its seed ([`seed_from_env`]; the proxy prints its seed when it starts).
-//! [`Proxy::set_faults`] changes them while running. Unsigned requests (moto's own
-//! `/moto-api/`) are forwarded untouched.
-//!
-//! Every request is recorded ([`Proxy::requests`]): arrival time, AWS service (the SigV4
-//! signing name: `sqs`, `ecs`, `ec2`, `autoscaling`, `iam`, `ssm`, `logs`), operation (from
-//! `X-Amz-Target` or the `Action=` form field), the fault injected and the status answered —
-//! what tests and benchmarks need to count calls per tick and measure reaction latency.
+//! [`Faults`] picks which signed requests get a [`Fault`]: throttling or HTTP 500 in the shape of
+//! the request's protocol, a connection reset, or a delay. The pick is a pure function of the
+//! seed and the request's sequence number, so a failing run replays with its seed
+//! ([`seed_from_env`]). Unsigned requests (moto's `/moto-api/`) pass untouched.
 //!
 //! # Eventual consistency
 //!
-//! AWS's control planes are eventually consistent: a resource a create call just returned may be
-//! unknown, for a while, to the next call that uses it. With [`Faults::eventual_consistency`]
-//! the proxy models that. It learns each new resource from the create request and its answer,
-//! and until `window` has passed since the create, answers a later request naming it (other
-//! than a repeat of the create itself) with AWS's error for a resource that does not exist:
-//!
-//! | create | learned from | a later use fails with |
-//! |---|---|---|
-//! | IAM `CreateRole` | `RoleName` | `NoSuchEntity` (404) for any call whose `RoleName` it is |
-//! | IAM `CreateInstanceProfile` | `InstanceProfileName` | `NoSuchEntity` (404) for any call whose `InstanceProfileName` it is |
-//! | SQS `CreateQueue` | `QueueName`, the answer's `QueueUrl` | `AWS.SimpleQueueService.NonExistentQueue` for any call whose `QueueUrl` or `QueueName` it is |
-//! | ECS `CreateCluster` | `clusterName`, the answer's `clusterArn` | `ClusterNotFoundException` for any call whose `cluster` it is; `DescribeClusters` lists it under `failures` as `MISSING`, as ECS does for a cluster it does not know |
-//! | EC2 `CreateVpc`, `CreateSubnet`, `CreateInternetGateway`, `CreateSecurityGroup`, `CreateRouteTable` | the answer's id | `InvalidVpcID.NotFound`, `InvalidSubnetID.NotFound`, `InvalidInternetGatewayID.NotFound` (`InvalidGatewayID.NotFound` as a route's `GatewayId`), `InvalidGroup.NotFound`, `InvalidRouteTableID.NotFound` for any call naming the id, except in a filter or a tag, and except in launch template data, which EC2 does not validate |
-//! | EC2 `CreateLaunchTemplate`, `CreateLaunchTemplateVersion` | the template's id and name, and the instance profile of its latest version | Auto Scaling `CreateAutoScalingGroup` and `UpdateAutoScalingGroup` naming the template while its instance profile is within its window (counted from `CreateInstanceProfile`, and again from each `AddRoleToInstanceProfile`): `ValidationError` "You must use a valid fully-formed launch template. Value (...) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN" (`.name`/`name` when the template names the profile) |
-//!
-//! Calls that find resources by filter, tag or prefix are not affected; the window is the same
-//! for every resource and deterministic, so a run is reproducible. Only resources created while
-//! the mode is on are tracked; [`Proxy::set_faults`] turns it on, off or changes the window at
-//! run time (the window applies to resources already learned, too). Every request so answered
-//! is recorded as [`Fault::NotYetVisible`] with the error code ([`Request::code`]);
-//! [`Proxy::creations`] lists what was learned, with when.
-//!
-//! What AWS documents:
-//! - EC2: "if you run a command to modify or describe the resource that you just created, its ID
-//!   might not have propagated throughout the system, and you will get an error responding that
-//!   the resource does not exist"
-//!   (<https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html>; codes:
-//!   <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
-//! - IAM: changes take time to become visible from all endpoints
-//!   (<https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency>);
-//!   after `AddRoleToInstanceProfile` "you must then wait for the change to appear across all of
-//!   Amazon Web Services because of eventual consistency"
-//!   (<https://docs.aws.amazon.com/IAM/latest/APIReference/API_AddRoleToInstanceProfile.html>).
-//!   The Auto Scaling wording of a launch template whose profile has not propagated is the one
-//!   infrastructure tools meet (hashicorp/terraform-provider-aws#24910 and #40088,
-//!   eksctl-io/eksctl#8039); EC2 itself accepts the template: "Launch template parameters are
-//!   not fully validated when you create the launch template"
-//!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/launch-template-restrictions.html>).
-//! - SQS: "After you create a queue, you must wait at least one second after the queue is
-//!   created to be able to use the queue"
-//!   (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html>).
-//! - ECS: "The Amazon ECS API follows an eventual consistency model ... the result of an API
-//!   command you run that affects your Amazon ECS resources might not be immediately visible to
-//!   all subsequent commands you run"
-//!   (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html>); a cluster
-//!   `DescribeClusters` does not know is a `MISSING` failure
-//!   (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeClusters.html>).
+//! With [`Faults::eventual_consistency`], a resource created through the proxy stays unknown to
+//! the calls that name it for a window after its create, as on AWS. Which creates, which errors,
+//! and what AWS documents: `docs/testing.md` (Eventual consistency in the test proxy).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};

@@ -1,30 +1,11 @@
 //! `make aws-smoke`: one worker through its whole life on real AWS. Opt-in, never part of
 //! `make test`: it creates billable resources with the caller's credentials.
 //!
-//! Starts a local kube-apiserver + etcd, installs the CRD and runs the operator binary of this
-//! build against AWS itself (the default credential chain: environment, profile, SSO; no
-//! endpoint override). Applies a small worker with a unique name, sends a few messages to its
-//! queue, triggers a run, and waits for the whole cycle back to zero: the group scales up, the
-//! instance joins the cluster, the worker drains the queue and removes its instance. Checks that
-//! every run succeeded with exit code 0, deletes the worker, waits for the finalizer, and checks
-//! that nothing named after or tagged for the worker is left in the account: through the
-//! Resource Groups Tagging API and per-service reads (GetResources lists neither Auto Scaling
-//! groups nor IAM roles). The same census runs before the deletion and must find every kind
-//! of resource the worker owns, so a census that cannot see a kind fails instead of passing.
-//!
-//! Everything runs under one deadline (`SMOKE_TIMEOUT_MINUTES`, 25 by default). On any failure,
-//! the deadline, Ctrl-C or SIGTERM it prints what it knows (status, Events, the operator's and
-//! the worker's last log lines), deletes the worker and waits for the operator's cleanup (up to
-//! `SMOKE_CLEANUP_MINUTES` more, 15 by default; a second Ctrl-C abandons it), prints every
-//! leftover with the AWS CLI commands that remove it, and exits non-zero.
-//!
-//! `--moto` runs the same steps against the local moto emulator, with the test bed's ECS agent
-//! stand-in running the real worker binary for the task: a check of the smoke test itself that
-//! needs no AWS account.
-//!
-//! The process re-runs itself in its own process group and forwards SIGINT/SIGTERM to it, so
-//! a Ctrl-C in the terminal reaches the smoke test alone, not the API server, etcd and operator
-//! it needs for the cleanup.
+//! It runs the operator binary of this build against AWS itself, takes one worker from apply
+//! through a run back to zero and through its deletion, and fails unless every run succeeded and
+//! nothing the worker owned is left in the account. On any failure it cleans up and prints every
+//! leftover with the AWS CLI commands that remove it; `--moto` runs the same steps against the
+//! local emulator. Steps, census, settings and costs: `docs/aws.md` (AWS smoke test).
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
