@@ -27,61 +27,7 @@ pub async fn observe(
     status: &EcsSelfTerminatingWorkerStatus,
     scheduled: bool,
 ) -> Result<Observed, AwsError> {
-    let queue_url = status
-        .resources
-        .queue_url
-        .as_deref()
-        .ok_or_else(|| AwsError {
-            service: "sqs",
-            operation: "GetQueueAttributes",
-            code: "NotProvisioned".into(),
-            message: "queue not provisioned yet".into(),
-            kind: ErrorKind::NotFound,
-        })?;
-    let attrs = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .aws("sqs", "GetQueueAttributes")?;
-    let count = |k: QueueAttributeName| {
-        attrs
-            .attributes()
-            .and_then(|a| a.get(&k))
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    let mut queue = QueueDepth {
-        visible: count(QueueAttributeName::ApproximateNumberOfMessages),
-        in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        dead_letter: None,
-    };
-    if let Some(dlq_url) = status.resources.dead_letter_queue_url.as_deref() {
-        let last = status.queue.as_ref().and_then(|q| q.dead_letter);
-        queue.dead_letter = if dead_letter_read_due(last, &queue, status) {
-            let attrs = aws
-                .sqs
-                .get_queue_attributes()
-                .queue_url(dlq_url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await
-                .aws("sqs", "GetQueueAttributes")?;
-            Some(
-                attrs
-                    .attributes()
-                    .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .unwrap_or(0),
-            )
-        } else {
-            last
-        };
-    }
-
+    let queue = read_queue(aws, status).await?;
     let cached = if scheduled && idle_view_suffices(spec, status, &queue) {
         aws.groups
             .get(&aws.autoscaling, &names.auto_scaling_group)
@@ -94,7 +40,6 @@ pub async fn observe(
         Some(group) => group,
         None => describe_group(aws, names).await?,
     };
-
     let mut observed = Observed {
         queue,
         group,
@@ -111,9 +56,76 @@ pub async fn observe(
     if observed.group.is_empty() && status.current_run.is_none() {
         return Ok(observed);
     }
+    observed.container_instances = read_container_instances(aws, names).await?;
+    observed.tasks = read_tasks(aws, names, status).await?;
+    Ok(observed)
+}
 
-    let ecs = &aws.ecs;
-    let cluster = &names.cluster;
+/// The queue's depth, and the dead-letter queue's when [`dead_letter_read_due`] (else the
+/// last one read).
+async fn read_queue(
+    aws: &AwsClients,
+    status: &EcsSelfTerminatingWorkerStatus,
+) -> Result<QueueDepth, AwsError> {
+    let queue_url = status
+        .resources
+        .queue_url
+        .as_deref()
+        .ok_or_else(|| AwsError {
+            service: "sqs",
+            operation: "GetQueueAttributes",
+            code: "NotProvisioned".into(),
+            message: "queue not provisioned yet".into(),
+            kind: ErrorKind::NotFound,
+        })?;
+    let visible = QueueAttributeName::ApproximateNumberOfMessages;
+    let in_flight = QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
+    let counts = queue_counts(aws, queue_url, vec![visible.clone(), in_flight.clone()]).await?;
+    let mut queue = QueueDepth {
+        visible: counts(visible.clone()),
+        in_flight: counts(in_flight),
+        dead_letter: None,
+    };
+    if let Some(dlq_url) = status.resources.dead_letter_queue_url.as_deref() {
+        let last = status.queue.as_ref().and_then(|q| q.dead_letter);
+        queue.dead_letter = if dead_letter_read_due(last, &queue, status) {
+            let counts = queue_counts(aws, dlq_url, vec![visible.clone()]).await?;
+            Some(counts(visible))
+        } else {
+            last
+        };
+    }
+    Ok(queue)
+}
+
+/// GetQueueAttributes of `names`: each count by name (0 when absent).
+async fn queue_counts(
+    aws: &AwsClients,
+    url: &str,
+    names: Vec<QueueAttributeName>,
+) -> Result<impl Fn(QueueAttributeName) -> i64 + use<>, AwsError> {
+    let out = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .set_attribute_names(Some(names))
+        .send()
+        .await
+        .aws("sqs", "GetQueueAttributes")?;
+    Ok(move |name: QueueAttributeName| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// The cluster's container instances.
+async fn read_container_instances(
+    aws: &AwsClients,
+    names: &Names,
+) -> Result<Vec<ContainerInstanceState>, AwsError> {
+    let (ecs, cluster) = (&aws.ecs, &names.cluster);
     let arns = ecs
         .list_container_instances()
         .cluster(cluster)
@@ -122,28 +134,34 @@ pub async fn observe(
         .aws("ecs", "ListContainerInstances")?
         .container_instance_arns()
         .to_vec();
-    if !arns.is_empty() {
-        let out = ecs
-            .describe_container_instances()
-            .cluster(cluster)
-            .set_container_instances(Some(arns))
-            .send()
-            .await
-            .aws("ecs", "DescribeContainerInstances")?;
-        observed.container_instances = out
-            .container_instances()
-            .iter()
-            .filter_map(|c| {
-                Some(ContainerInstanceState {
-                    arn: c.container_instance_arn()?.to_string(),
-                    ec2_instance_id: c.ec2_instance_id().map(str::to_string),
-                    status: ContainerInstanceStatus::from_aws(c.status().unwrap_or_default()),
-                    running_tasks: c.running_tasks_count() + c.pending_tasks_count(),
-                })
-            })
-            .collect();
+    if arns.is_empty() {
+        return Ok(Vec::new());
     }
+    let out = ecs
+        .describe_container_instances()
+        .cluster(cluster)
+        .set_container_instances(Some(arns))
+        .send()
+        .await
+        .aws("ecs", "DescribeContainerInstances")?;
+    let states = out.container_instances().iter().filter_map(|c| {
+        Some(ContainerInstanceState {
+            arn: c.container_instance_arn()?.to_string(),
+            ec2_instance_id: c.ec2_instance_id().map(str::to_string),
+            status: ContainerInstanceStatus::from_aws(c.status().unwrap_or_default()),
+            running_tasks: c.running_tasks_count() + c.pending_tasks_count(),
+        })
+    });
+    Ok(states.collect())
+}
 
+/// The cluster's running tasks and the current run's stopped ones, with their tags.
+async fn read_tasks(
+    aws: &AwsClients,
+    names: &Names,
+    status: &EcsSelfTerminatingWorkerStatus,
+) -> Result<Vec<TaskState>, AwsError> {
+    let (ecs, cluster) = (&aws.ecs, &names.cluster);
     let mut task_arns = ecs
         .list_tasks()
         .cluster(cluster)
@@ -166,6 +184,7 @@ pub async fn observe(
     }
     task_arns.sort();
     task_arns.dedup();
+    let mut tasks = Vec::new();
     for chunk in task_arns.chunks(100) {
         // With the tags: the outcome a worker recorded on its task before removing its
         // instance, for a task stopped without an exit code.
@@ -178,32 +197,30 @@ pub async fn observe(
             .send()
             .await
             .aws("ecs", "DescribeTasks")?;
-        observed.tasks.extend(out.tasks().iter().map(|t| {
-            TaskState {
-                arn: t.task_arn().unwrap_or_default().to_string(),
-                started_by: t.started_by().map(str::to_string),
-                container_instance_arn: t.container_instance_arn().map(str::to_string),
-                last_status: t.last_status().unwrap_or_default().to_string(),
-                exit_code: t.containers().iter().find_map(|c| c.exit_code()),
-                recorded_exit_code: t
-                    .tags()
-                    .iter()
-                    .find(|tag| tag.key() == Some(desired::OUTCOME_TAG))
-                    .and_then(|tag| tag.value()?.parse().ok()),
-                stop_reason: t.stopped_reason().map(str::to_string),
-                started_at: t
-                    .started_at()
-                    .or(t.created_at())
-                    .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
-                stopped_at: t
-                    .stopped_at()
-                    .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok()),
-                stop_requested: t.desired_status() == Some("STOPPED")
-                    && t.last_status() != Some("STOPPED"),
-            }
-        }));
+        tasks.extend(out.tasks().iter().map(task_state));
     }
-    Ok(observed)
+    Ok(tasks)
+}
+
+/// What the cycle needs of a described task.
+fn task_state(t: &aws_sdk_ecs::types::Task) -> TaskState {
+    let time = |d: &aws_smithy_types::DateTime| jiff::Timestamp::from_second(d.secs()).ok();
+    TaskState {
+        arn: t.task_arn().unwrap_or_default().to_string(),
+        started_by: t.started_by().map(str::to_string),
+        container_instance_arn: t.container_instance_arn().map(str::to_string),
+        last_status: t.last_status().unwrap_or_default().to_string(),
+        exit_code: t.containers().iter().find_map(|c| c.exit_code()),
+        recorded_exit_code: t
+            .tags()
+            .iter()
+            .find(|tag| tag.key() == Some(desired::OUTCOME_TAG))
+            .and_then(|tag| tag.value()?.parse().ok()),
+        stop_reason: t.stopped_reason().map(str::to_string),
+        started_at: t.started_at().or(t.created_at()).and_then(time),
+        stopped_at: t.stopped_at().and_then(time),
+        stop_requested: t.desired_status() == Some("STOPPED") && t.last_status() != Some("STOPPED"),
+    }
 }
 
 /// Whether this pass reads the dead-letter queue's depth. A message reaches the dead-letter

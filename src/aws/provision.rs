@@ -64,6 +64,16 @@ pub enum Deletion {
     Waiting(String),
 }
 
+/// The roles a worker's instances and tasks run as.
+struct Roles {
+    instance_profile_arn: String,
+    task_role_arn: String,
+    execution_role_arn: String,
+}
+
+/// Resources found under a worker's names: (kind, name, owner tag).
+type Found = Vec<(&'static str, String, Option<String>)>;
+
 /// Ensures/deletes one worker's resources.
 pub struct Provisioner<'a> {
     pub aws: &'a AwsClients,
@@ -143,86 +153,12 @@ impl Provisioner<'_> {
         let cluster_arn = self.ensure_cluster(&mut report).await?;
         res.cluster_arn = Some(cluster_arn.clone());
 
-        let iam = self.spec.iam.clone().unwrap_or_default();
-        let partition = desired::partition(&self.spec.region);
-        let instance_profile_arn = match iam.instance_profile_arn {
-            Some(arn) => arn,
-            None => {
-                let role = self
-                    .ensure_role(
-                        &self.names.instance_role,
-                        "ec2.amazonaws.com",
-                        None,
-                        Some(&desired::instance_managed_policy(partition)),
-                        "InstanceRole",
-                        &mut report,
-                    )
-                    .await?;
-                res.instance_role_arn = Some(role);
-                self.ensure_instance_profile(&mut report).await?
-            }
-        };
-        res.instance_profile_arn = Some(instance_profile_arn.clone());
-        let task_role_arn = match iam.task_role_arn {
-            Some(arn) => arn,
-            None => {
-                let policy = desired::task_policy(&desired::TaskPolicyInputs {
-                    partition,
-                    region: &self.spec.region,
-                    queue_arn: &queue_arn,
-                    group_name: &self.names.auto_scaling_group,
-                    cluster_arn: &cluster_arn,
-                    cluster_name: &self.names.cluster,
-                });
-                self.ensure_role(
-                    &self.names.task_role,
-                    "ecs-tasks.amazonaws.com",
-                    Some(&policy),
-                    None,
-                    "TaskRole",
-                    &mut report,
-                )
-                .await?
-            }
-        };
-        res.task_role_arn = Some(task_role_arn.clone());
-        let execution_role_arn = match iam.execution_role_arn {
-            Some(arn) => arn,
-            None => {
-                // Read access to exactly the spec's secrets, when it has any.
-                let secrets = desired::execution_policy(self.spec);
-                self.ensure_role(
-                    &self.names.execution_role,
-                    "ecs-tasks.amazonaws.com",
-                    secrets.as_deref(),
-                    Some(&desired::execution_managed_policy(partition)),
-                    "ExecutionRole",
-                    &mut report,
-                )
-                .await?
-            }
-        };
-        res.execution_role_arn = Some(execution_role_arn.clone());
-
-        let security_groups = match self
-            .spec
-            .network
-            .as_ref()
-            .map(|n| n.security_group_ids.clone())
-            .unwrap_or_default()
-        {
-            given if !given.is_empty() => {
-                res.security_group_id = None;
-                given
-            }
-            _ => {
-                let sg = self
-                    .ensure_security_group(&placement.vpc_id, &mut report)
-                    .await?;
-                res.security_group_id = Some(sg.clone());
-                vec![sg]
-            }
-        };
+        let roles = self
+            .ensure_roles(res, &queue_arn, &cluster_arn, &mut report)
+            .await?;
+        let security_groups = self
+            .ensure_security_groups(&placement.vpc_id, res, &mut report)
+            .await?;
         res.subnet_ids = placement.subnet_ids.clone();
 
         let image_id = self.ami().await?;
@@ -235,7 +171,7 @@ impl Provisioner<'_> {
                 .copied()
                 .unwrap_or_default()
                 .to_string(),
-            instance_profile_arn,
+            instance_profile_arn: roles.instance_profile_arn,
             security_group_ids: security_groups,
             user_data: desired::user_data(&self.names.cluster, self.spec.gpu),
             assign_public_ip: self.spec.network.as_ref().and_then(|n| {
@@ -257,12 +193,116 @@ impl Provisioner<'_> {
             &desired::TaskInputs {
                 names: self.names,
                 queue_url: &queue_url,
-                task_role_arn: &task_role_arn,
-                execution_role_arn: &execution_role_arn,
+                task_role_arn: &roles.task_role_arn,
+                execution_role_arn: &roles.execution_role_arn,
             },
         );
         res.task_definition_arn = Some(self.ensure_task_definition(&td, &mut report).await?);
         Ok(report)
+    }
+
+    /// The instance profile and the task and execution roles: those the spec names, or the
+    /// worker's own, created or repaired.
+    async fn ensure_roles(
+        &self,
+        res: &mut AwsResources,
+        queue_arn: &str,
+        cluster_arn: &str,
+        report: &mut Report,
+    ) -> Result<Roles, ProvisionError> {
+        let iam = self.spec.iam.clone().unwrap_or_default();
+        let partition = desired::partition(&self.spec.region);
+        let instance_profile_arn = match iam.instance_profile_arn {
+            Some(arn) => arn,
+            None => {
+                let role = self
+                    .ensure_role(
+                        &self.names.instance_role,
+                        "ec2.amazonaws.com",
+                        None,
+                        Some(&desired::instance_managed_policy(partition)),
+                        "InstanceRole",
+                        report,
+                    )
+                    .await?;
+                res.instance_role_arn = Some(role);
+                self.ensure_instance_profile(report).await?
+            }
+        };
+        res.instance_profile_arn = Some(instance_profile_arn.clone());
+        let task_role_arn = match iam.task_role_arn {
+            Some(arn) => arn,
+            None => {
+                let policy = desired::task_policy(&desired::TaskPolicyInputs {
+                    partition,
+                    region: &self.spec.region,
+                    queue_arn,
+                    group_name: &self.names.auto_scaling_group,
+                    cluster_arn,
+                    cluster_name: &self.names.cluster,
+                });
+                self.ensure_role(
+                    &self.names.task_role,
+                    "ecs-tasks.amazonaws.com",
+                    Some(&policy),
+                    None,
+                    "TaskRole",
+                    report,
+                )
+                .await?
+            }
+        };
+        res.task_role_arn = Some(task_role_arn.clone());
+        let execution_role_arn = match iam.execution_role_arn {
+            Some(arn) => arn,
+            None => {
+                // Read access to exactly the spec's secrets, when it has any.
+                let secrets = desired::execution_policy(self.spec);
+                self.ensure_role(
+                    &self.names.execution_role,
+                    "ecs-tasks.amazonaws.com",
+                    secrets.as_deref(),
+                    Some(&desired::execution_managed_policy(partition)),
+                    "ExecutionRole",
+                    report,
+                )
+                .await?
+            }
+        };
+        res.execution_role_arn = Some(execution_role_arn.clone());
+
+        Ok(Roles {
+            instance_profile_arn,
+            task_role_arn,
+            execution_role_arn,
+        })
+    }
+
+    /// The security groups of the instances: the spec's, or the worker's own in `vpc_id`.
+    async fn ensure_security_groups(
+        &self,
+        vpc_id: &str,
+        res: &mut AwsResources,
+        report: &mut Report,
+    ) -> Result<Vec<String>, ProvisionError> {
+        let groups = match self
+            .spec
+            .network
+            .as_ref()
+            .map(|n| n.security_group_ids.clone())
+            .unwrap_or_default()
+        {
+            given if !given.is_empty() => {
+                res.security_group_id = None;
+                given
+            }
+            _ => {
+                let sg = self.ensure_security_group(vpc_id, report).await?;
+                res.security_group_id = Some(sg.clone());
+                vec![sg]
+            }
+        };
+        Ok(groups)
     }
 
     // ---- who holds the names ----------------------------------------------------------------
@@ -271,9 +311,24 @@ impl Provisioner<'_> {
     /// cluster's operator, another object, or no owner tag), as (kind, name, holder). Reads
     /// only: one look per resource.
     pub async fn held_by_others(&self) -> Result<Vec<(&'static str, String, String)>, AwsError> {
-        use aws_sdk_ecs::types::{ClusterField, TaskDefinitionField};
+        let mut found = self.queue_and_log_owners().await?;
+        found.extend(self.role_owners().await?);
+        found.extend(self.compute_owners().await?);
+        Ok(found
+            .into_iter()
+            .filter_map(
+                |(kind, name, owner)| match self.owner.holder(owner.as_deref()) {
+                    Holder::Us => None,
+                    Holder::Other(holder) => Some((kind, name, holder)),
+                },
+            )
+            .collect())
+    }
+
+    /// The owner tags of the queues and the log group under this worker's names.
+    async fn queue_and_log_owners(&self) -> Result<Found, AwsError> {
         let n = self.names;
-        let mut found: Vec<(&'static str, String, Option<String>)> = Vec::new();
+        let mut found = Found::new();
         for (kind, name) in [
             ("Queue", &n.queue),
             ("DeadLetterQueue", &n.dead_letter_queue),
@@ -316,6 +371,14 @@ impl Provisioner<'_> {
             let owner = out.tags().and_then(|t| t.get(OWNER_TAG)).cloned();
             found.push(("LogGroup", n.log_group.clone(), owner));
         }
+        Ok(found)
+    }
+
+    /// The owner tags of the roles and instance profile under this worker's names, those the
+    /// spec does not name itself.
+    async fn role_owners(&self) -> Result<Found, AwsError> {
+        let n = self.names;
+        let mut found = Found::new();
         let given = self.spec.iam.clone().unwrap_or_default();
         for (kind, name, owned) in [
             (
@@ -370,6 +433,15 @@ impl Provisioner<'_> {
                 Err(e) => return Err(e),
             }
         }
+        Ok(found)
+    }
+
+    /// The owner tags of the launch template, group, cluster and task definition under this
+    /// worker's names.
+    async fn compute_owners(&self) -> Result<Found, AwsError> {
+        use aws_sdk_ecs::types::{ClusterField, TaskDefinitionField};
+        let n = self.names;
+        let mut found = Found::new();
         let templates = self
             .aws
             .ec2
@@ -434,15 +506,7 @@ impl Provisioner<'_> {
             Err(e) if e.is(ErrorKind::NotFound) || e.code == "ClientException" => {}
             Err(e) => return Err(e),
         }
-        Ok(found
-            .into_iter()
-            .filter_map(
-                |(kind, name, owner)| match self.owner.holder(owner.as_deref()) {
-                    Holder::Us => None,
-                    Holder::Other(holder) => Some((kind, name, holder)),
-                },
-            )
-            .collect())
+        Ok(found)
     }
 
     /// The queue and dead-letter queue the operator creates and owns.

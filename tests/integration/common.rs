@@ -195,6 +195,26 @@ impl Harness {
         .await
     }
 
+    /// The worker's Events once one has `reason` (an Event follows the AWS change it reports).
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        reason: &str,
+    ) -> anyhow::Result<Vec<(String, String, String)>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events(name).await?;
+            if events.iter().any(|(_, r, _)| r == reason) {
+                return Ok(events);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event for {name} within 30 s: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Events recorded for a worker, as (type, reason, note).
     pub async fn events(&self, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
         let events: Api<k8s_openapi::api::events::v1::Event> =

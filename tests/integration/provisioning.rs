@@ -272,11 +272,7 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let events = h.events("video-encoder").await?;
-    assert!(
-        events.iter().any(|(_, reason, _)| reason == "Repaired"),
-        "{events:?}"
-    );
+    h.wait_event("video-encoder", "Repaired").await?;
 
     // Deletion removes everything, then the object goes.
     h.api

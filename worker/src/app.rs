@@ -11,11 +11,12 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Config, HandlerMode, LogFormat, TerminationMode};
-use crate::handler::{HttpHandler, Logged, StdioHandler};
+use crate::handler::{HttpHandler, Logged, StdioHandler, Supervised};
 use crate::{CommandHandler, End, Exit, Handler, Report, Snapshot, Worker, aws, termination};
 
 /// Runs a worker process with the handler `make_handler` builds from the configuration.
@@ -58,27 +59,11 @@ pub async fn main() -> ExitCode {
         },
         HandlerMode::Http => {
             let started = start(HttpHandler::start(&config, shutdown.clone()), &shutdown).await;
-            match started {
-                Started::Up(h) => {
-                    let report = drain_with(&config, &clients, h.clone(), shutdown).await;
-                    h.shutdown().await;
-                    after_handler_failure(&config, &clients, report, h.failure()).await
-                }
-                Started::Failed(e) => never_ready(&config, &clients, e).await,
-                Started::Interrupted => interrupted_before_start(),
-            }
+            drain_supervised(&config, &clients, started, shutdown).await
         }
         HandlerMode::Stdio => {
             let started = start(StdioHandler::start(&config, shutdown.clone()), &shutdown).await;
-            match started {
-                Started::Up(h) => {
-                    let report = drain_with(&config, &clients, h.clone(), shutdown).await;
-                    h.shutdown().await;
-                    after_handler_failure(&config, &clients, report, h.failure()).await
-                }
-                Started::Failed(e) => never_ready(&config, &clients, e).await,
-                Started::Interrupted => interrupted_before_start(),
-            }
+            drain_supervised(&config, &clients, started, shutdown).await
         }
     };
     finish(&config, &report)
@@ -127,6 +112,24 @@ enum Started<H> {
     Up(H),
     Failed(String),
     Interrupted,
+}
+
+/// Drains with a long-lived handler once it started, then stops its process.
+async fn drain_supervised<H: Supervised + Clone>(
+    config: &Config,
+    clients: &aws::Clients,
+    started: Started<H>,
+    shutdown: CancellationToken,
+) -> Report {
+    match started {
+        Started::Up(h) => {
+            let report = drain_with(config, clients, h.clone(), shutdown).await;
+            h.shutdown().await;
+            after_handler_failure(config, clients, report, h.failure()).await
+        }
+        Started::Failed(e) => never_ready(config, clients, e).await,
+        Started::Interrupted => interrupted_before_start(),
+    }
 }
 
 /// Waits for a long-lived handler to start, unless SIGTERM comes first.
@@ -236,7 +239,10 @@ fn finish(config: &Config, report: &Report) -> ExitCode {
 
 fn init_logs() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = LogFormat::from_lookup(|name| std::env::var(name).ok()).unwrap_or_default();
+    let format = std::env::var(config::LOG_FORMAT)
+        .ok()
+        .and_then(|v| LogFormat::from_str(v.trim(), false).ok())
+        .unwrap_or_default();
     // A second initialisation (a Rust handler that set up its own logging) is not an error.
     // Colours only on a terminal: in the task's log (CloudWatch) they would be escape codes.
     let _ = match format {

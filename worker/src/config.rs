@@ -3,13 +3,16 @@
 //! with the operator (`worker/contract`, re-exported here); `worker/README.md` documents the same
 //! table for people writing task definitions by hand.
 //!
-//! Parsing is pure ([`Config::from_lookup`]) so it is unit-tested without touching the process
-//! environment.
+//! Only the environment is read, never the command line: the task definition's command may add
+//! anything to it. A variable set to blanks counts as unset.
 
 use std::time::Duration;
 
+use clap::{Args, Command, FromArgMatches, ValueEnum};
+
 pub use ecs_worker_contract::HandlerMode;
 pub use ecs_worker_contract::env::*;
+use ecs_worker_contract::termination;
 
 /// How long `auto` prefetch lets a held message wait for a handler at most, by the handler
 /// durations measured so far (see [`Prefetch::Auto`]).
@@ -20,6 +23,9 @@ pub const PREFETCH_AUTO_MAX: usize = 20;
 
 /// Largest visibility timeout SQS accepts, seconds (12 hours).
 pub const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+
+/// Default of [`HANDLER_URL`].
+pub const DEFAULT_HANDLER_URL: &str = "http://127.0.0.1:8080/";
 
 /// How many messages the worker holds beyond the running handlers ([`PREFETCH`]).
 ///
@@ -56,14 +62,17 @@ impl From<usize> for Prefetch {
 }
 
 /// What the worker does to its EC2 capacity after it drained the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TerminationMode {
     /// Terminate the worker's own instance through Auto Scaling, decrementing the group's desired
     /// capacity, so each instance removes only itself.
+    #[value(name = termination::INSTANCE)]
     Instance,
     /// Set the whole group's desired capacity to 0 (the original system's behaviour).
+    #[value(name = termination::GROUP)]
     Group,
     /// Leave capacity alone (local runs, or when the operator scales down itself).
+    #[value(name = termination::NONE)]
     None,
 }
 
@@ -71,33 +80,15 @@ impl TerminationMode {
     /// The value as written in [`TERMINATION`].
     pub fn as_str(self) -> &'static str {
         match self {
-            TerminationMode::Instance => "instance",
-            TerminationMode::Group => "group",
-            TerminationMode::None => "none",
+            TerminationMode::Instance => termination::INSTANCE,
+            TerminationMode::Group => termination::GROUP,
+            TerminationMode::None => termination::NONE,
         }
     }
 }
 
-impl std::str::FromStr for TerminationMode {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "instance" => Ok(TerminationMode::Instance),
-            "group" => Ok(TerminationMode::Group),
-            "none" => Ok(TerminationMode::None),
-            _ => Err(()),
-        }
-    }
-}
-
-/// Default of [`HANDLER_URL`].
-pub const DEFAULT_HANDLER_URL: &str = "http://127.0.0.1:8080/";
-/// Default of [`HANDLER_READY_TIMEOUT`], seconds: room for a large model to load.
-pub const DEFAULT_HANDLER_READY_TIMEOUT_SECONDS: u64 = 300;
-
-/// Log line format ([`LOG_FORMAT`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Log line format ([`LOG_FORMAT`]): `text` or `json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
     #[default]
     Text,
@@ -105,20 +96,8 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    /// Reads [`LOG_FORMAT`] through `lookup`; `None` for a value that is neither `text` nor
-    /// `json`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Option<LogFormat> {
-        match lookup(LOG_FORMAT).as_deref().map(str::trim) {
-            None | Some("") | Some("text") => Some(LogFormat::Text),
-            Some("json") => Some(LogFormat::Json),
-            Some(_) => None,
-        }
-    }
-}
-
 /// An environment value the worker cannot run with.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{0} is required")]
     Missing(&'static str),
@@ -128,207 +107,150 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    /// A refusal of the parser that is not a setting's own (none is expected).
+    #[error("invalid configuration: {0}")]
+    Other(String),
 }
 
 /// Everything the drain loop and the termination step need to know.
 ///
-/// Build it from the environment with [`Config::from_env`], or in code with [`Config::new`] and
-/// field updates.
-#[derive(Debug, Clone)]
+/// Build it from the environment with [`Config::from_env`] (each field from the variable its
+/// `env` names), or in code with [`Config::new`] and field updates.
+#[derive(Debug, Clone, Args)]
 pub struct Config {
+    #[arg(long, env = QUEUE_URL, default_value = "", value_parser = text)]
     pub queue_url: String,
+    #[arg(long, env = CLUSTER, value_parser = text)]
     pub cluster: Option<String>,
+    #[arg(long, env = AUTOSCALING_GROUP, value_parser = text)]
     pub autoscaling_group: Option<String>,
     /// Command line of the command handler; `None` when a Rust handler is used.
+    #[arg(long, env = HANDLER, value_parser = text)]
     pub handler_command: Option<String>,
     /// How messages reach the handler; ignored by a Rust handler.
+    #[arg(long, env = HANDLER_MODE, default_value = "command",
+        value_parser = var::<HandlerMode>(HANDLER_MODE, "one of command, http, stdio", |v| v.parse().ok()))]
     pub handler_mode: HandlerMode,
     /// `http` mode: where messages are POSTed.
+    #[arg(long, env = HANDLER_URL, default_value = DEFAULT_HANDLER_URL, value_parser = text)]
     pub handler_url: String,
     /// `http` mode: readiness path (2xx = ready); `None` = any HTTP answer at the URL.
+    #[arg(long, env = HANDLER_READY_PATH, value_parser = text)]
     pub handler_ready_path: Option<String>,
-    /// `http` mode: longest wait for the handler to become ready (at start and after a restart).
+    /// `http` mode: longest wait for the handler to become ready (at start and after a restart);
+    /// the default leaves room for a large model to load.
+    #[arg(long, env = HANDLER_READY_TIMEOUT, default_value = "300",
+        value_parser = var(HANDLER_READY_TIMEOUT, "whole seconds from 1 to 86400", seconds::<1, 86_400>))]
     pub handler_ready_timeout: Duration,
+    #[arg(long, env = LOG_FORMAT, default_value = "text",
+        value_parser = var(LOG_FORMAT, "text or json", keyword::<LogFormat>))]
     pub log_format: LogFormat,
+    #[arg(long, env = CONCURRENCY, default_value = "1",
+        value_parser = var(CONCURRENCY, "an integer from 1 to 1000", int::<usize, 1, 1000>))]
     pub concurrency: usize,
+    #[arg(long, env = PREFETCH, default_value = "auto",
+        value_parser = var(PREFETCH, "auto, or an integer from 0 to 1000", |v| match v {
+            "auto" => Some(Prefetch::Auto),
+            _ => int::<usize, 0, 1000>(v).map(Prefetch::Fixed),
+        }))]
     pub prefetch: Prefetch,
+    #[arg(long, env = EMPTY_RECEIVES, default_value = "2",
+        value_parser = var(EMPTY_RECEIVES, "an integer from 1 to 1000", int::<u32, 1, 1000>))]
     pub empty_receives: u32,
+    #[arg(long, env = WAIT_SECONDS, default_value = "20",
+        value_parser = var(WAIT_SECONDS, "whole seconds from 1 to 20 (0 would be a short poll)", seconds::<1, 20>))]
     pub wait: Duration,
+    #[arg(long, env = VISIBILITY_TIMEOUT, default_value = "60",
+        value_parser = var(VISIBILITY_TIMEOUT, "whole seconds from 1 to 43200", seconds::<1, MAX_VISIBILITY_SECONDS>))]
     pub visibility_timeout: Duration,
-    pub handler_timeout: Option<Duration>,
+    /// `None` (`0`): no limit. Spelled `std::option::Option` so that clap takes it as the
+    /// parser's value rather than as "may be absent".
+    #[arg(long, env = HANDLER_TIMEOUT, default_value = "0",
+        value_parser = var(HANDLER_TIMEOUT, "whole seconds, 0 for no limit", |v| {
+            seconds::<0, { u32::MAX as u64 }>(v).map(|d| (!d.is_zero()).then_some(d))
+        }))]
+    pub handler_timeout: std::option::Option<Duration>,
+    #[arg(long, env = RETRY_BACKOFF, default_value = "30",
+        value_parser = var(RETRY_BACKOFF, "whole seconds from 0 to 43200", seconds::<0, MAX_VISIBILITY_SECONDS>))]
     pub retry_backoff: Duration,
+    #[arg(long, env = RETRY_BACKOFF_MAX, default_value = "900",
+        value_parser = var(RETRY_BACKOFF_MAX, "whole seconds from 0 to 43200", seconds::<0, MAX_VISIBILITY_SECONDS>))]
     pub retry_backoff_max: Duration,
+    #[arg(long, env = SHUTDOWN_GRACE, default_value = "25",
+        value_parser = var(SHUTDOWN_GRACE, "whole seconds from 0 to 86400", seconds::<0, 86_400>))]
     pub shutdown_grace: Duration,
+    #[arg(long, env = TERMINATION, default_value = termination::INSTANCE,
+        value_parser = var(TERMINATION, "one of instance, group, none", keyword::<TerminationMode>))]
     pub termination: TerminationMode,
+    #[arg(long, env = INSTANCE_ID, value_parser = text)]
     pub instance_id: Option<String>,
     /// Task metadata endpoint (v4) base URL, from the ECS agent.
+    #[arg(long, env = ECS_METADATA_URI_V4, value_parser = text)]
     pub ecs_metadata_uri: Option<String>,
 }
 
 impl Config {
     /// Defaults for everything but the queue.
     pub fn new(queue_url: impl Into<String>) -> Self {
+        let defaults = Self::read(Self::command().mut_args(|arg| arg.env(None)), Vec::new());
         Config {
             queue_url: queue_url.into(),
-            cluster: None,
-            autoscaling_group: None,
-            handler_command: None,
-            handler_mode: HandlerMode::Command,
-            handler_url: DEFAULT_HANDLER_URL.to_owned(),
-            handler_ready_path: None,
-            handler_ready_timeout: secs(DEFAULT_HANDLER_READY_TIMEOUT_SECONDS),
-            log_format: LogFormat::Text,
-            concurrency: 1,
-            prefetch: Prefetch::Auto,
-            empty_receives: 2,
-            wait: Duration::from_secs(20),
-            visibility_timeout: Duration::from_secs(60),
-            handler_timeout: None,
-            retry_backoff: Duration::from_secs(30),
-            retry_backoff_max: Duration::from_secs(900),
-            shutdown_grace: Duration::from_secs(25),
-            termination: TerminationMode::Instance,
-            instance_id: None,
-            ecs_metadata_uri: None,
+            ..defaults.expect("the defaults are valid values")
         }
     }
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let command = Self::command().mut_args(|arg| match arg.get_env().map(std::env::var) {
+            Some(Ok(value)) if !value.trim().is_empty() => arg,
+            // Blank, or not UTF-8: unset, so the default applies.
+            _ => arg.env(None),
+        });
+        Self::read(command, Vec::new())?.validated()
     }
 
-    /// Reads the contract through `lookup` (a variable name to its value). Empty values count as
-    /// unset.
+    /// Reads the variables through `lookup` (a variable name to its value) instead of the
+    /// process environment: each value becomes its setting's flag.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let queue_url = get(QUEUE_URL).ok_or(ConfigError::Missing(QUEUE_URL))?;
-        let mut config = Config::new(queue_url);
-        config.cluster = get(CLUSTER);
-        config.autoscaling_group = get(AUTOSCALING_GROUP);
-        config.handler_command = get(HANDLER);
-        config.instance_id = get(INSTANCE_ID);
-        config.ecs_metadata_uri = get(ECS_METADATA_URI_V4);
-        if let Some(v) = get(HANDLER_MODE) {
-            config.handler_mode = v.parse().map_err(|()| ConfigError::Invalid {
-                name: HANDLER_MODE,
-                value: v.clone(),
-                expected: "one of command, http, stdio",
-            })?;
-        }
-        if let Some(v) = get(HANDLER_URL) {
-            config.handler_url = v;
-        }
-        config.handler_ready_path = get(HANDLER_READY_PATH);
-        if let Some(v) = get(HANDLER_READY_TIMEOUT) {
-            config.handler_ready_timeout = secs(parse_in(
-                HANDLER_READY_TIMEOUT,
-                &v,
-                1,
-                86_400,
-                "whole seconds from 1 to 86400",
-            )?);
-        }
-        config.log_format =
-            LogFormat::from_lookup(|name| get(name)).ok_or_else(|| ConfigError::Invalid {
-                name: LOG_FORMAT,
-                value: get(LOG_FORMAT).unwrap_or_default(),
-                expected: "text or json",
-            })?;
+        let mut flags = Vec::new();
+        let command = Self::command().mut_args(|arg| {
+            let value = arg.get_env().and_then(|name| lookup(name.to_str()?));
+            if let (Some(value), Some(long)) = (value, arg.get_long())
+                && !value.trim().is_empty()
+            {
+                flags.push(format!("--{long}={value}"));
+            }
+            arg.env(None)
+        });
+        Self::read(command, flags)?.validated()
+    }
 
-        if let Some(v) = get(CONCURRENCY) {
-            config.concurrency =
-                parse_in(CONCURRENCY, &v, 1, 1000, "an integer from 1 to 1000")? as usize;
-        }
-        if let Some(v) = get(PREFETCH) {
-            config.prefetch = if v == "auto" {
-                Prefetch::Auto
-            } else {
-                Prefetch::Fixed(parse_in(
-                    PREFETCH,
-                    &v,
-                    0,
-                    1000,
-                    "auto, or an integer from 0 to 1000",
-                )? as usize)
-            };
-        }
-        if let Some(v) = get(EMPTY_RECEIVES) {
-            config.empty_receives =
-                parse_in(EMPTY_RECEIVES, &v, 1, 1000, "an integer from 1 to 1000")? as u32;
-        }
-        if let Some(v) = get(WAIT_SECONDS) {
-            config.wait = secs(parse_in(
-                WAIT_SECONDS,
-                &v,
-                1,
-                20,
-                "whole seconds from 1 to 20 (0 would be a short poll)",
-            )?);
-        }
-        if let Some(v) = get(VISIBILITY_TIMEOUT) {
-            config.visibility_timeout = secs(parse_in(
-                VISIBILITY_TIMEOUT,
-                &v,
-                1,
-                MAX_VISIBILITY_SECONDS,
-                "whole seconds from 1 to 43200",
-            )?);
-        }
-        if let Some(v) = get(HANDLER_TIMEOUT) {
-            let s = parse_in(
-                HANDLER_TIMEOUT,
-                &v,
-                0,
-                u64::from(u32::MAX),
-                "whole seconds, 0 for no limit",
-            )?;
-            config.handler_timeout = (s > 0).then(|| secs(s));
-        }
-        if let Some(v) = get(RETRY_BACKOFF) {
-            config.retry_backoff = secs(parse_in(
-                RETRY_BACKOFF,
-                &v,
-                0,
-                MAX_VISIBILITY_SECONDS,
-                "whole seconds from 0 to 43200",
-            )?);
-        }
-        if let Some(v) = get(RETRY_BACKOFF_MAX) {
-            config.retry_backoff_max = secs(parse_in(
-                RETRY_BACKOFF_MAX,
-                &v,
-                0,
-                MAX_VISIBILITY_SECONDS,
-                "whole seconds from 0 to 43200",
-            )?);
-        }
-        if let Some(v) = get(SHUTDOWN_GRACE) {
-            config.shutdown_grace = secs(parse_in(
-                SHUTDOWN_GRACE,
-                &v,
-                0,
-                86_400,
-                "whole seconds from 0 to 86400",
-            )?);
-        }
-        if let Some(v) = get(TERMINATION) {
-            config.termination = v.parse().map_err(|()| ConfigError::Invalid {
-                name: TERMINATION,
-                value: v.clone(),
-                expected: "one of instance, group, none",
-            })?;
-        }
-        config.validate()?;
-        Ok(config)
+    fn command() -> Command {
+        Self::augment_args(Command::new("ecs-worker").no_binary_name(true))
+    }
+
+    fn read(command: Command, flags: Vec<String>) -> Result<Self, ConfigError> {
+        let matches = command.try_get_matches_from(flags);
+        matches
+            .and_then(|m| Self::from_arg_matches(&m))
+            .map_err(|e| {
+                // A setting's value parser fails with the error naming its variable.
+                match std::error::Error::source(&e).and_then(|s| s.downcast_ref::<ConfigError>()) {
+                    Some(e) => e.clone(),
+                    None => ConfigError::Other(e.kind().to_string()),
+                }
+            })
+    }
+
+    fn validated(self) -> Result<Self, ConfigError> {
+        self.validate().map(|()| self)
     }
 
     /// Cross-field rules, also worth running on a [`Config`] built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.queue_url.is_empty() {
+            return Err(ConfigError::Missing(QUEUE_URL));
+        }
         if self.handler_mode == HandlerMode::Http {
             let url_ok = reqwest::Url::parse(&self.handler_url)
                 .is_ok_and(|u| u.scheme() == "http" && u.host().is_some());
@@ -390,26 +312,40 @@ impl Config {
     }
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-fn parse_in(
+/// The value parser of the variable `name`: `parse` of the trimmed value, or the error naming
+/// the variable and what it takes (`expected`).
+fn var<T: 'static>(
     name: &'static str,
-    value: &str,
-    min: u64,
-    max: u64,
     expected: &'static str,
-) -> Result<u64, ConfigError> {
-    value
-        .parse::<u64>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| ConfigError::Invalid {
+    parse: fn(&str) -> Option<T>,
+) -> impl Fn(&str) -> Result<T, ConfigError> + Clone + Send + Sync + 'static {
+    move |value| {
+        let value = value.trim();
+        parse(value).ok_or_else(|| ConfigError::Invalid {
             name,
             value: value.to_owned(),
             expected,
         })
+    }
+}
+
+fn text(value: &str) -> Result<String, std::convert::Infallible> {
+    Ok(value.trim().to_owned())
+}
+
+fn keyword<T: ValueEnum>(value: &str) -> Option<T> {
+    T::from_str(value, false).ok()
+}
+
+/// An integer from `MIN` to `MAX`.
+fn int<T: TryFrom<u64>, const MIN: u64, const MAX: u64>(value: &str) -> Option<T> {
+    let n = value.parse().ok().filter(|n| (MIN..=MAX).contains(n))?;
+    T::try_from(n).ok()
+}
+
+/// Whole seconds from `MIN` to `MAX`.
+fn seconds<const MIN: u64, const MAX: u64>(value: &str) -> Option<Duration> {
+    int::<u64, MIN, MAX>(value).map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -545,6 +481,45 @@ mod tests {
                 "{name}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn new_has_the_defaults() {
+        let parsed = parse(&[(QUEUE_URL, "q")]).unwrap();
+        assert_eq!(format!("{:?}", Config::new("q")), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn values_are_trimmed_and_blank_ones_are_unset() {
+        let c = parse(&[
+            (QUEUE_URL, " q "),
+            (CLUSTER, " c "),
+            (HANDLER, ""),
+            (CONCURRENCY, " 4 "),
+            (WAIT_SECONDS, " \t"),
+            (TERMINATION, " none "),
+        ])
+        .unwrap();
+        assert_eq!(c.queue_url, "q");
+        assert_eq!(c.cluster.as_deref(), Some("c"));
+        assert_eq!(c.handler_command, None);
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.wait, Duration::from_secs(20));
+        assert_eq!(c.termination, TerminationMode::None);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_what_it_takes() {
+        let message = |vars: &[(&str, &str)]| parse(vars).unwrap_err().to_string();
+        assert_eq!(message(&[]), "WORKER_QUEUE_URL is required");
+        assert_eq!(
+            message(&[(QUEUE_URL, "q"), (CONCURRENCY, " two ")]),
+            r#"WORKER_CONCURRENCY="two" is invalid: an integer from 1 to 1000"#
+        );
+        assert_eq!(
+            message(&[(QUEUE_URL, "q"), (HANDLER_TIMEOUT, "-5")]),
+            r#"WORKER_HANDLER_TIMEOUT="-5" is invalid: whole seconds, 0 for no limit"#
+        );
     }
 
     #[test]

@@ -1,37 +1,8 @@
 //! The drain loop: receive, run handlers, settle every message, decide when the queue is
-//! drained, and wind down on SIGTERM.
-//!
-//! A message's life in the worker:
-//! 1. received by a long poll (up to 10 at once, never more than the free hold slots —
-//!    `concurrency` plus what the prefetch setting holds ahead, see
-//!    [`Prefetch`](crate::config::Prefetch)), held invisible for the visibility timeout, and
-//!    registered with the [heartbeat](crate::heartbeat), which keeps renewing that timeout. The
-//!    next receive starts as soon as a handler would otherwise go idle, or when a full batch of
-//!    hold slots is free, so receives stay large without starving handlers. `auto` prefetch
-//!    sizes the hold slots by the handler durations measured here ([`Pace`]);
-//! 2. waits for one of `concurrency` run slots, then its handler runs (bounded by the handler
-//!    timeout, panics caught);
-//! 3. settled: on success it is handed to the deleter and its hold slot is free at once — the
-//!    deleter sends DeleteMessageBatch calls of up to 10 (several in flight when more are
-//!    ready), so neither a handler nor the next receive waits for a delete round trip; on failure
-//!    its visibility is set to the retry backoff so it comes back later — it is never deleted, so
-//!    after the queue's maxReceiveCount SQS moves it to the dead-letter queue; at shutdown, if it
-//!    never started or its handler outlived the grace period, it is made visible at once.
-//!
-//! Receives, handler runs, deletes and the heartbeat's visibility renewals run as separate tasks
-//! and overlap.
-//!
-//! SQS limits used here: at most 10 messages per ReceiveMessage and per batch call, long polls
-//! of at most 20 s, visibility timeouts from 0 to 12 hours
-//! (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>,
-//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessageBatch.html>,
-//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html>,
-//! <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/best-practices-setting-up-long-polling.html>).
-//!
-//! The queue counts as drained after `empty_receives` consecutive empty long polls, each taken
-//! while the worker held nothing and followed by the queue reporting no visible, in-flight or
-//! delayed message. A message another worker holds, or one waiting out its retry backoff, keeps
-//! every worker up: it may still need handling.
+//! drained, and wind down on SIGTERM. A message is deleted only after its handler succeeded; the
+//! queue counts as drained only after `empty_receives` consecutive empty long polls, each taken
+//! while nothing is held and followed by the queue reporting nothing visible, in flight or
+//! delayed. `worker/README.md` ("Prefetch and the pipelined drain") describes the pipeline.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;

@@ -1,32 +1,7 @@
 //! `ecs-worker`: the process that runs inside the worker's ECS task. It drains an SQS queue,
 //! runs a handler per message, and when the queue is truly empty removes its own EC2 capacity.
-//!
-//! Modules, in the order a message meets them:
-//! - [`config`]: the environment contract and its defaults;
-//! - [`queue`]: the SQS calls;
-//! - [`drain`]: the receive / handle / settle loop, drained detection and shutdown;
-//! - [`heartbeat`]: keeping held messages invisible while handlers run;
-//! - [`handler`]: the handler contract — a command in any language, or a Rust closure;
-//! - [`termination`]: removing the worker's capacity once drained;
-//! - [`metrics`]: counters reported at exit;
-//! - [`app`]: the process wiring (logs, signals, exit code) shared by the binary and by Rust
-//!   handlers that build their own binary.
-//!
-//! A Rust handler:
-//! ```no_run
-//! use ecs_worker::handler::{from_fn, Message};
-//!
-//! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     ecs_worker::app::main_with(|_config| {
-//!         Ok(from_fn(|message: Message| async move {
-//!             println!("{}", message.body);
-//!             Ok::<(), std::io::Error>(())
-//!         }))
-//!     })
-//!     .await
-//! }
-//! ```
+//! This module holds the [`Worker`] that ties the steps together, its [`Report`] and the exit
+//! codes ([`Exit`]); `worker/README.md` documents the contract.
 
 #![forbid(unsafe_code)]
 

@@ -1,26 +1,8 @@
-//! Self-termination: after the queue is drained, the worker removes its own capacity.
-//!
-//! In `instance` mode it finds its EC2 instance id and calls Auto Scaling
-//! TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity, so with several
-//! instances each one removes only itself and the group does not replace it. In `group` mode it
-//! sets the group's desired capacity to 0 (the original system's behaviour).
-//!
-//! The instance id comes from `WORKER_INSTANCE_ID`, else from the ECS task metadata endpoint v4:
-//! `${ECS_CONTAINER_METADATA_URI_V4}/task` names the cluster and the task ARN (it does not name
-//! the container instance), ECS DescribeTasks gives the task's container instance, and
-//! DescribeContainerInstances its `ec2InstanceId`. This works in every network mode. The EC2
-//! instance metadata service is never asked: a bridge-mode container reaches it only when the
-//! instance's IMDSv2 hop limit is at least 2, which would also hand the instance role's
-//! credentials to handler code.
-//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4-response.html>
-//! <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-options.html>
-//!
-//! Before it removes the capacity, the worker records its outcome on its own ECS task: tag
-//! [`OUTCOME_TAG`] = the exit code it is about to exit with ([`Capacity::record_outcome`]).
-//! Terminating the instance can take the ECS agent down before it reports the container's exit,
-//! and ECS then stops the task without an exit code; the operator reads the tag instead
-//! (DescribeTasks with `include: [TAGS]`). An exit code the agent did report always wins.
-//! <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_TagResource.html>
+//! Self-termination: after the queue is drained, the worker removes its own capacity as
+//! `WORKER_TERMINATION` says, first recording its outcome on its ECS task
+//! ([`Capacity::record_outcome`]). Its instance comes from `WORKER_INSTANCE_ID` or the ECS task
+//! metadata, never from the EC2 instance metadata service. `worker/README.md` ("Environment
+//! contract") describes both steps.
 
 use std::time::Duration;
 

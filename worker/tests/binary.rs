@@ -288,3 +288,42 @@ async fn the_python_example_handler_succeeds_and_fails_as_documented() {
         "only the failing message was dead-lettered"
     );
 }
+
+/// Configured by the environment alone: a bad value stops the worker with exit code 1 and an
+/// error naming the variable, a blank one counts as unset, and the command line (whatever the
+/// task definition's command adds) is not read.
+#[tokio::test]
+async fn the_environment_is_read_and_the_command_line_is_not() {
+    let run = |vars: &[(&str, &str)]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-worker"))
+            .args(["--help", "--concurrency=two"])
+            .env_clear()
+            .env("RUST_LOG", "error")
+            .envs(vars.iter().copied())
+            .output()
+    };
+    let out = run(&[
+        ("WORKER_QUEUE_URL", "http://q"),
+        ("WORKER_CONCURRENCY", "two"),
+    ])
+    .await
+    .expect("run the worker");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"WORKER_CONCURRENCY="two" is invalid: an integer from 1 to 1000"#),
+        "{stderr}"
+    );
+
+    // The blank concurrency gets its default; what stops this one is the handler stdio needs.
+    let out = run(&[
+        ("WORKER_QUEUE_URL", "http://q"),
+        ("WORKER_CONCURRENCY", " "),
+        ("WORKER_HANDLER_MODE", "stdio"),
+    ])
+    .await
+    .expect("run the worker");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WORKER_HANDLER is required"), "{stderr}");
+}

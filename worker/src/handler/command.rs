@@ -1,13 +1,6 @@
-//! The language-neutral handler: a command line run once per message with `/bin/sh -c`.
-//!
-//! The message body is written to the command's stdin (then stdin is closed); the message id,
-//! receive count and message attributes are in its environment; stdout and stderr go to the
-//! worker's own (the container log). Exit status 0 means done, anything else — another code or
-//! death by a signal — means failed.
-//!
-//! Each run gets its own process group. When the worker gives up on a run (handler timeout, end
-//! of the shutdown grace period) the whole group is killed, so a shell wrapper cannot leave its
-//! children running.
+//! The language-neutral handler: a command line run once per message with `/bin/sh -c`, in a
+//! process group of its own that is killed whole when the worker gives up on the run. Exit
+//! status 0 means done. The contract is in `worker/README.md` ("A command, in any language").
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -43,7 +36,8 @@ pub enum CommandError {
     Signal(i32),
 }
 
-/// Runs a command line per message; see the module docs for the contract.
+/// Runs a command line per message: the body on stdin, the message id, receive count and
+/// attributes in its environment, stdout and stderr the worker's own.
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
     command_line: String,

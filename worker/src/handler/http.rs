@@ -1,22 +1,7 @@
-//! `http` mode: each message is POSTed to a long-lived HTTP server in the same container, the
-//! way the Elastic Beanstalk worker environment's daemon (sqsd) hands messages to a web
-//! application, so a handler loads its model once and serves message after message.
-//! <https://docs.aws.amazon.com/elasticbeanstalk/latest/dg/using-features-managing-env-tiers.html>
-//!
-//! The request: `POST` to `WORKER_HANDLER_URL` with the body exactly as sent
-//! (`Content-Type: application/json`, sqsd's default) and the sqsd headers —
-//! `X-Aws-Sqsd-Msgid`, `X-Aws-Sqsd-Queue` (the queue name), `X-Aws-Sqsd-Receive-Count`,
-//! `X-Aws-Sqsd-First-Received-At` (UTC, ISO 8601), `X-Aws-Sqsd-Attr-<name>` per message
-//! attribute — plus `X-Ecs-Worker-Deadline` (UTC, ISO 8601) when `WORKER_HANDLER_TIMEOUT` is
-//! set: the moment the worker stops waiting and counts the message failed. A 2xx answer means
-//! done (the message is deleted); any other status, a broken connection or the timeout means
-//! failed. Concurrency N means up to N requests in flight.
-//!
-//! Before the first message the worker waits until the server answers a readiness probe: a `GET`
-//! of `WORKER_HANDLER_READY_PATH` that must answer 2xx, or without a ready path any HTTP answer
-//! at the URL. With `WORKER_HANDLER` set the worker also starts the server itself and keeps it up
-//! ([`super::process`]): a crash fails the messages in flight on it (they are retried), and the
-//! restarted server must pass the readiness probe again before messages reach it.
+//! `http` mode: each message is POSTed, with the headers of Elastic Beanstalk's worker daemon
+//! (sqsd), to a long-lived HTTP server in the same container; a 2xx answer means done. No message
+//! is sent before the server passes the readiness probe. The request and the probe are in
+//! `worker/README.md` ("A long-lived handler").
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,7 +10,7 @@ use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Launch, Shared, Supervisor};
-use super::{BoxError, Handler, Message};
+use super::{BoxError, Handler, Message, Supervised};
 use crate::config::Config;
 
 /// Header with the SQS message id.
@@ -46,7 +31,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// POSTs each message to an HTTP server; see the module docs.
+/// POSTs each message to an HTTP server, up to `WORKER_CONCURRENCY` requests in flight.
 #[derive(Clone)]
 pub struct HttpHandler {
     client: reqwest::Client,
@@ -112,18 +97,6 @@ impl HttpHandler {
         })
     }
 
-    /// Why the handler process could not be restarted, if that happened.
-    pub fn failure(&self) -> Option<String> {
-        self.process.as_ref().and_then(|p| p.failure())
-    }
-
-    /// Stops the handler process the worker started, if any.
-    pub async fn shutdown(&self) {
-        if let Some(p) = &self.process {
-            p.shutdown().await;
-        }
-    }
-
     fn headers(&self, message: &Message) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -169,6 +142,19 @@ pub(crate) fn iso8601(t: SystemTime) -> String {
     aws_smithy_types::DateTime::from(t)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .unwrap_or_default()
+}
+
+/// The handler process the worker started, if any (an `http` handler may run on its own).
+impl Supervised for HttpHandler {
+    fn failure(&self) -> Option<String> {
+        self.process.as_ref().and_then(|p| p.failure())
+    }
+
+    async fn shutdown(&self) {
+        if let Some(p) = &self.process {
+            p.shutdown().await;
+        }
+    }
 }
 
 impl Handler for HttpHandler {

@@ -1,13 +1,11 @@
-//! One log line per message: its id, receive count, outcome (`succeeded`, `failed`, or
-//! `abandoned` when the worker stopped waiting — handler timeout or the end of the shutdown
-//! grace period) and how long the handler took. At `info` when asked for (`WORKER_LOG_FORMAT=json`,
-//! where each line is a JSON object), at `debug` otherwise, so text logs stay as they were.
+//! One log line per message (id, receive count, outcome, handler duration): at `info` with
+//! `WORKER_LOG_FORMAT=json`, at `debug` otherwise.
 
 use std::time::Instant;
 
 use super::{BoxError, Handler, Message};
 
-/// Wraps a handler with per-message log lines; see the module docs.
+/// Wraps a handler with per-message log lines.
 pub struct Logged<H> {
     inner: H,
     info: bool,

@@ -1,9 +1,6 @@
-//! The handler contract: what a handler is given ([`Message`]), what it answers, and the ways
-//! to write one — a Rust async closure ([`from_fn`]), or a program in any language reached in
-//! one of three modes (`WORKER_HANDLER_MODE`): a command run per message ([`CommandHandler`]),
-//! a long-lived HTTP server messages are POSTed to ([`HttpHandler`]), or a long-lived process
-//! exchanging JSON lines on stdin/stdout ([`StdioHandler`]). [`Logged`] wraps any of them with
-//! one log line per message.
+//! The handler contract: what a handler is given ([`Message`]) and what it answers, and the ways
+//! to write one: a Rust async closure ([`from_fn`]), or a program reached in one of the modes of
+//! `WORKER_HANDLER_MODE` ([`CommandHandler`], [`HttpHandler`], [`StdioHandler`]).
 
 mod command;
 mod http;
@@ -52,6 +49,15 @@ pub struct Message {
 /// handlers that hold external resources should release them on drop.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Message) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// A handler whose process the worker starts and keeps running between messages (`http` and
+/// `stdio` modes).
+pub trait Supervised: Handler {
+    /// Why the handler process could not be restarted, if that happened.
+    fn failure(&self) -> Option<String>;
+    /// Stops the handler process (SIGTERM to its group, SIGKILL after [`STOP_GRACE`]).
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// A [`Handler`] made from an async closure; see [`from_fn`].

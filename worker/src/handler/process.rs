@@ -1,14 +1,6 @@
 //! A handler process the worker starts once and keeps up (`http` mode with `WORKER_HANDLER`,
 //! and `stdio` mode): started with `/bin/sh -c` in its own process group, restarted with backoff
-//! when it exits, and stopped on shutdown (SIGTERM to its group, SIGKILL after
-//! [`STOP_GRACE`]).
-//!
-//! The [`Supervisor`] publishes the running process as a [`Generation`]: handler calls wait
-//! until one is up, and a generation's `exited` token fails every message in flight on it the
-//! moment its process dies, so those messages are retried instead of waiting out a timeout.
-//! A start that never becomes usable ([`Launch::launch`] fails: the process died at once or an
-//! HTTP handler never answered its readiness probe) is fatal: the supervisor records the error
-//! and cancels the `fatal` token it was given, which stops the drain.
+//! when it exits, and stopped on shutdown (SIGTERM to its group, SIGKILL after [`STOP_GRACE`]).
 
 use std::future::Future;
 use std::io;
@@ -117,7 +109,12 @@ enum State<T> {
     Stopped,
 }
 
-/// Keeps one handler process running; see the module docs.
+/// Keeps one handler process running and publishes it as a [`Generation`]: handler calls wait
+/// until one is up, and a generation's `exited` token fails every message in flight on it the
+/// moment its process dies, so those messages are retried instead of waiting out a timeout.
+/// A start that never becomes usable ([`Launch::launch`] fails: the process died at once or an
+/// HTTP handler never answered its readiness probe) is fatal: the supervisor records the error
+/// and cancels the `fatal` token it was given, which stops the drain.
 pub(crate) struct Supervisor<T> {
     state: watch::Receiver<State<T>>,
     stop: CancellationToken,

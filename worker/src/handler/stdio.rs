@@ -1,22 +1,7 @@
 //! `stdio` mode: `WORKER_HANDLER` is started once and kept up; each message is one JSON line on
-//! its stdin and its answer one JSON line on its stdout, for handlers that load something
-//! expensive once but should not run a web server.
-//!
-//! To the handler (one line each):
-//! `{"id":"<message id>","body":"<body>","receiveCount":1,"attributes":{"name":"value"},
-//!   "firstReceivedAt":"<UTC ISO 8601>","deadline":"<UTC ISO 8601>"}`
-//! (`firstReceivedAt` when SQS gave it, `deadline` only with `WORKER_HANDLER_TIMEOUT`).
-//!
-//! From the handler: `{"id":"<message id>","ok":true}` or
-//! `{"id":"<message id>","ok":false,"error":"why"}`. With `WORKER_CONCURRENCY` above 1 several
-//! messages are written before the first answer, and answers may come in any order.
-//!
-//! stdout carries answers only: a line that is not an answer (logs printed to stdout, a stack
-//! trace, a line over 1 MiB) is a protocol error — the worker logs it, fails every message in
-//! flight (they are retried, never deleted), kills the process and starts it again. An answer
-//! for a message the worker no longer waits for (it timed out) is logged and ignored. stderr is
-//! the worker's own: write logs there. When the process exits, the messages in flight fail and
-//! are retried; it is restarted with backoff ([`super::process`]).
+//! its stdin and its answer one JSON line on its stdout. Anything else on stdout is a protocol
+//! error that fails the messages in flight and restarts the process. The protocol is in
+//! `worker/README.md` ("A long-lived handler").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -28,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Launch, Shared, Supervisor};
-use super::{BoxError, Handler, Message};
+use super::{BoxError, Handler, Message, Supervised};
 use crate::config::Config;
 
 /// Longest answer line accepted.
@@ -43,7 +28,7 @@ struct Conn {
     pending: Arc<Pending>,
 }
 
-/// Talks JSON lines with a long-lived process; see the module docs.
+/// Talks JSON lines with a long-lived process.
 #[derive(Clone)]
 pub struct StdioHandler {
     process: Shared<Arc<Conn>>,
@@ -63,16 +48,6 @@ impl StdioHandler {
             timeout: config.handler_timeout,
         })
     }
-
-    /// Why the handler process could not be restarted, if that happened.
-    pub fn failure(&self) -> Option<String> {
-        self.process.failure()
-    }
-
-    /// Stops the handler process (SIGTERM to its group, SIGKILL after a grace period).
-    pub async fn shutdown(&self) {
-        self.process.shutdown().await;
-    }
 }
 
 /// Removes an abandoned message's waiter (handler timeout, shutdown).
@@ -91,6 +66,16 @@ impl Drop for Waiting {
                 pending.remove(&self.id);
             }
         }
+    }
+}
+
+impl Supervised for StdioHandler {
+    fn failure(&self) -> Option<String> {
+        self.process.failure()
+    }
+
+    async fn shutdown(&self) {
+        self.process.shutdown().await;
     }
 }
 
