@@ -3,8 +3,8 @@
 //! talks to a server.
 //!
 //! Admission rules are in the schema (OpenAPI + CEL `x-kubernetes-validations`) so `kubectl
-//! apply` refuses a bad manifest with a message naming the field; what only the controller can
-//! check is in [`validate`].
+//! apply` refuses a bad manifest with a message naming the field; the numeric bounds come from
+//! [`limits`], and what only the controller can check is in [`validate`].
 
 pub mod conditions;
 pub mod limits;
@@ -51,7 +51,7 @@ pub const TRIGGER_ANNOTATION: &str = "ecsworker.dev/run-now";
     annotation("argocd.argoproj.io/sync-wave", "-1"),
     namespaced,
     status = "EcsSelfTerminatingWorkerStatus",
-    printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceType"),
+    printcolumn(name = "Instance", type_ = "string", json_path = ".status.instanceTypes"),
     printcolumn(name = "Schedule", type_ = "string", json_path = ".status.schedule"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
@@ -916,6 +916,10 @@ pub struct EcsSelfTerminatingWorkerStatus {
     /// The effective schedule, e.g. `rate(7 hours)` or `cron(*/15 * * * *)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The instance types a run launches, in order of preference, e.g. `g5.xlarge,g4dn.xlarge`
+    /// (`spec.instanceType` or `spec.capacity.instanceTypes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_types: Option<String>,
     /// When the next tick is due (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<Time>,

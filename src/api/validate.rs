@@ -90,7 +90,8 @@ impl std::ops::Deref for ValidatedSpec<'_> {
     }
 }
 
-/// Checks what the schema cannot, and parses the schedule.
+/// Checks what the schema cannot, applies [`super::limits`] again (a spec may have been stored
+/// before a bound existed), and parses the schedule.
 pub fn validate(spec: &EcsSelfTerminatingWorkerSpec) -> Result<ValidatedSpec<'_>, InvalidSpec> {
     if spec.gpu && spec.arm {
         return Err(InvalidSpec::GpuAndArm);

@@ -313,6 +313,7 @@ async fn check_spec<'a>(pass: &mut Pass<'a>) -> Result<ControlFlow<Action, Valid
     match crate::api::validate::validate(&worker.spec) {
         Ok(spec) => {
             pass.status.schedule = Some(spec.schedule().to_string());
+            pass.status.instance_types = Some(spec.instance_types().join(","));
             Ok(ControlFlow::Continue(spec))
         }
         Err(e) => {

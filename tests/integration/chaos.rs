@@ -386,7 +386,8 @@ impl Fleet {
         let play = Play::RealWorker {
             binary,
             endpoint: endpoint.to_string(),
-            extra_env: Vec::new(),
+            // Fifty workers: their warnings only.
+            extra_env: vec![("RUST_LOG".into(), "warn".into())],
         };
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {

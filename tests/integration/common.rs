@@ -346,7 +346,7 @@ impl Drop for Harness {
 }
 
 /// A worker named `name`: the minimal spec with 6000 MiB, plus `extra_spec` (YAML of spec
-/// fields; a `schedule` replaces the default `cronRate`).
+/// fields; a `schedule` replaces the default `cronRate`, a null removes a field).
 pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
     let mut spec = ecs_worker_operator::api::testing::minimal_spec_json();
     spec["memoryLimitMiB"] = 6000.into();
@@ -355,7 +355,12 @@ pub fn worker_yaml(name: &str, extra_spec: &str) -> String {
         if extra.contains_key("schedule") {
             spec.remove("cronRate");
         }
-        spec.extend(extra.clone());
+        for (key, value) in extra {
+            match value {
+                serde_json::Value::Null => spec.remove(key),
+                value => spec.insert(key.clone(), value.clone()),
+            };
+        }
     }
     serde_yaml::to_string(&serde_json::json!({
         "apiVersion": "ecsworker.dev/v1alpha1",

@@ -353,6 +353,13 @@ async fn kubectl_shows_columns_and_explains_fields() -> anyhow::Result<()> {
     h.start_controller(Duration::from_secs(300));
     h.apply_yaml(&worker_yaml("shown", "")).await?;
     h.wait_ready("shown").await?;
+    // A worker with only a list of types shows the list.
+    h.apply_yaml(&worker_yaml(
+        "listed",
+        "instanceType: null\ncapacity:\n  instanceTypes: [m6i.large, m5.large]",
+    ))
+    .await?;
+    h.wait_ready("listed").await?;
     let cp = testbed::ControlPlane::shared()?;
     for resource in ["ecsworkers", "ecsworker", "ecsselfterminatingworkers"] {
         let out = cp.kubectl().args(["get", resource, "-n", &h.ns]).output()?;
@@ -372,7 +379,12 @@ async fn kubectl_shows_columns_and_explains_fields() -> anyhow::Result<()> {
                 "{resource}: missing {column} in {header}"
             );
         }
-        let row = text.lines().nth(1).unwrap_or_default();
+        let row = |name: &str| {
+            let row = text.lines().find(|l| l.starts_with(name));
+            row.unwrap_or_default().to_string()
+        };
+        assert!(row("listed").contains("m6i.large,m5.large"), "{text}");
+        let row = row("shown");
         assert!(
             row.contains("shown")
                 && row.contains("t3.medium")
