@@ -702,6 +702,16 @@ mod tests {
 
     use crate::api::testing::spec_with as spec;
 
+    /// What provisioning hands the task definition, with placeholder ARNs.
+    fn inputs(names: &Names) -> TaskInputs<'_> {
+        TaskInputs {
+            names,
+            queue_url: "http://q",
+            task_role_arn: "arn:t",
+            execution_role_arn: "arn:e",
+        }
+    }
+
     #[test]
     fn names_fit_aws_limits_and_are_unique() {
         let long_ns = "n".repeat(63);
@@ -801,15 +811,7 @@ mod tests {
         let s = spec(
             serde_json::json!({"env": [{"name": "MODEL", "value": "small"}], "worker": {"handler": "python3 handler.py"}}),
         );
-        let td = task_definition(
-            &s,
-            &TaskInputs {
-                names: &names,
-                queue_url: "http://q",
-                task_role_arn: "arn:t",
-                execution_role_arn: "arn:e",
-            },
-        );
+        let td = task_definition(&s, &inputs(&names));
         let env: BTreeMap<_, _> = td.environment.iter().cloned().collect();
         assert_eq!(env["WORKER_QUEUE_URL"], "http://q");
         assert_eq!(env["WORKER_CLUSTER"], names.cluster);
@@ -824,24 +826,11 @@ mod tests {
         );
         assert_eq!(td.memory_reservation, 512);
         // A change in the spec changes the fingerprint; the same spec does not.
-        let same = task_definition(
-            &s,
-            &TaskInputs {
-                names: &names,
-                queue_url: "http://q",
-                task_role_arn: "arn:t",
-                execution_role_arn: "arn:e",
-            },
-        );
+        let same = task_definition(&s, &inputs(&names));
         assert_eq!(td.fingerprint(), same.fingerprint());
         let other = task_definition(
             &spec(serde_json::json!({"image": "worker:2"})),
-            &TaskInputs {
-                names: &names,
-                queue_url: "http://q",
-                task_role_arn: "arn:t",
-                execution_role_arn: "arn:e",
-            },
+            &inputs(&names),
         );
         assert_ne!(td.fingerprint(), other.fingerprint());
     }
@@ -849,12 +838,7 @@ mod tests {
     #[test]
     fn handler_mode_settings_reach_the_worker_environment() {
         let names = Names::new("ns", "w");
-        let inputs = TaskInputs {
-            names: &names,
-            queue_url: "http://q",
-            task_role_arn: "arn:t",
-            execution_role_arn: "arn:e",
-        };
+        let inputs = inputs(&names);
         let td = task_definition(
             &spec(serde_json::json!({"worker": {
                 "handler": "python3 /app/http_handler.py",
@@ -1057,12 +1041,7 @@ mod tests {
     #[test]
     fn secrets_reach_the_container_secrets_and_never_the_environment() {
         let names = Names::new("ns", "w");
-        let inputs = TaskInputs {
-            names: &names,
-            queue_url: "http://q",
-            task_role_arn: "arn:t",
-            execution_role_arn: "arn:e",
-        };
+        let inputs = inputs(&names);
         let plain = task_definition(&spec(serde_json::json!({})), &inputs);
         let with = task_definition(
             &spec(serde_json::json!({"secrets": [

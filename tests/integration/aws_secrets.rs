@@ -39,17 +39,7 @@ async fn container(
         .iter()
         .map(|s| (s.name().to_string(), s.value_from().to_string()))
         .collect();
-    let env = c
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap_or_default().to_string(),
-                kv.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    Ok((secrets, env))
+    Ok((secrets, crate::common::env_pairs(c.environment())))
 }
 
 /// The execution role's inline policy `worker`, decoded, or `None` when it has none.
@@ -101,17 +91,8 @@ async fn wait_inline(
 }
 
 fn statements(policy: &str) -> anyhow::Result<Vec<(Vec<String>, Vec<String>)>> {
+    use crate::common::strings;
     let v: serde_json::Value = serde_json::from_str(policy)?;
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        match v {
-            serde_json::Value::String(s) => vec![s.clone()],
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect(),
-            _ => vec![],
-        }
-    };
     Ok(v["Statement"]
         .as_array()
         .into_iter()

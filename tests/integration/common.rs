@@ -489,3 +489,27 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<(i64,
         get(A::ApproximateNumberOfMessagesNotVisible),
     ))
 }
+
+/// A policy statement's `Action` or `Resource`: one string or a list of them.
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// An ECS environment (a container definition's or a RunTask override's) as (name, value).
+pub fn env_pairs<'a>(
+    env: impl IntoIterator<Item = &'a aws_sdk_ecs::types::KeyValuePair>,
+) -> Vec<(String, String)> {
+    env.into_iter()
+        .map(|kv| {
+            let text = |s: Option<&str>| s.unwrap_or_default().to_string();
+            (text(kv.name()), text(kv.value()))
+        })
+        .collect()
+}

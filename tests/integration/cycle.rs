@@ -196,18 +196,15 @@ async fn tail_overrides(h: &Harness, names: &Names) -> anyhow::Result<Vec<Vec<(S
     Ok(tasks
         .iter()
         .map(|t| {
-            t.overrides()
+            let overrides = t
+                .overrides()
                 .into_iter()
-                .flat_map(|o| o.container_overrides())
-                .filter(|o| o.name() == Some(desired::CONTAINER_NAME))
-                .flat_map(|o| o.environment())
-                .map(|kv| {
-                    (
-                        kv.name().unwrap_or_default().to_string(),
-                        kv.value().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
+                .flat_map(|o| o.container_overrides());
+            crate::common::env_pairs(
+                overrides
+                    .filter(|o| o.name() == Some(desired::CONTAINER_NAME))
+                    .flat_map(|o| o.environment()),
+            )
         })
         .collect())
 }

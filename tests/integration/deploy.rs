@@ -10,7 +10,7 @@
 //!   is sufficient. Verbs the ClusterRole does not grant are refused with 403.
 //! - `deploy/aws/operator-policy.json` allows every AWS call in `src/aws/` and nothing else.
 
-use crate::common;
+use crate::common::{self, strings};
 
 use ecs_worker_operator::api::{EcsSelfTerminatingWorker, FINALIZER};
 use ecs_worker_operator::aws::ClientFactory;
@@ -614,17 +614,6 @@ fn aws_calls() -> anyhow::Result<BTreeSet<String>> {
         }
     }
     Ok(calls)
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    match v {
-        serde_json::Value::String(s) => vec![s.clone()],
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect(),
-        _ => vec![],
-    }
 }
 
 #[test]

@@ -42,14 +42,7 @@ fn policy_actions(policy: &serde_json::Value) -> BTreeSet<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .flat_map(|s| match &s["Action"] {
-            serde_json::Value::String(a) => vec![a.clone()],
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect(),
-            _ => vec![],
-        })
+        .flat_map(|s| crate::common::strings(&s["Action"]))
         .collect()
 }
 

@@ -194,16 +194,9 @@ async fn example_provisions_tagged_resources_idempotently_repairs_and_deletes_ev
         .task_definition(r.task_definition_arn.clone().unwrap_or_default())
         .send()
         .await?;
-    let env: Vec<(String, String)> = td.task_definition().expect("td").container_definitions()[0]
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap_or_default().to_string(),
-                kv.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let env = crate::common::env_pairs(
+        td.task_definition().expect("td").container_definitions()[0].environment(),
+    );
     assert!(env.contains(&(
         "WORKER_QUEUE_URL".into(),
         r.queue_url.clone().unwrap_or_default()
